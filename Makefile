@@ -1,0 +1,67 @@
+# convnet build. `make` does all set-up on a fresh machine and is incremental:
+# a second `make` does nothing.
+#
+#   make          Python dependencies (only those that do not import), the
+#                 kernel fatbins (nvcc), the CPU emulation extension (g++,
+#                 pybind11) and the Fashion-MNIST dataset (apt, when missing)
+#   make test     the whole test suite
+#   make check    every kernel against its NumPy reference on this machine
+#   make emu-asan the emulation built with AddressSanitizer (build/asan/)
+#   make clean    remove build outputs
+
+PYTHON ?= python3
+NVCC   ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CXX    ?= g++
+JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
+
+BUILD  := build
+KSRC   := $(sort $(wildcard kernels/*.cu))
+KHDR   := $(wildcard kernels/*.cuh)
+FATBIN := $(patsubst kernels/%.cu,$(BUILD)/kernels/%.fatbin,$(KSRC))
+
+# sm_80, sm_86, sm_89, sm_90 machine code and compute_90 PTX for newer GPUs.
+# ptxas warnings on spills and local memory are errors.
+NVCC_ARCH  := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_86,code=sm_86 \
+              -gencode arch=compute_89,code=sm_89 -gencode arch=compute_90,code=sm_90 \
+              -gencode arch=compute_90,code=compute_90
+NVCC_FLAGS := -std=c++17 -O3 -Ikernels $(NVCC_ARCH) \
+              -Xptxas -warn-spills -Xptxas -warn-lmem-usage -Xptxas -Werror
+
+DATASET := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: all deps kernels emu emu-asan data test check clean
+all: deps kernels emu data
+
+# --- Python dependencies -------------------------------------------------
+deps: $(BUILD)/deps.stamp
+$(BUILD)/deps.stamp: requirements.txt tools/ensure_deps.py
+	@mkdir -p $(BUILD)
+	$(PYTHON) tools/ensure_deps.py requirements.txt
+	@touch $@
+
+# --- CUDA fatbins ---------------------------------------------------------
+ifeq ($(NVCC),)
+kernels:
+	@echo "nvcc not found: no fatbins built; on a GPU the kernels are compiled with NVRTC at first use"
+else
+kernels: $(FATBIN)
+endif
+$(BUILD)/kernels/%.fatbin: kernels/%.cu $(KHDR)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_FLAGS) -fatbin -o $@ $<
+
+include bindings/emu.mk
+
+# --- dataset --------------------------------------------------------------
+data:
+	@$(PYTHON) tools/ensure_dataset.py
+
+# --- tests ----------------------------------------------------------------
+test: all
+	$(PYTHON) -m pytest -q tests
+
+check: all
+	$(PYTHON) -m convnet.check
+
+clean:
+	rm -rf $(BUILD) convnet/_emu*.so
