@@ -1,0 +1,334 @@
+"""Launchers for kernels/conv.cu: 2-D convolution forward, backward-data,
+backward-filter and backward-bias on the CUDA kernels.
+
+Same names and signatures as convnet.reference, plus `version=` (None = the
+shipped version, SHIPPED below). NumPy float32 arrays run on the CPU
+emulation, CuPy float32 arrays on their GPU; outputs are allocated with the
+inputs' array module. Layouts are NCHW; weights (F, C/groups, KH, KW).
+"""
+import math
+
+import numpy as np
+
+from convnet import checking
+from convnet import reference as R
+
+# The version each op ships (the one place that names it).
+SHIPPED = {
+    "conv2d_forward": "v2",
+    "conv2d_backward_data": "v2",
+    "conv2d_backward_filter": "v2",
+    "conv2d_backward_bias": "v2",
+}
+VERSIONS = ("v1", "v2")
+
+# conv.cu's v2 tile (conv::BM, BN, V2_THREADS) and the v1 block size.
+V2_TILE_M, V2_TILE_N, V2_THREADS = 64, 64, 256
+V1_THREADS = 256
+# Backward-filter split-K: aim for this many blocks (two waves on a 132-SM
+# H100), with at least MIN_K_PER_SLICE reduction steps per slice.
+TARGET_BLOCKS = 264
+MIN_K_PER_SLICE = 256
+INT32_LIMIT = 2**31 - 1
+
+
+# --- argument checks -------------------------------------------------------
+
+def _module(*arrays):
+    """numpy or cupy, from the arrays (all from the same one)."""
+    mods = {type(a).__module__.split(".")[0] for a in arrays}
+    if mods == {"numpy"}:
+        return np
+    if mods == {"cupy"}:
+        import cupy
+        return cupy
+    raise TypeError(f"arrays must be all NumPy (emulation) or all CuPy (GPU), got {sorted(mods)}")
+
+
+def _array(a, name, ndim):
+    if not hasattr(a, "dtype") or not hasattr(a, "shape"):
+        raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(a).__name__}")
+    if a.dtype != np.float32:
+        raise TypeError(f"{name} must be float32, got {a.dtype}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(a.shape)}")
+    if a.size > INT32_LIMIT:
+        raise ValueError(f"{name} has {a.size} elements; the kernels index with int32 (< 2^31)")
+    return a
+
+
+def _int(v, name, minimum):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {v!r}")
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return int(v)
+
+
+def _pair(v, name, minimum):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name} must be an int or an (h, w) pair, got {v!r}")
+        return _int(v[0], name, minimum), _int(v[1], name, minimum)
+    v = _int(v, name, minimum)
+    return v, v
+
+
+def _shape4(shape, name):
+    if not isinstance(shape, (tuple, list)) or len(shape) != 4:
+        raise ValueError(f"{name} must be a 4-tuple (N, C, H, W) / (F, C/groups, KH, KW), got {shape!r}")
+    return tuple(_int(s, name, 1) for s in shape)
+
+
+def _version(op, version):
+    v = SHIPPED[op] if version is None else version
+    if v not in VERSIONS:
+        raise ValueError(f"{op}: unknown version {version!r}; kept versions are {', '.join(VERSIONS)}")
+    return v
+
+
+def _geometry(x_shape, w_shape, stride, pad, groups):
+    """The kernels' 14 shape scalars (n, c, h, w, f, kh, kw, oh, ow, sh, sw, ph, pw, groups)."""
+    n, c, h, w = x_shape
+    f, cg, kh, kw = w_shape
+    sh, sw = _pair(stride, "stride", 1)
+    ph, pw = _pair(pad, "pad", 0)
+    groups = _int(groups, "groups", 1)
+    if c % groups:
+        raise ValueError(f"input channels {c} are not divisible by groups={groups}")
+    if f % groups:
+        raise ValueError(f"filters {f} are not divisible by groups={groups}")
+    if cg != c // groups:
+        raise ValueError(f"weight has {cg} input channels per group, input has {c} channels "
+                         f"in {groups} group(s) ({c // groups} per group)")
+    if kh > h + 2 * ph or kw > w + 2 * pw:
+        raise ValueError(f"kernel {kh}x{kw} is larger than the padded input {h + 2 * ph}x{w + 2 * pw}")
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    if n * f * oh * ow > INT32_LIMIT:
+        raise ValueError(f"output of {n * f * oh * ow} elements; the kernels index with int32 (< 2^31)")
+    return (n, c, h, w, f, kh, kw, oh, ow, sh, sw, ph, pw, groups)
+
+
+def _check_dy(dy, expected, what):
+    if tuple(dy.shape) != tuple(expected):
+        raise ValueError(f"dy has shape {tuple(dy.shape)}, {what} gives output shape {tuple(expected)}")
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _get(name, like):
+    from convnet import kernels
+    return kernels.get_function(name, like=like)
+
+
+# --- launchers -------------------------------------------------------------
+
+def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None):
+    """y = conv(x, w) + b.  x (N, C, H, W), w (F, C/groups, KH, KW), b (F,) or None -> (N, F, OH, OW)."""
+    v = _version("conv2d_forward", version)
+    x, w = _array(x, "x", 4), _array(w, "w", 4)
+    xp = _module(x, w) if b is None else _module(x, w, b)
+    geo = _geometry(tuple(x.shape), tuple(w.shape), stride, pad, groups)
+    n, c, h, wd, f, kh, kw, oh, ow, sh, sw, ph, pw, g = geo
+    if b is None:
+        b, has_bias = xp.zeros(1, dtype=np.float32), 0
+    else:
+        b, has_bias = _array(b, "b", 1), 1
+        if tuple(b.shape) != (f,):
+            raise ValueError(f"bias must have shape ({f},), got {tuple(b.shape)}")
+    x, w, b = (xp.ascontiguousarray(a) for a in (x, w, b))
+    y = xp.empty((n, f, oh, ow), dtype=np.float32)
+    k = _get(f"conv2d_fwd_{v}", x)
+    if v == "v1":
+        k(_cdiv(y.size, V1_THREADS), V1_THREADS, (x, w, b, y) + geo + (has_bias,))
+    else:
+        grid = (_cdiv(n * oh * ow, V2_TILE_N), _cdiv(f // g, V2_TILE_M), g)
+        k(grid, V2_THREADS, (x, w, b, y) + geo + (has_bias,))
+    return y
+
+
+def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, version=None):
+    """dx, the gradient of conv2d_forward's input.  dy (N, F, OH, OW), w -> dx of x_shape."""
+    v = _version("conv2d_backward_data", version)
+    dy, w = _array(dy, "dy", 4), _array(w, "w", 4)
+    xp = _module(dy, w)
+    geo = _geometry(_shape4(x_shape, "x_shape"), tuple(w.shape), stride, pad, groups)
+    n, c, h, wd, f, kh, kw, oh, ow, sh, sw, ph, pw, g = geo
+    _check_dy(dy, (n, f, oh, ow), f"x_shape {tuple(x_shape)} with weight {tuple(w.shape)}")
+    if n * c * h * wd > INT32_LIMIT:
+        raise ValueError(f"x_shape {tuple(x_shape)} has 2^31 elements or more; the kernels index with int32")
+    dy, w = xp.ascontiguousarray(dy), xp.ascontiguousarray(w)
+    dx = xp.empty((n, c, h, wd), dtype=np.float32)
+    k = _get(f"conv2d_bwd_data_{v}", dy)
+    if v == "v1":
+        k(_cdiv(dx.size, V1_THREADS), V1_THREADS, (dy, w, dx) + geo)
+    else:
+        grid = (_cdiv(n * h * wd, V2_TILE_N), _cdiv(c // g, V2_TILE_M), g)
+        k(grid, V2_THREADS, (dy, w, dx) + geo)
+    return dx
+
+
+def backward_filter_splits(geo):
+    """(splits, k_chunk) for conv2d_bwd_filter_v2: the N*OH*OW reduction cut into
+    `splits` slices of k_chunk (a multiple of 8), enough blocks to fill the GPU."""
+    n, c, h, wd, f, kh, kw, oh, ow, sh, sw, ph, pw, g = geo
+    k_total = n * oh * ow
+    blocks = g * _cdiv(f // g, V2_TILE_M) * _cdiv((c // g) * kh * kw, V2_TILE_N)
+    splits = max(1, min(_cdiv(TARGET_BLOCKS, blocks), k_total // MIN_K_PER_SLICE, 65535 // g))
+    return _slices(k_total, splits)
+
+
+def _slices(k_total, splits):
+    chunk = _cdiv(_cdiv(k_total, splits), 8) * 8
+    return _cdiv(k_total, chunk), chunk
+
+
+def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None):
+    """dw, the gradient of conv2d_forward's weight.  dy (N, F, OH, OW), x (N, C, H, W) -> w_shape."""
+    return backward_filter(dy, x, w_shape, stride, pad, groups, version)
+
+
+def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, splits=None):
+    """conv2d_backward_filter with the v2 split-K count exposed (tests, tuning).
+
+    splits (v2 only): cut the reduction over (n, oh, ow) into this many slices
+    (None: chosen by backward_filter_splits); the slices are added in a fixed
+    order, so results are deterministic.
+    """
+    v = _version("conv2d_backward_filter", version)
+    dy, x = _array(dy, "dy", 4), _array(x, "x", 4)
+    xp = _module(dy, x)
+    geo = _geometry(tuple(x.shape), _shape4(w_shape, "w_shape"), stride, pad, groups)
+    n, c, h, wd, f, kh, kw, oh, ow, sh, sw, ph, pw, g = geo
+    _check_dy(dy, (n, f, oh, ow), f"input {tuple(x.shape)} with weight shape {tuple(w_shape)}")
+    dy, x = xp.ascontiguousarray(dy), xp.ascontiguousarray(x)
+    dw = xp.empty(tuple(w_shape), dtype=np.float32)
+    k = _get(f"conv2d_bwd_filter_{v}", dy)
+    if v == "v1":
+        k(_cdiv(dw.size, V1_THREADS), V1_THREADS, (dy, x, dw) + geo)
+        return dw
+    if splits is None:
+        splits, chunk = backward_filter_splits(geo)
+    else:
+        splits, chunk = _slices(n * oh * ow, _int(splits, "splits", 1))
+    if splits * dw.size > INT32_LIMIT:
+        raise ValueError(f"split-K workspace of {splits} x {dw.size} elements is too large for int32 indexing")
+    ws = dw if splits == 1 else xp.empty((splits,) + tuple(w_shape), dtype=np.float32)
+    grid = (_cdiv((c // g) * kh * kw, V2_TILE_N), _cdiv(f // g, V2_TILE_M), g * splits)
+    k(grid, V2_THREADS, (dy, x, ws) + geo + (splits, chunk))
+    if splits > 1:
+        red = _get("conv2d_bwd_filter_reduce", dy)
+        red(_cdiv(dw.size, V1_THREADS), V1_THREADS, (ws, dw, dw.size, splits))
+    return dw
+
+
+def conv2d_backward_bias(dy, version=None):
+    """db[f] = sum of dy[:, f] over batch and pixels.  dy (N, F, OH, OW) -> (F,)."""
+    v = _version("conv2d_backward_bias", version)
+    dy = _array(dy, "dy", 4)
+    xp = _module(dy)
+    n, f, oh, ow = dy.shape
+    dy = xp.ascontiguousarray(dy)
+    db = xp.empty((f,), dtype=np.float32)
+    k = _get(f"conv2d_bwd_bias_{v}", dy)
+    if v == "v1":
+        k(_cdiv(f, V1_THREADS), V1_THREADS, (dy, db, n, f, oh * ow))
+    else:
+        k(f, 256, (dy, db, n, f, oh * ow))
+    return db
+
+
+# --- checks against the reference ------------------------------------------
+
+# (name, x shape (N, C, H, W), w shape (F, C/groups, KH, KW), stride, pad, groups)
+SMALL_SHAPES = [
+    ("3x5x13x11 k3 s1 p1", (3, 5, 13, 11), (7, 5, 3, 3), 1, 1, 1),
+    ("3x5x13x11 k5x3 s2 p(2,1)", (3, 5, 13, 11), (6, 5, 5, 3), 2, (2, 1), 1),
+    ("3x6x13x11 k3 s(1,2) p0 g2", (3, 6, 13, 11), (10, 3, 3, 3), (1, 2), 0, 2),
+    ("2x3x19x17 k5 s4 p2", (2, 3, 19, 17), (5, 3, 5, 5), 4, 2, 1),
+    ("3x4x9x10 k3x2 s3 p(0,2) g2", (3, 4, 9, 10), (6, 2, 3, 2), 3, (0, 2), 2),
+    ("1x3x5x4 k5x4 s1 p0 g3", (1, 3, 5, 4), (3, 1, 5, 4), 1, 0, 3),
+]
+
+# AlexNet as one device (batch 128): conv1..conv5.
+ALEXNET_SHAPES = [
+    ("conv1 128x3x227x227 96 11x11 s4", (128, 3, 227, 227), (96, 3, 11, 11), 4, 0, 1),
+    ("conv2 128x96x27x27 256 5x5 p2 g2", (128, 96, 27, 27), (256, 48, 5, 5), 1, 2, 2),
+    ("conv3 128x256x13x13 384 3x3 p1", (128, 256, 13, 13), (384, 256, 3, 3), 1, 1, 1),
+    ("conv4 128x384x13x13 384 3x3 p1 g2", (128, 384, 13, 13), (384, 192, 3, 3), 1, 1, 2),
+    ("conv5 128x384x13x13 256 3x3 p1 g2", (128, 384, 13, 13), (256, 192, 3, 3), 1, 1, 2),
+]
+
+
+def _out_shape(x_shape, w_shape, stride, pad):
+    sh, sw = _pair(stride, "stride", 1)
+    ph, pw = _pair(pad, "pad", 0)
+    return (x_shape[0], w_shape[0], (x_shape[2] + 2 * ph - w_shape[2]) // sh + 1,
+            (x_shape[3] + 2 * pw - w_shape[3]) // sw + 1)
+
+
+def shape_cases(label, x_shape, w_shape, stride, pad, groups, versions=VERSIONS, seed=0,
+                scale="small", tol=None):
+    """Cases for one convolution geometry: every op, every version in `versions`."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape) / math.sqrt(np.prod(w_shape[1:]))
+    b = rng.standard_normal(w_shape[0])
+    dy = rng.standard_normal(_out_shape(x_shape, w_shape, stride, pad))
+    if tol is None:
+        tol = 1e-5 if scale == "small" else 1e-4
+    geo = dict(stride=stride, pad=pad, groups=groups)
+    cases = []
+    for v in versions:
+        cases += [
+            checking.Case(f"conv2d_fwd_{v} {label}", [x, w, b],
+                          lambda x, w, b: R.conv2d_forward(x, w, b, **geo),
+                          lambda x, w, b, v=v: conv2d_forward(x, w, b, **geo, version=v),
+                          tol, (f"conv2d_fwd_{v}",), scale),
+            checking.Case(f"conv2d_bwd_data_{v} {label}", [dy, w],
+                          lambda dy, w: R.conv2d_backward_data(dy, w, x_shape, **geo),
+                          lambda dy, w, v=v: conv2d_backward_data(dy, w, x_shape, **geo, version=v),
+                          tol, (f"conv2d_bwd_data_{v}",), scale),
+            checking.Case(f"conv2d_bwd_filter_{v} {label}", [dy, x],
+                          lambda dy, x: R.conv2d_backward_filter(dy, x, w_shape, **geo),
+                          lambda dy, x, v=v: conv2d_backward_filter(dy, x, w_shape, **geo, version=v),
+                          tol, (f"conv2d_bwd_filter_{v}",) + (("conv2d_bwd_filter_reduce",) if v == "v2" else ()),
+                          scale),
+            checking.Case(f"conv2d_bwd_bias_{v} {label}", [dy],
+                          R.conv2d_backward_bias,
+                          lambda dy, v=v: conv2d_backward_bias(dy, version=v),
+                          tol, (f"conv2d_bwd_bias_{v}",), scale),
+        ]
+    return cases
+
+
+def cases(scale="small"):
+    """Every conv kernel version against the reference: odd shapes ("small") or AlexNet's ("alexnet")."""
+    if scale == "small":
+        shapes = SMALL_SHAPES
+    elif scale == "alexnet":
+        shapes = ALEXNET_SHAPES
+    else:
+        raise ValueError(f"unknown scale {scale!r}: choose 'small' or 'alexnet'")
+    out = []
+    for i, (label, xs, ws, s, p, g) in enumerate(shapes):
+        out += shape_cases(label, xs, ws, s, p, g, seed=i, scale=scale)
+    if scale == "small":
+        out += split_cases()
+    return out
+
+
+def split_cases(splits=(2, 3, 7)):
+    """conv2d_bwd_filter_v2 with the reduction cut into slices (the small shapes need
+    none by the heuristic): the partial sums plus conv2d_bwd_filter_reduce."""
+    rng = np.random.default_rng(100)
+    x_shape, w_shape, geo = (3, 4, 9, 10), (6, 2, 3, 2), dict(stride=(2, 1), pad=1, groups=2)
+    x = rng.standard_normal(x_shape)
+    dy = rng.standard_normal(_out_shape(x_shape, w_shape, geo["stride"], geo["pad"]))
+    return [checking.Case(f"conv2d_bwd_filter_v2 3x4x9x10 k3x2 s(2,1) p1 g2 splits={sp}", [dy, x],
+                          lambda dy, x: R.conv2d_backward_filter(dy, x, w_shape, **geo),
+                          lambda dy, x, sp=sp: backward_filter(dy, x, w_shape, **geo, version="v2", splits=sp),
+                          1e-5, ("conv2d_bwd_filter_v2", "conv2d_bwd_filter_reduce"))
+            for sp in splits]

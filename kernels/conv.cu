@@ -1,0 +1,419 @@
+// kernels/conv.cu -- 2-D convolution: forward (+ bias), backward-data,
+// backward-filter, backward-bias. float32.
+//
+// Formula (cross-correlation, as in every deep-learning library), groups G,
+// Cg = C / G input channels and Fg = F / G filters per group, g = f / Fg:
+//   y[n,f,oh,ow] = b[f] + sum_{c<Cg, i<KH, j<KW} w[f,c,i,j] * x[n, g*Cg+c, oh*SH-PH+i, ow*SW-PW+j]
+//   dx[n,g*Cg+c,ih,iw] = sum_{f in g, i, j; oh*SH-PH+i = ih, ow*SW-PW+j = iw} dy[n,f,oh,ow] * w[f,c,i,j]
+//   dw[f,c,i,j] = sum_{n,oh,ow} dy[n,f,oh,ow] * x[n, g*Cg+c, oh*SH-PH+i, ow*SW-PW+j]
+//   db[f]       = sum_{n,oh,ow} dy[n,f,oh,ow]
+// x outside the image reads as 0; OH = (H + 2*PH - KH) / SH + 1, likewise OW.
+//
+// Layout: NCHW everywhere (x, y, dx, dy: (N, C|F, H, W)); w, dw: (F, Cg, KH, KW);
+// b, db: (F,). No other layout is used inside. Indices are int (the launcher
+// rejects tensors of 2^31 elements or more).
+//
+// Versions (the launcher convnet/kernel_ops/conv.py names the shipped one):
+//   v1 (fwd, bwd_data, bwd_filter, bwd_bias): one thread per output element,
+//      direct loops over the sum; obviously right, slow.
+//   v2 fwd/bwd_data/bwd_filter: implicit GEMM per group, C[m,col] = sum_k A[m,k] B[k,col],
+//      nothing materialised (im2col indices computed while loading tiles):
+//        fwd:        m = f (Fg),  col = (n,oh,ow), k = (c,i,j);   A = w,  B = x patches
+//        bwd_data:   m = c (Cg),  col = (n,ih,iw), k = (f,i,j);   A = w,  B = dy gathered
+//                    (dy[n,f,oh,ow] where ih+PH-i = oh*SH exactly, else 0)
+//        bwd_filter: m = f (Fg),  col = (c,i,j),   k = (n,oh,ow); A = dy, B = x patches;
+//                    k split into S slices (blockIdx.z) writing partial sums to a
+//                    workspace (S, F, Cg*KH*KW), then conv2d_bwd_filter_reduce adds the
+//                    S slices in a fixed order: deterministic, no atomics.
+//      Thread mapping: block = (BM/TM)*(BN/TN) threads; blockIdx.x = column tile of BN,
+//      blockIdx.y = row tile of BM, blockIdx.z = group (* S slices for bwd_filter).
+//      Each K step stages A (BK x BM) and B (BK x BN) tiles in shared memory
+//      (__syncthreads), then thread t = ty*(BN/TN) + tx accumulates a TM x TN register
+//      tile: rows ty + r*(BM/TM), columns tx + s*(BN/TN) (strided: conflict-free shared
+//      reads, coalesced stores). Tile sizes are template parameters.
+//   v2 bwd_bias: one block per filter, a strided sum per thread, then a shared-memory
+//      tree reduction (fixed order: deterministic).
+//
+// resources (sm_90, nvcc 13.0 -Xptxas -v):
+//   kernel                       regs  smem (bytes)
+//   conv2d_fwd_v1                  40      0
+//   conv2d_bwd_data_v1             38      0
+//   conv2d_bwd_filter_v1           40      0
+//   conv2d_bwd_bias_v1             18      0
+//   conv2d_fwd_v2                  64   4096
+//   conv2d_bwd_data_v2             72   4096
+//   conv2d_bwd_filter_v2           64   4096
+//   conv2d_bwd_filter_reduce       14      0
+//   conv2d_bwd_bias_v2             18   1024
+#include "common.cuh"
+
+namespace conv {
+
+// ---------------------------------------------------------------------------
+// The implicit-GEMM engine (v2). An Op describes one GEMM view:
+//   int M, NCOL;                            rows and columns of C for one group
+//   float a(int m, int k) const;            A[m, k], m < M, k < K
+//   Col col(int c) const;                   per-column state decoded once
+//   float b(const Col&, int k) const;       B[k, col] (0 outside the image / columns)
+//   void store(int m, int c, float v) const C[m, c] = v (m < M, c < NCOL)
+// ---------------------------------------------------------------------------
+template <int BM, int BN, int BK, int TM, int TN, class Op>
+__device__ __forceinline__ void implicit_gemm(const Op& op, int k_begin, int k_end)
+{
+    constexpr int NTX = BN / TN, NTY = BM / TM, NT = NTX * NTY;
+    static_assert(BM % TM == 0 && BN % TN == 0, "tile not divisible by the register tile");
+    static_assert(NT % BK == 0 && NT % BN == 0, "threads must cover whole tile rows");
+    static_assert((BM * BK) % NT == 0 && (BN * BK) % NT == 0, "tile loads must split evenly");
+    __shared__ __align__(16) float As[BK][BM];
+    __shared__ __align__(16) float Bs[BK][BN];
+
+    const int t = threadIdx.x;
+    const int tx = t % NTX, ty = t / NTX;
+    const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
+
+    // Loads: A element (k0 + t % BK, rows t / BK + r * NT/BK), coalesced along k;
+    //        B element (k0 + t / BN + r * NT/BN, column t % BN), coalesced along columns.
+    const int ak = t % BK, am = t / BK;
+    const int bc = t % BN, bk = t / BN;
+    const typename Op::Col bcol = op.col(col0 + bc);
+
+    float acc[TM][TN];
+#pragma unroll
+    for (int r = 0; r < TM; ++r)
+#pragma unroll
+        for (int s = 0; s < TN; ++s) acc[r][s] = 0.f;
+
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
+#pragma unroll
+        for (int r = 0; r < BM * BK / NT; ++r) {
+            const int m = am + r * (NT / BK), k = k0 + ak;
+            As[ak][m] = (row0 + m < op.M && k < k_end) ? op.a(row0 + m, k) : 0.f;
+        }
+#pragma unroll
+        for (int r = 0; r < BN * BK / NT; ++r) {
+            const int kk = bk + r * (NT / BN);
+            Bs[kk][bc] = (k0 + kk < k_end) ? op.b(bcol, k0 + kk) : 0.f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float av[TM], bv[TN];
+#pragma unroll
+            for (int r = 0; r < TM; ++r) av[r] = As[kk][ty + r * NTY];
+#pragma unroll
+            for (int s = 0; s < TN; ++s) bv[s] = Bs[kk][tx + s * NTX];
+#pragma unroll
+            for (int r = 0; r < TM; ++r)
+#pragma unroll
+                for (int s = 0; s < TN; ++s) acc[r][s] = fmaf(av[r], bv[s], acc[r][s]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int r = 0; r < TM; ++r) {
+        const int m = row0 + ty + r * NTY;
+#pragma unroll
+        for (int s = 0; s < TN; ++s) {
+            const int c = col0 + tx + s * NTX;
+            if (m < op.M && c < op.NCOL) op.store(m, c, acc[r][s]);
+        }
+    }
+}
+
+// Shape of one convolution, built from the kernels' scalar arguments.
+struct Shape {
+    int N, C, H, W, F, KH, KW, OH, OW, SH, SW, PH, PW, G;
+    int Cg, Fg, KHW, HW, OHW;
+    __device__ Shape(int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+                     int sh, int sw, int ph, int pw, int g)
+        : N(n), C(c), H(h), W(w), F(f), KH(kh), KW(kw), OH(oh), OW(ow), SH(sh), SW(sw),
+          PH(ph), PW(pw), G(g), Cg(c / g), Fg(f / g), KHW(kh * kw), HW(h * w), OHW(oh * ow) {}
+};
+
+// fwd: C[f, (n,oh,ow)] = sum_{(c,i,j)} w[g*Fg+f, c, i, j] * x[n, g*Cg+c, oh*SH-PH+i, ow*SW-PW+j]
+struct FwdOp {
+    const float* x; const float* w; const float* bias; float* y;
+    Shape s; int g, has_bias, M, NCOL;
+    struct Col { const float* base; int ih0, iw0; bool valid; };
+    __device__ float a(int m, int k) const { return w[(g * s.Fg + m) * (s.Cg * s.KHW) + k]; }
+    __device__ Col col(int c) const {
+        Col r;
+        r.valid = c < NCOL;
+        const int cc = r.valid ? c : 0;
+        const int n = cc / s.OHW, p = cc - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
+        r.base = x + (n * s.C + g * s.Cg) * s.HW;
+        r.ih0 = oh * s.SH - s.PH;
+        r.iw0 = ow * s.SW - s.PW;
+        return r;
+    }
+    __device__ float b(const Col& cl, int k) const {
+        const int c = k / s.KHW, rest = k - c * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
+        const int ih = cl.ih0 + i, iw = cl.iw0 + j;
+        if (!cl.valid || ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) return 0.f;
+        return cl.base[c * s.HW + ih * s.W + iw];
+    }
+    __device__ void store(int m, int c, float v) const {
+        const int f = g * s.Fg + m, n = c / s.OHW, p = c - n * s.OHW;
+        y[(n * s.F + f) * s.OHW + p] = has_bias ? v + bias[f] : v;
+    }
+};
+
+// bwd_data: C[c, (n,ih,iw)] = sum_{(f,i,j)} w[g*Fg+f, c, i, j] * dy[n, g*Fg+f, oh, ow]
+//           where oh = (ih+PH-i)/SH, ow = (iw+PW-j)/SW divide exactly and are in range.
+struct BwdDataOp {
+    const float* dy; const float* w; float* dx;
+    Shape s; int g, M, NCOL;
+    struct Col { const float* base; int th, tw; bool valid; };
+    __device__ float a(int m, int k) const {
+        const int f = k / s.KHW, rest = k - f * s.KHW;
+        return w[((g * s.Fg + f) * s.Cg + m) * s.KHW + rest];
+    }
+    __device__ Col col(int c) const {
+        Col r;
+        r.valid = c < NCOL;
+        const int cc = r.valid ? c : 0;
+        const int n = cc / s.HW, p = cc - n * s.HW, ih = p / s.W, iw = p - ih * s.W;
+        r.base = dy + (n * s.F + g * s.Fg) * s.OHW;
+        r.th = ih + s.PH;
+        r.tw = iw + s.PW;
+        return r;
+    }
+    __device__ float b(const Col& cl, int k) const {
+        const int f = k / s.KHW, rest = k - f * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
+        const int th = cl.th - i, tw = cl.tw - j;
+        if (!cl.valid || th < 0 || tw < 0) return 0.f;
+        const int oh = th / s.SH, ow = tw / s.SW;
+        if (oh * s.SH != th || ow * s.SW != tw || oh >= s.OH || ow >= s.OW) return 0.f;
+        return cl.base[f * s.OHW + oh * s.OW + ow];
+    }
+    __device__ void store(int m, int c, float v) const {
+        const int n = c / s.HW, p = c - n * s.HW;
+        dx[(n * s.C + g * s.Cg + m) * s.HW + p] = v;
+    }
+};
+
+// bwd_filter: C[f, (c,i,j)] = sum_{(n,oh,ow) in slice} dy[n, g*Fg+f, oh, ow] * x[n, g*Cg+c, oh*SH-PH+i, ow*SW-PW+j]
+struct BwdFilterOp {
+    const float* dy; const float* x; float* ws;   // ws: (S, F, Cg*KH*KW); slice `slice`
+    Shape s; int g, slice, M, NCOL;
+    struct Col { const float* base; int ioh, iow; bool valid; };
+    __device__ float a(int m, int k) const {
+        const int n = k / s.OHW, p = k - n * s.OHW;
+        return dy[(n * s.F + g * s.Fg + m) * s.OHW + p];
+    }
+    __device__ Col col(int c) const {
+        Col r;
+        r.valid = c < NCOL;
+        const int cc = r.valid ? c : 0;
+        const int ci = cc / s.KHW, rest = cc - ci * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
+        r.base = x + (g * s.Cg + ci) * s.HW;
+        r.ioh = i - s.PH;
+        r.iow = j - s.PW;
+        return r;
+    }
+    __device__ float b(const Col& cl, int k) const {
+        const int n = k / s.OHW, p = k - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
+        const int ih = oh * s.SH + cl.ioh, iw = ow * s.SW + cl.iow;
+        if (!cl.valid || ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) return 0.f;
+        return cl.base[n * s.C * s.HW + ih * s.W + iw];
+    }
+    __device__ void store(int m, int c, float v) const {
+        ws[(slice * s.F + g * s.Fg + m) * NCOL + c] = v;
+    }
+};
+
+// v2 tile configuration (one place; a later tuning pass specialises per shape).
+constexpr int BM = 64, BN = 64, BK = 8, TM = 4, TN = 4;
+constexpr int V2_THREADS = (BM / TM) * (BN / TN);   // 256
+constexpr int BIAS_THREADS = 256;                   // conv2d_bwd_bias_v2's block
+
+template <int NT>
+__device__ __forceinline__ float block_sum(float v)
+{
+    __shared__ float red[NT];
+    red[threadIdx.x] = v;
+    __syncthreads();
+#pragma unroll
+    for (int half = NT / 2; half > 0; half /= 2) {
+        if ((int)threadIdx.x < half) red[threadIdx.x] += red[threadIdx.x + half];
+        __syncthreads();
+    }
+    return red[0];
+}
+
+}  // namespace conv
+
+// Every conv kernel takes the same 14 shape scalars, written out in each signature
+// (the launch registry reads signatures as written, without macros):
+//   n, c, h, w (input), f, kh, kw (weight), oh, ow (output), sh, sw (stride),
+//   ph, pw (padding), groups.
+// Pointer shapes: x, dx (N, C, H, W); y, dy (N, F, OH, OW); wt, dw (F, Cg, KH, KW); b, db (F,).
+#define CONV_SHAPE_ARGS n, c, h, w, f, kh, kw, oh, ow, sh, sw, ph, pw, groups
+
+// ---------------------------------------------------------------------------
+// v1: one thread per output element (1-D grid over the output, any block size).
+// ---------------------------------------------------------------------------
+
+// thread -> y[n, f, oh, ow] (flat NCHW index); b is read only when has_bias.
+extern "C" __global__ void conv2d_fwd_v1(
+    const float* __restrict__ x, const float* __restrict__ wt, const float* __restrict__ b,
+    float* __restrict__ y,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int has_bias)
+{
+    const conv::Shape s(CONV_SHAPE_ARGS);
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= s.N * s.F * s.OHW) return;
+    const int ox = idx % s.OW, oy = (idx / s.OW) % s.OH, fi = (idx / s.OHW) % s.F, ni = idx / (s.OHW * s.F);
+    const int g = fi / s.Fg;
+    float acc = 0.f;
+    for (int ci = 0; ci < s.Cg; ++ci)
+        for (int i = 0; i < s.KH; ++i) {
+            const int ih = oy * s.SH - s.PH + i;
+            if (ih < 0 || ih >= s.H) continue;
+            for (int j = 0; j < s.KW; ++j) {
+                const int iw = ox * s.SW - s.PW + j;
+                if (iw < 0 || iw >= s.W) continue;
+                acc += wt[((fi * s.Cg + ci) * s.KH + i) * s.KW + j] *
+                       x[((ni * s.C + g * s.Cg + ci) * s.H + ih) * s.W + iw];
+            }
+        }
+    y[idx] = has_bias ? acc + b[fi] : acc;
+}
+
+// thread -> dx[n, c, ih, iw]: a gather over the taps (f, i, j) that read this pixel.
+extern "C" __global__ void conv2d_bwd_data_v1(
+    const float* __restrict__ dy, const float* __restrict__ wt, float* __restrict__ dx,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups)
+{
+    const conv::Shape s(CONV_SHAPE_ARGS);
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= s.N * s.C * s.HW) return;
+    const int ix = idx % s.W, iy = (idx / s.W) % s.H, ci = (idx / s.HW) % s.C, ni = idx / (s.HW * s.C);
+    const int g = ci / s.Cg, cg = ci - g * s.Cg;
+    float acc = 0.f;
+    for (int fi = g * s.Fg; fi < (g + 1) * s.Fg; ++fi)
+        for (int i = 0; i < s.KH; ++i) {
+            const int th = iy + s.PH - i;               // = oy * SH when this tap hits
+            if (th < 0 || th % s.SH != 0 || th / s.SH >= s.OH) continue;
+            for (int j = 0; j < s.KW; ++j) {
+                const int tw = ix + s.PW - j;
+                if (tw < 0 || tw % s.SW != 0 || tw / s.SW >= s.OW) continue;
+                acc += dy[((ni * s.F + fi) * s.OH + th / s.SH) * s.OW + tw / s.SW] *
+                       wt[((fi * s.Cg + cg) * s.KH + i) * s.KW + j];
+            }
+        }
+    dx[idx] = acc;
+}
+
+// thread -> dw[f, c, i, j]: a loop over (n, oh, ow).
+extern "C" __global__ void conv2d_bwd_filter_v1(
+    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ dw,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups)
+{
+    const conv::Shape s(CONV_SHAPE_ARGS);
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= s.F * s.Cg * s.KHW) return;
+    const int j = idx % s.KW, i = (idx / s.KW) % s.KH, cg = (idx / s.KHW) % s.Cg, fi = idx / (s.KHW * s.Cg);
+    const int ci = (fi / s.Fg) * s.Cg + cg;
+    float acc = 0.f;
+    for (int ni = 0; ni < s.N; ++ni)
+        for (int oy = 0; oy < s.OH; ++oy) {
+            const int ih = oy * s.SH - s.PH + i;
+            if (ih < 0 || ih >= s.H) continue;
+            for (int ox = 0; ox < s.OW; ++ox) {
+                const int iw = ox * s.SW - s.PW + j;
+                if (iw < 0 || iw >= s.W) continue;
+                acc += dy[((ni * s.F + fi) * s.OH + oy) * s.OW + ox] *
+                       x[((ni * s.C + ci) * s.H + ih) * s.W + iw];
+            }
+        }
+    dw[idx] = acc;
+}
+
+// thread -> db[f]; dy seen as (N, F, P), P = OH*OW.
+extern "C" __global__ void conv2d_bwd_bias_v1(const float* __restrict__ dy, float* __restrict__ db,
+                                              int n, int f, int p)
+{
+    const int fi = blockIdx.x * blockDim.x + threadIdx.x;
+    if (fi >= f) return;
+    float acc = 0.f;
+    for (int ni = 0; ni < n; ++ni)
+        for (int q = 0; q < p; ++q) acc += dy[(ni * f + fi) * p + q];
+    db[fi] = acc;
+}
+
+// ---------------------------------------------------------------------------
+// v2: implicit GEMM, block = conv::V2_THREADS (256) threads, grids below.
+// ---------------------------------------------------------------------------
+
+// grid (ceil(N*OH*OW / BN), ceil(Fg / BM), G)
+extern "C" __global__ void conv2d_fwd_v2(
+    const float* __restrict__ x, const float* __restrict__ wt, const float* __restrict__ b,
+    float* __restrict__ y,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int has_bias)
+{
+    using namespace conv;
+    const Shape s(CONV_SHAPE_ARGS);
+    const FwdOp op{x, wt, b, y, s, (int)blockIdx.z, has_bias, s.Fg, s.N * s.OHW};
+    implicit_gemm<BM, BN, BK, TM, TN>(op, 0, s.Cg * s.KHW);
+}
+
+// grid (ceil(N*H*W / BN), ceil(Cg / BM), G)
+extern "C" __global__ void conv2d_bwd_data_v2(
+    const float* __restrict__ dy, const float* __restrict__ wt, float* __restrict__ dx,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups)
+{
+    using namespace conv;
+    const Shape s(CONV_SHAPE_ARGS);
+    const BwdDataOp op{dy, wt, dx, s, (int)blockIdx.z, s.Cg, s.N * s.HW};
+    implicit_gemm<BM, BN, BK, TM, TN>(op, 0, s.Fg * s.KHW);
+}
+
+// grid (ceil(Cg*KH*KW / BN), ceil(Fg / BM), G * splits); blockIdx.z = g * splits + slice;
+// slice covers k in [slice*k_chunk, min(N*OH*OW, (slice+1)*k_chunk)) and writes
+// ws[slice] (ws: (splits, F, Cg, KH, KW); with splits == 1, ws is dw itself).
+extern "C" __global__ void conv2d_bwd_filter_v2(
+    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int splits, int k_chunk)
+{
+    using namespace conv;
+    const Shape s(CONV_SHAPE_ARGS);
+    const int g = blockIdx.z / splits, slice = blockIdx.z % splits;
+    const BwdFilterOp op{dy, x, ws, s, g, slice, s.Fg, s.Cg * s.KHW};
+    const int K = s.N * s.OHW, k_begin = slice * k_chunk;
+    implicit_gemm<BM, BN, BK, TM, TN>(op, k_begin, min(K, k_begin + k_chunk));
+}
+
+// dw[e] = sum_{sl < splits} ws[sl * count + e], in order sl = 0, 1, ... (1-D grid over e).
+extern "C" __global__ void conv2d_bwd_filter_reduce(const float* __restrict__ ws, float* __restrict__ dw,
+                                                    int count, int splits)
+{
+    const int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= count) return;
+    float acc = 0.f;
+    for (int sl = 0; sl < splits; ++sl) acc += ws[sl * count + e];
+    dw[e] = acc;
+}
+
+// grid (F), block 256: thread t sums dy[n, f, q] over e = n*P + q = t, t+256, ...,
+// then a shared-memory tree.
+extern "C" __global__ void conv2d_bwd_bias_v2(const float* __restrict__ dy, float* __restrict__ db,
+                                              int n, int f, int p)
+{
+    constexpr int NT = conv::BIAS_THREADS;
+    const int fi = blockIdx.x;
+    float acc = 0.f;
+    for (int e = threadIdx.x; e < n * p; e += NT) {
+        const int ni = e / p, q = e - ni * p;
+        acc += dy[(ni * f + fi) * p + q];
+    }
+    const float total = conv::block_sum<NT>(acc);
+    if (threadIdx.x == 0) db[fi] = total;
+}
