@@ -1,0 +1,100 @@
+"""Launchers for kernels/lrn.cu: cross-channel local response normalization.
+
+    lrn_forward(x, size=5, alpha=1e-4, beta=0.75, k=2.0)
+    lrn_backward(dy, x, y, size=5, alpha=1e-4, beta=0.75, k=2.0)
+
+Same names, signatures and convention as convnet.reference (the paper's: alpha
+multiplies the plain window sum). x, dy, y: float32 C-contiguous (N, C, H, W).
+"""
+import numpy as np
+
+from convnet.checking import Case
+from convnet.kernel_ops.activation import (
+    BLOCK, LazyInputs, array_module, check_float32, check_int, check_int32_size, check_number,
+    check_same_device, check_same_shape, check_version, grid_1d, launch, randn, shape_str)
+
+SHIPPED = "v1"
+
+
+def _check_params(op, size, alpha, beta, k):
+    check_int(op, "size", size, 1)
+    for name, v in (("alpha", alpha), ("beta", beta), ("k", k)):
+        check_number(op, name, v)
+
+
+def lrn_forward(x, size=5, alpha=1e-4, beta=0.75, k=2.0, *, version=None):
+    """y[:, c] = x[:, c] / (k + alpha * sum_{|j - c| <= size//2} x[:, j]^2) ** beta."""
+    op = "lrn_forward"
+    check_version(op, version)
+    check_float32(op, "x", x, ndim=4)
+    _check_params(op, size, alpha, beta, k)
+    n, c, h, w = x.shape
+    check_int32_size(op, x.size)
+    y = array_module(x).empty_like(x)
+    pixels = n * h * w
+    if x.size:
+        launch("lrn_fwd", x, grid_1d(pixels, x), BLOCK,
+               (x, y, n, c, h * w, size, alpha, beta, k))
+    return y
+
+
+def lrn_backward(dy, x, y, size=5, alpha=1e-4, beta=0.75, k=2.0, *, version=None):
+    """The exact gradient, direct term and cross-channel term (see kernels/lrn.cu)."""
+    op = "lrn_backward"
+    check_version(op, version)
+    for name, a in (("dy", dy), ("x", x), ("y", y)):
+        check_float32(op, name, a, ndim=4)
+    check_same_shape(op, dy=dy, x=x, y=y)
+    check_same_device(op, dy=dy, x=x, y=y)
+    _check_params(op, size, alpha, beta, k)
+    n, c, h, w = x.shape
+    check_int32_size(op, x.size)
+    dx = array_module(x).empty_like(x)
+    if x.size:
+        launch("lrn_bwd", x, grid_1d(n * h * w, x), BLOCK,
+               (dy, x, y, dx, n, c, h * w, size, alpha, beta, k))
+    return dx
+
+
+# --- checks against the reference -------------------------------------------------
+
+def _cases_for(shape, size, alpha, beta, k, scale, seed, xscale=1.0):
+    from convnet import reference
+    tag = f"{shape_str(shape)} size{size} alpha{alpha:g}"
+    params = (size, alpha, beta, k)
+
+    def make_fwd():
+        rng = np.random.default_rng(seed)
+        return [randn(rng, shape, xscale)] + list(params)
+
+    def make_bwd():
+        rng = np.random.default_rng(seed)
+        x = randn(rng, shape, xscale)
+        dy = randn(rng, shape)
+        y = reference.lrn_forward(x.astype(np.float32), *params).astype(np.float64)
+        return [dy, x, y] + list(params)
+
+    if scale == "alexnet":
+        fwd_in, bwd_in = LazyInputs(make_fwd, 5), LazyInputs(make_bwd, 7)
+    else:
+        fwd_in, bwd_in = make_fwd(), make_bwd()
+    return [
+        Case(f"lrn_fwd {tag}", fwd_in, reference.lrn_forward, lrn_forward,
+             tol=2e-6, kernels=("lrn_fwd",), scale=scale),
+        Case(f"lrn_bwd {tag}", bwd_in, reference.lrn_backward, lrn_backward,
+             tol=1e-5, kernels=("lrn_bwd",), scale=scale),
+    ]
+
+
+def cases(scale):
+    """Checks of lrn.cu: "small" (odd shapes, sizes 5 and 3, the paper's alpha and a
+    large alpha where the cross term matters) or "alexnet" (lrn1, lrn2 at batch 128)."""
+    if scale == "small":
+        return (_cases_for((3, 5, 13, 11), 5, 1e-4, 0.75, 2.0, scale, 200)
+                + _cases_for((3, 7, 12, 12), 3, 0.5, 0.75, 1.0, scale, 201)
+                + _cases_for((2, 7, 5, 3), 5, 0.1, 0.75, 2.0, scale, 202, xscale=3.0)
+                + _cases_for((1, 3, 4, 5), 7, 0.2, 0.6, 1.5, scale, 203))
+    if scale == "alexnet":
+        return (_cases_for((128, 96, 55, 55), 5, 1e-4, 0.75, 2.0, scale, 210)
+                + _cases_for((128, 256, 27, 27), 5, 1e-4, 0.75, 2.0, scale, 211))
+    raise ValueError(f"unknown case scale {scale!r}: 'small' or 'alexnet'")

@@ -1,0 +1,27 @@
+// sgd.cu: the paper's SGD update with momentum and weight decay, fused, in place.
+//
+// Formula (SPEC.md "Training"; docs/design.md "Op semantics"):
+//     v <- momentum * v - weight_decay * lr * w - lr * dw
+//     w <- w + v
+// `decay` is weight_decay * lr, multiplied out once by the launcher.
+// Layout: w, dw, v: any contiguous float32 tensors of n elements, same shape.
+// Thread mapping: 1-D grid-stride loop, one element per thread per step;
+// each element is read once (w, dw, v) and written once (w, v).
+// Versions: v1: one element per thread (shipped).
+//
+// resources (nvcc 13.0 -Xptxas -v, sm_90): registers per thread, no shared memory
+//     sgd_update 0
+#include "common.cuh"
+
+extern "C" __global__ void sgd_update(float* __restrict__ w,         // (n,) updated in place
+                                      const float* __restrict__ dw,  // (n,)
+                                      float* __restrict__ v,         // (n,) updated in place
+                                      unsigned long long n,
+                                      float lr, float momentum, float decay) {
+    for (unsigned long long i = cn_thread_index(); i < n; i += cn_thread_count()) {
+        const float wi = w[i];
+        const float vi = momentum * v[i] - decay * wi - lr * dw[i];
+        v[i] = vi;
+        w[i] = wi + vi;
+    }
+}
