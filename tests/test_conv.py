@@ -1,0 +1,179 @@
+"""The convolution kernels (kernels/conv.cu) against the NumPy reference.
+
+Every kernel version runs on the CPU emulation on odd shapes (and on the GPU
+under the gpu marker, with the AlexNet shapes too); randomized geometries;
+float32 adjoint identities (the backward kernels are the exact transposes of
+the forward); groups = 2 against two separate convolutions; split-K
+determinism; bad input.
+"""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convnet import checking
+from convnet import reference as R
+from convnet.kernel_ops import conv
+
+SMALL = conv.cases("small")
+VERSIONS = conv.VERSIONS
+
+
+def _check(case, backend):
+    err, errs = checking.run_case(case, backend)
+    print(f"{case.name}: relative error {err:.2e} (tol {case.tol:.0e})")
+    assert err <= case.tol, f"{case.name} on {backend}: relative error {err:.2e} > {case.tol:.0e}"
+
+
+@pytest.mark.parametrize("case", SMALL, ids=[c.name for c in SMALL])
+def test_small_case_emu(case):
+    _check(case, "emu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", SMALL, ids=[c.name for c in SMALL])
+def test_small_case_gpu(case):
+    _check(case, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", conv.cases("alexnet"), ids=lambda c: c.name)
+def test_alexnet_case_gpu(case):
+    _check(case, "cuda")
+
+
+def test_every_kernel_is_checked():
+    """Each extern "C" kernel in conv.cu is exercised by some small case."""
+    src = (Path(__file__).resolve().parents[1] / "kernels" / "conv.cu").read_text()
+    names = set(re.findall(r'extern "C" __global__ void\s+(\w+)\s*\(', src))
+    covered = {k for c in SMALL for k in c.kernels}
+    assert names and names <= covered, f"kernels without a check: {sorted(names - covered)}"
+    assert set(conv.SHIPPED.values()) <= set(VERSIONS)
+
+
+def _random_geometry(rng):
+    g = int(rng.integers(1, 4))
+    n, cg, fg = int(rng.integers(1, 5)), int(rng.integers(1, 5)), int(rng.integers(1, 6))
+    h, w = int(rng.integers(3, 15)), int(rng.integers(3, 15))
+    ph, pw = int(rng.integers(0, 3)), int(rng.integers(0, 3))
+    kh, kw = int(rng.integers(1, min(6, h + 2 * ph) + 1)), int(rng.integers(1, min(6, w + 2 * pw) + 1))
+    sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    return (n, cg * g, h, w), (fg * g, cg, kh, kw), (sh, sw), (ph, pw), g
+
+
+@pytest.mark.parametrize("draw", range(4))
+def test_random_geometry_emu(draw):
+    rng = np.random.default_rng(1000 + draw)
+    xs, ws, s, p, g = _random_geometry(rng)
+    label = f"random x{xs} w{ws} s{s} p{p} g{g}"
+    for case in conv.shape_cases(label, xs, ws, s, p, g, seed=draw):
+        _check(case, "emu")
+
+
+def _data(x_shape, w_shape, stride, pad, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    dy = rng.standard_normal(conv._out_shape(x_shape, w_shape, stride, pad)).astype(np.float32)
+    return x, w, b, dy
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_adjoint_identities(version):
+    """<conv(x, w), dy> = <x, bwd_data(dy, w)> = <w, bwd_filter(dy, x)>, <b, bwd_bias(dy)> = <b (broadcast), dy>."""
+    xs, ws, s, p, g = (3, 6, 11, 9), (4, 3, 4, 3), (2, 1), (1, 2), 2
+    x, w, b, dy = _data(xs, ws, s, p, seed=7)
+    y = conv.conv2d_forward(x, w, None, s, p, g, version=version).astype(np.float64)
+    dx = conv.conv2d_backward_data(dy, w, xs, s, p, g, version=version).astype(np.float64)
+    dw = conv.conv2d_backward_filter(dy, x, ws, s, p, g, version=version).astype(np.float64)
+    db = conv.conv2d_backward_bias(dy, version=version).astype(np.float64)
+    d = dy.astype(np.float64)
+    lhs = float(np.sum(y * d))
+    scale = float(np.sum(np.abs(y * d)))
+    assert abs(lhs - float(np.sum(x * dx))) <= 1e-5 * scale
+    assert abs(lhs - float(np.sum(w * dw))) <= 1e-5 * scale
+    yb = conv.conv2d_forward(x, w, b, s, p, g, version=version).astype(np.float64)
+    assert abs(float(np.sum((yb - y) * d)) - float(np.sum(b * db))) <= 1e-5 * float(np.sum(np.abs(yb - y) * np.abs(d)))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_groups_equal_separate_convolutions(version):
+    xs, ws, s, p = (3, 6, 10, 9), (8, 3, 3, 2), 2, 1
+    x, w, b, dy = _data(xs, ws, s, p, seed=3)
+    kw = dict(stride=s, pad=p, version=version)
+    y = conv.conv2d_forward(x, w, b, groups=2, **kw)
+    dx = conv.conv2d_backward_data(dy, w, xs, groups=2, **kw)
+    dw = conv.conv2d_backward_filter(dy, x, ws, groups=2, **kw)
+    for gi in range(2):
+        xg, wg, bg, dyg = x[:, 3 * gi:3 * gi + 3], w[4 * gi:4 * gi + 4], b[4 * gi:4 * gi + 4], dy[:, 4 * gi:4 * gi + 4]
+        np.testing.assert_allclose(y[:, 4 * gi:4 * gi + 4], conv.conv2d_forward(xg, wg, bg, **kw), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(dx[:, 3 * gi:3 * gi + 3],
+                                   conv.conv2d_backward_data(dyg, wg, xg.shape, **kw), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(dw[4 * gi:4 * gi + 4],
+                                   conv.conv2d_backward_filter(dyg, np.ascontiguousarray(xg), wg.shape, **kw),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_backward_filter_split_k_is_deterministic():
+    xs, ws, s, p, g = (3, 4, 9, 10), (6, 2, 3, 2), 1, 1, 2
+    x, w, b, dy = _data(xs, ws, s, p, seed=5)
+    one = conv.backward_filter(dy, x, ws, s, p, g, version="v2", splits=1)
+    a = conv.backward_filter(dy, x, ws, s, p, g, version="v2", splits=5)
+    again = conv.backward_filter(dy, x, ws, s, p, g, version="v2", splits=5)
+    assert np.array_equal(a, again)
+    np.testing.assert_allclose(a, one, rtol=1e-5, atol=1e-5)
+    splits, chunk = conv._slices(3 * 9 * 10, 5)
+    assert splits == 5 and chunk % 8 == 0 and (splits - 1) * chunk < 3 * 9 * 10 <= splits * chunk
+
+
+def test_split_heuristic_on_alexnet_shapes():
+    for label, xs, ws, s, p, g in conv.ALEXNET_SHAPES:
+        splits, chunk = conv.backward_filter_splits(conv._geometry(xs, ws, s, p, g))
+        k_total = xs[0] * conv._out_shape(xs, ws, s, p)[2] * conv._out_shape(xs, ws, s, p)[3]
+        assert 1 <= splits <= 64 and (splits - 1) * chunk < k_total <= splits * chunk, label
+
+
+def test_non_contiguous_inputs_are_copied():
+    xs, ws, s, p = (2, 3, 8, 14), (4, 3, 3, 3), 1, 1
+    x, w, b, _ = _data(xs, ws, s, p, seed=9)
+    xv = x[:, :, :, ::2]                       # (2, 3, 8, 7), not contiguous
+    got = conv.conv2d_forward(xv, w, b, s, p)
+    np.testing.assert_allclose(got, R.conv2d_forward(xv.astype(np.float64), w.astype(np.float64), b.astype(np.float64), s, p),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_bad_input_errors():
+    xs, ws = (2, 4, 7, 7), (6, 2, 3, 3)
+    x, w, b, dy = _data(xs, ws, 1, 0)
+    with pytest.raises(TypeError, match="float32"):
+        conv.conv2d_forward(x.astype(np.float64), w)
+    with pytest.raises(ValueError, match="4 dimensions"):
+        conv.conv2d_forward(x[0], w)
+    with pytest.raises(ValueError, match="per group"):
+        conv.conv2d_forward(x, w)                      # groups=1 needs 4 channels per filter
+    with pytest.raises(ValueError, match="not divisible by groups"):
+        conv.conv2d_forward(x, w, groups=3)
+    with pytest.raises(ValueError, match="bias"):
+        conv.conv2d_forward(x, w, b[:5], groups=2)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        conv.conv2d_forward(x[:, :, :2], w, groups=2)
+    with pytest.raises(ValueError, match="stride"):
+        conv.conv2d_forward(x, w, stride=0, groups=2)
+    with pytest.raises(ValueError, match="pad"):
+        conv.conv2d_forward(x, w, pad=(1, -1), groups=2)
+    with pytest.raises(TypeError, match="stride"):
+        conv.conv2d_forward(x, w, stride=1.5, groups=2)
+    with pytest.raises(ValueError, match="unknown version"):
+        conv.conv2d_forward(x, w, groups=2, version="v9")
+    with pytest.raises(ValueError, match="dy has shape"):
+        conv.conv2d_backward_data(dy[:, :, 1:], w, xs, groups=2)
+    with pytest.raises(ValueError, match="dy has shape"):
+        conv.conv2d_backward_filter(dy, x, ws, pad=1, groups=2)
+    with pytest.raises(ValueError, match="x_shape"):
+        conv.conv2d_backward_data(dy, w, xs[:3], groups=2)
+    with pytest.raises(TypeError, match="NumPy or CuPy array"):
+        conv.conv2d_backward_bias([1.0, 2.0])
+    with pytest.raises(ValueError, match="splits"):
+        conv.backward_filter(dy, x, ws, groups=2, splits=0)
