@@ -1,0 +1,224 @@
+"""Two columns: a mini AlexNet-shaped two-column net gives the same logits, loss and
+gradients as the one-device net with grouped convolutions (same weights mapped
+across), on the NumPy backend, on the CUDA emulation and (when there is one) on
+the GPU; the whole two-column graph passes a float64 gradient check."""
+import numpy as np
+import pytest
+
+from convnet.gradcheck import check_gradients
+from convnet.net import Net
+
+N, INPUT = 3, (3, 35, 35)           # 35 -> conv1 5/2 -> 16 -> pool 8 -> conv2 8 -> pool 4 -> pool5 2
+F = {"conv1": 3, "conv2": 5, "conv3": 3, "conv4": 3, "conv5": 2, "fc6": 6, "fc7": 5}   # per column
+CLASSES = 7
+LRN = {"size": 5, "alpha": 0.05, "beta": 0.75, "k": 2.0}   # alpha large enough to matter
+HYPER = {"init_std": 0.2, "bias_init": 0.1, "layers": {"conv1*": {"init_std": 0.1}}}
+GROUPED = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
+
+def two_columns(p=0.5):
+    L = [{"name": "data", "type": "data", "shape": list(INPUT)}]
+    for c, s in ((0, "a"), (1, "b")):
+        L += [
+            {"name": f"conv1{s}", "type": "conv", "inputs": "data", "column": c,
+             "filters": F["conv1"], "size": 5, "stride": 2, "neuron": "relu"},
+            {"name": f"lrn1{s}", "type": "lrn", "inputs": f"conv1{s}", "column": c, **LRN},
+            {"name": f"pool1{s}", "type": "pool", "inputs": f"lrn1{s}", "column": c},
+            {"name": f"conv2{s}", "type": "conv", "inputs": f"pool1{s}", "column": c,
+             "filters": F["conv2"], "size": 5, "pad": 2, "neuron": "relu"},
+            {"name": f"lrn2{s}", "type": "lrn", "inputs": f"conv2{s}", "column": c, **LRN},
+            {"name": f"pool2{s}", "type": "pool", "inputs": f"lrn2{s}", "column": c},
+        ]
+    for c, s in ((0, "a"), (1, "b")):
+        L += [
+            {"name": f"conv3{s}", "type": "conv", "inputs": ["pool2a", "pool2b"], "column": c,
+             "filters": F["conv3"], "size": 3, "pad": 1, "neuron": "relu"},
+            {"name": f"conv4{s}", "type": "conv", "inputs": f"conv3{s}", "column": c,
+             "filters": F["conv4"], "size": 3, "pad": 1, "neuron": "relu"},
+            {"name": f"conv5{s}", "type": "conv", "inputs": f"conv4{s}", "column": c,
+             "filters": F["conv5"], "size": 3, "pad": 1, "neuron": "relu"},
+            {"name": f"pool5{s}", "type": "pool", "inputs": f"conv5{s}", "column": c},
+        ]
+    for c, s in ((0, "a"), (1, "b")):
+        L += [{"name": f"fc6{s}", "type": "fc", "inputs": ["pool5a", "pool5b"], "column": c,
+               "outputs": F["fc6"], "neuron": "relu"},
+              {"name": f"drop6{s}", "type": "dropout", "inputs": f"fc6{s}", "column": c, "p": p}]
+    for c, s in ((0, "a"), (1, "b")):
+        L += [{"name": f"fc7{s}", "type": "fc", "inputs": ["drop6a", "drop6b"], "column": c,
+               "outputs": F["fc7"], "neuron": "relu"},
+              {"name": f"drop7{s}", "type": "dropout", "inputs": f"fc7{s}", "column": c, "p": p}]
+    L += [{"name": "fc8", "type": "fc", "inputs": ["drop7a", "drop7b"], "column": 0, "outputs": CLASSES},
+          {"name": "loss", "type": "softmax_loss", "inputs": "fc8", "column": 0}]
+    return {"name": "mini-2col", "LAYERS": L, "HYPER": HYPER}
+
+
+def grouped(p=0.5):
+    """The same network on one device: conv2/4/5 with groups 2, LRN within each half."""
+    L = [
+        {"name": "data", "type": "data", "shape": list(INPUT)},
+        {"name": "conv1", "type": "conv", "inputs": "data", "filters": 2 * F["conv1"], "size": 5,
+         "stride": 2, "neuron": "relu"},
+        {"name": "lrn1", "type": "lrn", "inputs": "conv1", "groups": 2, **LRN},
+        {"name": "pool1", "type": "pool", "inputs": "lrn1"},
+        {"name": "conv2", "type": "conv", "inputs": "pool1", "filters": 2 * F["conv2"], "size": 5,
+         "pad": 2, "groups": 2, "neuron": "relu"},
+        {"name": "lrn2", "type": "lrn", "inputs": "conv2", "groups": 2, **LRN},
+        {"name": "pool2", "type": "pool", "inputs": "lrn2"},
+        {"name": "conv3", "type": "conv", "inputs": "pool2", "filters": 2 * F["conv3"], "size": 3,
+         "pad": 1, "neuron": "relu"},
+        {"name": "conv4", "type": "conv", "inputs": "conv3", "filters": 2 * F["conv4"], "size": 3,
+         "pad": 1, "groups": 2, "neuron": "relu"},
+        {"name": "conv5", "type": "conv", "inputs": "conv4", "filters": 2 * F["conv5"], "size": 3,
+         "pad": 1, "groups": 2, "neuron": "relu"},
+        {"name": "pool5", "type": "pool", "inputs": "conv5"},
+        {"name": "fc6", "type": "fc", "inputs": "pool5", "outputs": 2 * F["fc6"], "neuron": "relu"},
+        {"name": "drop6", "type": "dropout", "inputs": "fc6", "p": p},
+        {"name": "fc7", "type": "fc", "inputs": "drop6", "outputs": 2 * F["fc7"], "neuron": "relu"},
+        {"name": "drop7", "type": "dropout", "inputs": "fc7", "p": p},
+        {"name": "fc8", "type": "fc", "inputs": "drop7", "outputs": CLASSES},
+        {"name": "loss", "type": "softmax_loss", "inputs": "fc8"},
+    ]
+    return {"name": "mini-grouped", "LAYERS": L, "HYPER": HYPER}
+
+
+def to_grouped(state):
+    """Two-column weights -> the grouped net's: column a's filters first, then column b's."""
+    out = {}
+    for layer in GROUPED:
+        for k in ("w", "b"):
+            if layer == "fc8":
+                out[f"fc8.{k}"] = state[f"fc8.{k}"]
+            else:
+                out[f"{layer}.{k}"] = np.concatenate([state[f"{layer}a.{k}"], state[f"{layer}b.{k}"]])
+    return out
+
+
+def grads_of(net):
+    return {p.name: np.asarray(p.grad.get() if hasattr(p.grad, "get") else p.grad) for p in net.params()}
+
+
+def batch(dtype):
+    rng = np.random.default_rng(5)
+    return rng.standard_normal((N,) + INPUT).astype(dtype), np.array([0, 6, 3], dtype=np.int32)
+
+
+def run_step(net, x, labels, train):
+    logits = net.forward(x, train=train)
+    loss = net.loss(logits, labels)
+    net.backward()
+    logits = logits.get() if hasattr(logits, "get") else logits
+    return np.asarray(logits), loss, grads_of(net)
+
+
+def compare_two_columns_with_grouped(backend, dtype, tol, devices=None, p=0.5, train=False):
+    two = Net(two_columns(p), backend=backend, dtype=dtype, seed=3, devices=devices)
+    one = Net(grouped(p), backend=backend, dtype=dtype, seed=99)
+    one.load_state_dict(to_grouped(two.state_dict()))
+    x, labels = batch(dtype)
+    logits2, loss2, g2 = run_step(two, x, labels, train)
+    logits1, loss1, g1 = run_step(one, x, labels, train)
+    scale = np.abs(logits1).max()
+    assert scale > 1e-3                                     # the net does something
+    assert np.abs(logits2 - logits1).max() <= tol * scale
+    assert loss2 == pytest.approx(loss1, rel=tol)
+    for name, g in to_grouped(g2).items():
+        err = np.abs(g - g1[name]).max() / max(np.abs(g1[name]).max(), 1e-30)
+        assert err <= tol, f"gradient of {name}: relative difference {err:.2e}"
+    return two, one
+
+
+def test_two_columns_equal_grouped_numpy_float64():
+    compare_two_columns_with_grouped("numpy", np.float64, 1e-12)
+
+
+def test_two_columns_equal_grouped_numpy_train_without_dropout():
+    compare_two_columns_with_grouped("numpy", np.float64, 1e-12, p=0.0, train=True)
+
+
+def test_two_columns_equal_grouped_numpy_float32_logical_devices():
+    """devices=[0, 1] on the NumPy backend: the same placement on the CPU, copies are host copies."""
+    two, _ = compare_two_columns_with_grouped("numpy", np.float32, 2e-5, devices=[0, 1])
+    assert "host" in two.summary() and "peer-to-peer" not in two.summary()
+
+
+def test_crossings_of_the_two_column_graph():
+    net = Net(two_columns(), materialize=False)
+    assert net.crossings() == [("data", "conv1b"), ("pool2b", "conv3a"), ("pool2a", "conv3b"),
+                               ("pool5b", "fc6a"), ("pool5a", "fc6b"), ("drop6b", "fc7a"),
+                               ("drop6a", "fc7b"), ("drop7b", "fc8")]
+
+
+def test_whole_two_column_net_gradients_float64():
+    """Finite differences through every crossing: concatenation, copies, fan-out sums, dropout."""
+    net = Net(two_columns(p=0.5), dtype=np.float64, seed=1)
+    x, labels = batch(np.float64)
+    names = ["conv1b.w", "conv2a.b", "conv3a.w", "conv5b.w", "fc6b.w", "fc7a.w", "fc8.w"]
+    params = {p.name: p for p in net.params()}
+    start = {n: params[n].value.copy() for n in names}
+
+    def loss(**t):
+        for n in names:
+            params[n].value = t[n]
+        net.set_step(7)                    # the same dropout masks on every evaluation
+        return net.loss(net.forward(x, train=True), labels)
+
+    def back(dy, y, **t):
+        loss(**t)
+        net.backward()
+        return {n: dy * params[n].grad for n in names}
+
+    check_gradients(loss, back, start, tol=1e-6, max_points=12, name="two-column net")
+
+
+def _emu_ready():
+    try:
+        from convnet import ops
+        x = np.ones((1, 2, 3, 3), np.float32)
+        ops.relu_forward(x, backend="emu")
+        ops.conv2d_forward(x, np.ones((1, 2, 1, 1), np.float32), backend="emu")
+        return True
+    except (ImportError, ModuleNotFoundError, AttributeError):
+        return False
+
+
+@pytest.mark.skipif(not _emu_ready(), reason="the CUDA emulation (convnet._emu) or the kernels are not built")
+def test_two_columns_equal_grouped_on_emulation():
+    two, _ = compare_two_columns_with_grouped("emu", np.float32, 1e-4, p=0.5, train=True)
+    # and the emulated kernels agree with the NumPy reference on the same weights
+    ref = Net(two_columns(0.5), backend="numpy", dtype=np.float32, seed=3)
+    x, labels = batch(np.float32)
+    two.set_step(0)
+    ref.set_step(0)
+    logits_e, loss_e, g_e = run_step(two, x, labels, True)
+    logits_r, loss_r, g_r = run_step(ref, x, labels, True)
+    np.testing.assert_allclose(logits_e, logits_r, rtol=1e-4, atol=1e-4 * np.abs(logits_r).max())
+    assert loss_e == pytest.approx(loss_r, rel=1e-4)
+    for name in g_r:
+        err = np.abs(g_e[name] - g_r[name]).max() / max(np.abs(g_r[name]).max(), 1e-30)
+        assert err <= 1e-3, f"{name}: {err:.2e}"
+
+
+@pytest.mark.gpu
+def test_two_columns_on_one_gpu_match_numpy():
+    two, _ = compare_two_columns_with_grouped("cuda", np.float32, 1e-4, devices=[0], p=0.0, train=True)
+    assert "same device" in two.summary()
+    ref = Net(two_columns(0.0), backend="numpy", seed=3)
+    x, labels = batch(np.float32)
+    logits_g, loss_g, g_g = run_step(two, x, labels, True)
+    logits_r, loss_r, g_r = run_step(ref, x, labels, True)
+    np.testing.assert_allclose(logits_g, logits_r, rtol=1e-4, atol=1e-4 * np.abs(logits_r).max())
+    for name in g_r:
+        err = np.abs(g_g[name] - g_r[name]).max() / max(np.abs(g_r[name]).max(), 1e-30)
+        assert err <= 1e-3, f"{name}: {err:.2e}"
+
+
+@pytest.mark.gpu
+def test_two_columns_on_two_gpus():
+    import cupy
+    if cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs two GPUs")
+    two, _ = compare_two_columns_with_grouped("cuda", np.float32, 1e-4, devices=[0, 1])
+    text = two.summary()
+    assert "peer-to-peer" in text or "staged" in text
+    assert {p.device for p in two.params()} == {0, 1}
+    assert {p.value.device.id for p in two.params()} == {0, 1}
