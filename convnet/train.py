@@ -1,0 +1,445 @@
+"""Train a network: `python -m convnet.train [options]`.
+
+With no arguments it trains the default net (config "fashion") on
+Fashion-MNIST, on a GPU when CuPy sees one and otherwise on the NumPy CPU
+path, printing one line per epoch:
+
+    epoch 3/4 | train loss 0.3012 | val top-1 10.21% top-5 0.31% | 812 img/s | lr 0.02 | 71 s
+
+and writing checkpoints (last.ckpt every epoch, best.ckpt at the best
+validation top-1 error) and a JSON-lines log (one line per `--log-every`
+steps and one per epoch) into --checkpoint-dir.
+
+Run state and exactness:
+- the data order of epoch e comes from (seed, e) (convnet.data.make_loader);
+  the dropout masks of step s from (seed, s) (Net.set_step); so the same
+  seed on the CPU gives the same losses, and --resume continues exactly:
+  a run of 2 epochs equals 1 epoch + resume for 1.
+- Ctrl-C finishes the current step, saves last.ckpt (mid-epoch: it records
+  the step and resume skips the batches already trained) and exits with a
+  message, exit code 130; a second Ctrl-C aborts at once (mid-step: nothing
+  saved, the previous checkpoint stays).
+- A NaN or infinite loss stops the run with exit code 1 and a message
+  naming the step; the last good checkpoint is kept (a non-finite state is
+  never written).
+- The validation split is the dataset's "val" split (for Fashion-MNIST and
+  CIFAR-10, which ship none, the readers give the test split).
+"""
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+from convnet import checkpoint, cli
+from convnet.cli import UsageError
+
+PROG = "convnet.train"
+DEFAULT_CONFIG = "fashion"
+DEFAULT_DATA = "fashion-mnist"
+DEFAULT_DIR = "runs/{config}"
+# settings fixed by the run that made a checkpoint; --resume refuses to change them
+EXIT_INTERRUPTED = 130          # the shell's code for a run stopped by Ctrl-C (SIGINT)
+RUN_KEYS = ("config", "data", "batch_size", "lr", "seed", "lr_schedule", "train_limit", "val_limit")
+
+
+def build_parser():
+    p = cli.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", help=f"config name or .py path (default {DEFAULT_CONFIG})")
+    p.add_argument("--data", help=f"dataset name, folder or archive (default {DEFAULT_DATA})")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "emu", "cuda"],
+                   help="auto: GPU if CuPy sees one, else CPU (NumPy); emu: kernels on the CPU emulation")
+    p.add_argument("--gpus", type=cli.int_list, help="GPU ids, e.g. 0,1 (columns go to GPUs in turn)")
+    p.add_argument("--epochs", type=int, help="total epochs (default: the config's)")
+    p.add_argument("--batch-size", type=int, help="default: the config's")
+    p.add_argument("--lr", type=cli.positive_float, help="base learning rate (default: the config's)")
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--lr-schedule", choices=["plateau", "step", "constant"],
+                   help="default: the config's (plateau: divide by 10 when validation stops improving)")
+    p.add_argument("--lr-steps", type=cli.int_list,
+                   help="epochs after which a 'step' schedule divides the lr by 10, e.g. 3,5")
+    p.add_argument("--checkpoint-dir", help=f"default {DEFAULT_DIR} (or the --resume checkpoint's folder)")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="a checkpoint file, or a folder holding last.ckpt")
+    p.add_argument("--log", help="JSON-lines metrics log (default CHECKPOINT_DIR/log.jsonl)")
+    p.add_argument("--log-every", type=cli.positive_int, default=50, help="steps between log lines")
+    p.add_argument("--train-limit", type=cli.positive_int, help="use only the first N training images")
+    p.add_argument("--val-limit", type=cli.positive_int, help="use only the first N validation images")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+# --------------------------------------------------------------------------
+# Set-up (every failure here is bad input: one line, exit 2)
+
+def _schedule_spec(hyper, args_schedule, lr_steps):
+    spec = dict(hyper.get("lr_schedule") or {"type": "plateau"})
+    if args_schedule and args_schedule != spec.get("type"):
+        spec = {"type": args_schedule}
+    if lr_steps is not None:
+        if spec.get("type") != "step":
+            raise UsageError("--lr-steps needs --lr-schedule step")
+        spec["epochs"] = lr_steps
+    if spec.get("type") == "step" and not spec.get("epochs"):
+        raise UsageError("the step lr schedule needs --lr-steps (e.g. --lr-steps 3,5)")
+    return spec
+
+
+def make_schedule(spec, lr):
+    from convnet import optim
+    options = {k: v for k, v in spec.items() if k != "type"}
+    try:
+        return optim.make_schedule(spec.get("type", "plateau"), lr, **options)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"lr schedule {spec}: {e}") from None
+
+
+def resolve_settings(args):
+    """The run's settings from the arguments, or from the checkpoint when resuming."""
+    from convnet.configs import load_config
+    resumed = None
+    if args.resume:
+        resumed = checkpoint.load(args.resume)
+        run = dict(resumed.get("run") or {})
+        if not run or "config" not in resumed:
+            raise UsageError(f"{args.resume}: not a training checkpoint (no run settings)")
+        for key in RUN_KEYS:
+            given = getattr(args, key, None)
+            if key == "lr_schedule" and given is not None:
+                given = _schedule_spec(resumed["config"]["HYPER"], given, args.lr_steps)
+            if given is not None and given != run.get(key):
+                raise UsageError(f"--resume: --{key.replace('_', '-')} {given} differs from the checkpoint's "
+                                 f"{run.get(key)}; start a new run to change it")
+        cfg = resumed["config"]
+        if args.epochs is not None:
+            run["epochs"] = args.epochs
+        run["checkpoint_dir"] = args.checkpoint_dir or (
+            args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume)))
+    else:
+        name = args.config or DEFAULT_CONFIG
+        try:
+            cfg = load_config(name)
+        except (TypeError, ValueError) as e:
+            raise UsageError(str(e)) from None
+        hyper = cfg["HYPER"]
+        run = {"config": name, "data": args.data or DEFAULT_DATA,
+               "batch_size": args.batch_size if args.batch_size is not None else int(hyper.get("batch_size", 128)),
+               "lr": args.lr if args.lr is not None else float(hyper.get("lr", 0.01)),
+               "seed": args.seed if args.seed is not None else 0,
+               "epochs": args.epochs if args.epochs is not None else int(hyper.get("epochs", 10)),
+               "lr_schedule": _schedule_spec(hyper, args.lr_schedule, args.lr_steps),
+               "train_limit": args.train_limit, "val_limit": args.val_limit,
+               "checkpoint_dir": args.checkpoint_dir or DEFAULT_DIR.format(config=cfg["name"])}
+    if run["batch_size"] <= 0:
+        raise UsageError(f"--batch-size must be > 0, got {run['batch_size']}")
+    if run["epochs"] < 1:
+        raise UsageError(f"--epochs must be >= 1, got {run['epochs']}")
+    run["log"] = args.log or os.path.join(run["checkpoint_dir"], "log.jsonl")
+    return cfg, run, resumed
+
+
+def _subset(ds, limit):
+    if limit is None or limit >= len(ds):
+        return ds
+    from convnet.data.readers import Dataset
+    return Dataset(ds.name, ds.split, np.asarray(ds.images[:limit]), np.asarray(ds.labels[:limit]),
+                   ds.classes, mean=ds.mean, pca=getattr(ds, "pca", None))
+
+
+def load_data(run, cfg):
+    from convnet.data import load_dataset
+    train = _subset(load_dataset(run["data"], "train"), run["train_limit"])
+    val = _subset(load_dataset(run["data"], "val"), run["val_limit"])
+    check_data_fits(cfg, train)
+    return train, val
+
+
+def input_shape(cfg):
+    for layer in cfg["LAYERS"]:
+        if layer.get("type") == "data":
+            return tuple(layer["shape"])
+    raise UsageError(f"config {cfg.get('name')}: no data layer")
+
+
+def check_data_fits(cfg, ds):
+    c, h, w = input_shape(cfg)
+    hh, ww, cc = ds.shape
+    if cc != c or hh < h or ww < w:
+        raise UsageError(f"config '{cfg.get('name')}' takes {c}x{h}x{w} inputs but {ds.name} has "
+                         f"{cc}x{hh}x{ww} images")
+    if hh != h or ww != w:
+        raise UsageError(f"config '{cfg.get('name')}' takes {h}x{w} inputs, {ds.name} images are "
+                         f"{hh}x{ww}: train.py feeds whole images (no random crops yet)")
+    by_name = {L.get("name"): L for L in cfg["LAYERS"]}
+    for L in cfg["LAYERS"]:
+        if L.get("type") == "softmax_loss":
+            src = L.get("inputs")
+            src = by_name.get(src[0] if isinstance(src, list) else src, {})
+            if src.get("type") == "fc" and int(src["outputs"]) != len(ds.classes):
+                raise UsageError(f"config '{cfg.get('name')}' has {src['outputs']} outputs, "
+                                 f"{ds.name} has {len(ds.classes)} classes")
+
+
+def build(cfg, run, backend, devices):
+    from convnet.net import Net
+    from convnet.optim import SGD
+    try:
+        net = Net(cfg, backend=backend, devices=devices, seed=run["seed"])
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"config '{cfg.get('name')}': {e}") from None
+    hyper = cfg["HYPER"]
+    opt = SGD(net.params(), lr=run["lr"], momentum=float(hyper.get("momentum", 0.9)),
+              weight_decay=float(hyper.get("weight_decay", 0.0005)), backend=backend)
+    schedule = make_schedule(run["lr_schedule"], run["lr"])
+    return net, opt, schedule
+
+
+# --------------------------------------------------------------------------
+# The loop
+
+class Stop(Exception):
+    """The run cannot go on; str(e) says why (exit 1)."""
+
+
+def to_host(a):
+    return a.get() if type(a).__module__.split(".")[0] == "cupy" else np.asarray(a)
+
+
+def evaluate_loader(net, loader, backend):
+    """(top-1 errors, top-5 errors, images) of net over a loader (train=False)."""
+    from convnet import reference
+    top1 = top5 = n = 0
+    for x, labels in loader:
+        logits = to_host(net.forward(x, train=False))
+        labels = to_host(labels)
+        k5 = min(5, logits.shape[1])
+        top1 += reference.topk_errors(logits, labels, 1)
+        top5 += reference.topk_errors(logits, labels, k5)
+        n += len(labels)
+    return top1, top5, n
+
+
+class Interrupt:
+    """SIGINT -> a flag checked between steps; a second SIGINT raises KeyboardInterrupt."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{PROG}: interrupted: finishing this step and saving (Ctrl-C again to abort "
+              "without saving)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:          # not the main thread: plain KeyboardInterrupt
+            self._old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+class Trainer:
+    def __init__(self, cfg, run, backend, devices, resumed=None, progress=True, on_step=None, out=print):
+        self.cfg, self.run, self.backend, self.devices = cfg, run, backend, devices
+        self.progress = progress
+        self.on_step = on_step                  # callback(trainer) after every step (tests)
+        self.out = out
+        self.train_ds, self.val_ds = load_data(run, cfg)
+        self.net, self.opt, self.schedule = build(cfg, run, backend, devices)
+        self.epoch = 0                          # epochs completed
+        self.step_in_epoch = 0                  # batches of epoch self.epoch + 1 already trained
+        self.global_step = 0
+        self.metrics = []
+        self.partial = {"loss_sum": 0.0, "images": 0, "seconds": 0.0}   # the unfinished epoch's sums
+        self.best = math.inf
+        self.in_step = False                    # True while the state is being changed (not saveable)
+        if resumed is not None:
+            self._restore(resumed)
+        self.dir = run["checkpoint_dir"]
+        os.makedirs(self.dir, exist_ok=True)
+        log_dir = os.path.dirname(os.path.abspath(run["log"]))
+        os.makedirs(log_dir, exist_ok=True)
+
+    # -- state ---------------------------------------------------------------
+    def _restore(self, state):
+        try:
+            self.net.load_state_dict(state["net"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"--resume: the checkpoint does not fit the network: {e}") from None
+        self.opt.lr = self.schedule.lr
+        self.epoch = int(state["epoch"])
+        self.step_in_epoch = int(state.get("step_in_epoch", 0))
+        self.global_step = int(state.get("global_step", 0))
+        self.metrics = list(state.get("metrics") or [])
+        self.partial = dict(state.get("partial") or self.partial)
+        self.best = min([m["val_top1"] for m in self.metrics] or [math.inf])
+
+    def state(self):
+        return checkpoint.make_state(
+            self.net, self.opt, self.epoch, rng={"seed": self.run["seed"], "global_step": self.global_step},
+            metrics=self.metrics, config=self.cfg, run=self.run, schedule=self.schedule.state_dict(),
+            step_in_epoch=self.step_in_epoch, global_step=self.global_step, partial=dict(self.partial))
+
+    def save(self, best=False):
+        return checkpoint.save_run(self.dir, self.state(), best=best)
+
+    def log(self, record):
+        with open(self.run["log"], "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _loader(self, ds, train, epoch):
+        from convnet.data import make_loader
+        return make_loader(ds, self.run["batch_size"], train=train, seed=self.run["seed"], epoch=epoch,
+                           augment=None, backend=self.backend)
+
+    # -- loop ------------------------------------------------------------------
+    def train(self, interrupt):
+        """Run the remaining epochs. Returns "done" or "interrupted"; raises Stop on NaN."""
+        total = self.run["epochs"]
+        while self.epoch < total:
+            if interrupt.requested:
+                raise KeyboardInterrupt
+            e = self.epoch + 1
+            loader = self._loader(self.train_ds, True, self.epoch)
+            n_batches = len(loader)
+            bar = None
+            if self.progress:
+                from tqdm import tqdm
+                bar = tqdm(total=n_batches, initial=self.step_in_epoch, desc=f"epoch {e}/{total}",
+                           leave=False, unit="batch", file=sys.stderr, disable=None)
+            t0 = time.perf_counter()
+            try:
+                for b, (x, labels) in enumerate(loader):
+                    if b < self.step_in_epoch:          # resumed mid-epoch: already trained
+                        continue
+                    self.in_step = True
+                    loss = self.train_step(x, labels)
+                    if not math.isfinite(loss):
+                        raise Stop(f"loss is {loss} at step {self.global_step + 1} (epoch {e}, batch {b + 1}); "
+                                   f"training stopped, last good checkpoint: {self._last_good()}")
+                    self.global_step += 1
+                    self.step_in_epoch = b + 1
+                    self.partial["loss_sum"] += loss * len(labels)
+                    self.partial["images"] += len(labels)
+                    self.in_step = False
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                    if self.global_step % self.run.get("log_every", 50) == 0:
+                        self.log({"type": "step", "epoch": e, "step": self.global_step, "batch": b + 1,
+                                  "loss": loss, "lr": self.opt.lr, "time": time.time()})
+                    if self.on_step is not None:
+                        self.on_step(self)
+                    if interrupt.requested:
+                        raise KeyboardInterrupt
+            finally:
+                self.partial["seconds"] += time.perf_counter() - t0
+                if bar is not None:
+                    bar.close()
+            self.end_epoch(e, total)
+        return "done"
+
+    def train_step(self, x, labels):
+        self.net.set_step(self.global_step)
+        logits = self.net.forward(x, train=True)
+        loss = float(self.net.loss(logits, labels))
+        if not math.isfinite(loss):
+            return loss
+        self.net.backward()
+        self.opt.step()
+        return loss
+
+    def end_epoch(self, e, total):
+        t0 = time.perf_counter()
+        top1, top5, n = evaluate_loader(self.net, self._loader(self.val_ds, False, 0), self.backend)
+        val_seconds = time.perf_counter() - t0
+        images, seconds = self.partial["images"], self.partial["seconds"]
+        m = {"type": "epoch", "epoch": e, "train_loss": self.partial["loss_sum"] / max(images, 1),
+             "val_top1": top1 / max(n, 1), "val_top5": top5 / max(n, 1), "val_images": n,
+             "images_per_s": images / seconds if seconds > 0 else 0.0, "lr": self.opt.lr,
+             "train_seconds": seconds, "val_seconds": val_seconds, "time": time.time()}
+        self.in_step = True
+        is_best = m["val_top1"] < self.best
+        self.best = min(self.best, m["val_top1"])
+        self.opt.lr = self.schedule.end_epoch(m["val_top1"])
+        self.metrics.append(m)
+        self.epoch, self.step_in_epoch = e, 0
+        self.partial = {"loss_sum": 0.0, "images": 0, "seconds": 0.0}
+        self.in_step = False
+        try:
+            self.save(best=is_best)
+        except checkpoint.NonFiniteStateError as err:
+            raise Stop(f"{err} after epoch {e}; training stopped, last good checkpoint: "
+                       f"{self._last_good()}") from None
+        self.log(m)
+        self.out(f"epoch {e}/{total} | train loss {m['train_loss']:.4f} | val top-1 {100 * m['val_top1']:.2f}% "
+                 f"top-5 {100 * m['val_top5']:.2f}% | {m['images_per_s']:.0f} img/s | lr {m['lr']:g} | "
+                 f"{seconds + val_seconds:.0f} s")
+
+    def _last_good(self):
+        path = os.path.join(self.dir, checkpoint.LAST)
+        return path if os.path.exists(path) else "none (no epoch finished)"
+
+
+def main(argv=None, on_step=None, out=print):
+    """The command; returns the exit code. on_step(trainer): called after each step (tests)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        cfg, run, resumed = resolve_settings(args)
+        run["log_every"] = args.log_every
+        backend, devices = cli.resolve_device(args.device, args.gpus)
+        trainer = Trainer(cfg, run, backend, devices, resumed, progress=not args.no_progress,
+                          on_step=on_step, out=out)
+    except cli.user_errors() as e:
+        return cli.report(PROG, e)
+    if resumed is not None:
+        out(f"resuming {args.resume}: epoch {trainer.epoch + 1}, step {trainer.global_step}")
+    if trainer.epoch >= run["epochs"]:
+        out(f"nothing to do: the checkpoint has {trainer.epoch} epochs, --epochs is {run['epochs']}")
+        return cli.EXIT_OK
+    out(f"training '{cfg['name']}' on {run['data']} ({len(trainer.train_ds)} train, {len(trainer.val_ds)} val "
+        f"images) on {backend}{'' if not devices else ' GPUs ' + ','.join(map(str, devices))}, "
+        f"batch {run['batch_size']}, {run['epochs']} epochs; checkpoints in {trainer.dir}")
+    # overflow on the way to a NaN loss is reported once, by the NaN check, not as warnings
+    with Interrupt() as interrupt, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        try:
+            trainer.train(interrupt)
+        except Stop as e:
+            return cli.report(PROG, e, cli.EXIT_FAILED)
+        except KeyboardInterrupt:
+            return _save_interrupted(trainer)
+    best = min(m["val_top1"] for m in trainer.metrics)
+    out(f"done: best val top-1 error {100 * best:.2f}%; checkpoints {trainer.dir}/{checkpoint.LAST}, "
+        f"{checkpoint.BEST}; log {run['log']}")
+    return cli.EXIT_OK
+
+
+def _save_interrupted(trainer):
+    """Ctrl-C: save the state as of the last whole step, unless it stopped mid-step."""
+    last = os.path.join(trainer.dir, checkpoint.LAST)
+    if trainer.in_step:
+        return cli.report(PROG, f"aborted in the middle of step {trainer.global_step + 1}; nothing saved, "
+                          f"the last checkpoint is {trainer._last_good()}", EXIT_INTERRUPTED)
+    try:
+        trainer.save()
+    except checkpoint.NonFiniteStateError as e:
+        return cli.report(PROG, f"interrupted; {e}; the last good checkpoint is kept", cli.EXIT_FAILED)
+    print(f"{PROG}: interrupted at epoch {trainer.epoch + 1}, step {trainer.global_step}; saved {last} "
+          f"(continue with --resume {last})", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
