@@ -92,17 +92,18 @@ def augment_batch(images, mean, offsets, flips, light, crop, scale=SCALE):
     images = np.asarray(images)
     check_batch(images, mean, offsets, flips, light, crop)
     n, s, _, c = images.shape
-    mean = np.asarray(mean, np.float32)
+    mean_t = np.asarray(mean, np.float32).transpose(2, 0, 1)     # (C, S, S) views: one pass per image
     scale = np.float32(scale)
+    light = np.asarray(light, np.float32)
     out = np.empty((n, c, crop, crop), np.float32)
     for i in range(n):
         oy, ox = int(offsets[i, 0]), int(offsets[i, 1])
-        v = images[i, oy:oy + crop, ox:ox + crop].astype(np.float32)
-        v -= mean[oy:oy + crop, ox:ox + crop]
-        v += light[i].astype(np.float32)
-        v *= scale
-        v = v.transpose(2, 0, 1)
-        out[i] = v[:, :, ::-1] if flips[i] else v
+        cols = slice(ox + crop - 1, ox - 1 if ox else None, -1) if flips[i] else slice(ox, ox + crop)
+        img = images[i].transpose(2, 0, 1)[:, oy:oy + crop, cols]
+        o = out[i]
+        np.subtract(img, mean_t[:, oy:oy + crop, cols], out=o, dtype=np.float32)
+        o += light[i][:, None, None]
+        o *= scale
     return out
 
 

@@ -1,0 +1,114 @@
+"""The threaded input pipeline: order, overlap, bounded read-ahead, shutdown,
+and errors raised in a stage re-raised in the consumer."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from convnet.data.pipeline import Pipeline, PipelineError
+
+
+def _pipeline_threads():
+    return [t for t in threading.enumerate() if t.name.startswith(("pipe-", "loader-"))]
+
+
+def jitter(seed):
+    rng = np.random.default_rng(seed)
+
+    def stage(x):
+        time.sleep(rng.uniform(0, 0.002))
+        return x
+    return stage
+
+
+def test_order_is_kept_with_uneven_stage_times():
+    p = Pipeline(range(200), [jitter(1), lambda x: x * 2, jitter(2)], depth=2, name="pipe-order")
+    assert list(p) == [2 * i for i in range(200)]
+    assert not p.alive_threads
+
+
+def test_stages_overlap():
+    """Three stages of 20 ms on 10 items: about 12 steps of 20 ms when overlapped, 30 when not."""
+    def slow(x):
+        time.sleep(0.02)
+        return x
+    t = time.perf_counter()
+    assert list(Pipeline(range(10), [slow, slow, slow], name="pipe-overlap")) == list(range(10))
+    assert time.perf_counter() - t < 0.02 * 10 * 3 * 0.75
+
+
+def test_read_ahead_is_bounded():
+    produced = []
+
+    def source():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+    p = Pipeline(source(), [lambda x: x, lambda x: x, lambda x: x], depth=1, name="pipe-bounded")
+    it = iter(p)
+    assert next(it) == 0
+    time.sleep(0.2)
+    # one item held by each of 3 threads plus one in each of 3 queues, and the one consumed
+    assert len(produced) <= 8
+    p.close()
+    assert not p.alive_threads
+
+
+def test_break_and_context_manager_stop_every_thread():
+    with Pipeline(iter(range(10**9)), [lambda x: x, lambda x: x], name="pipe-break") as p:
+        for i in p:
+            if i == 5:
+                break
+    assert not p.alive_threads
+    p.close()                                           # idempotent
+    with pytest.raises(PipelineError, match="after close"):
+        iter(p).__next__()
+
+
+def test_consumer_exception_leaves_no_threads():
+    p = Pipeline(iter(range(10**9)), [lambda x: x, lambda x: x], name="pipe-consumer-error")
+    with pytest.raises(KeyError):
+        for i in p:
+            if i == 3:
+                raise KeyError("consumer")
+    assert not p.alive_threads
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["source", "first", "middle", "last"])
+def test_worker_exception_reaches_the_consumer(where):
+    def source():
+        for i in range(100):
+            if where == "source" and i == 7:
+                raise Boom("in the source")
+            yield i
+
+    def stage(name):
+        def f(x):
+            if where == name and x == 7:
+                raise Boom(f"in stage {name}")
+            return x
+        return f
+    p = Pipeline(source(), [stage("first"), stage("middle"), stage("last")], name="pipe-error")
+    got = []
+    with pytest.raises(Boom, match="in"):
+        for x in p:
+            got.append(x)
+    assert got == list(range(7))                        # every item before the failing one
+    assert not p.alive_threads
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="at least one stage"):
+        Pipeline(range(3), [])
+    with pytest.raises(ValueError, match="depth"):
+        Pipeline(range(3), [abs], depth=0)
+
+
+def test_no_threads_left_behind():
+    time.sleep(0.1)
+    assert not _pipeline_threads()
