@@ -21,9 +21,10 @@ one column to another:
        staged        different GPUs without peer access: device -> host
                      (on the source stream, then synchronized) -> device;
        same device   both columns on one GPU: a device-to-device copy;
-  3. the source array stays referenced by the caller (the net keeps its
-     activations until the next forward and synchronizes at the end of
-     backward), so the memory pool cannot hand it out while the copy runs.
+  3. the source array is kept referenced until synchronize(): CuPy's memory
+     pool would otherwise hand its memory to the next allocation on the
+     source stream while the destination stream still reads it. The net
+     synchronizes at the start of forward and at the end of backward.
 
 The streams are blocking streams (they synchronize with the legacy default
 stream), so work on the default stream, such as the optimizer's update, is
@@ -80,6 +81,7 @@ class Placement:
         self.devices = devices
         self.streams = {}
         self._peer = {}
+        self._in_flight = []          # sources of asynchronous copies, kept alive until synchronize()
         if backend == "cuda":
             for c in self.columns:
                 with cupy.cuda.Device(self.device(c)):
@@ -152,6 +154,7 @@ class Placement:
                 src_stream.synchronize()
             else:
                 ready = src_stream.record()
+                self._in_flight.append(x)
         with cupy.cuda.Device(dst):
             with dst_stream:
                 out = cupy.empty(x.shape, dtype=x.dtype)
@@ -198,3 +201,4 @@ class Placement:
         """Waits for every column's stream."""
         for s in self.streams.values():
             s.synchronize()
+        self._in_flight.clear()
