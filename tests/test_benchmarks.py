@@ -1,0 +1,283 @@
+"""The benchmarks: their no-GPU mode end to end, and the pure helpers they report with.
+
+The GPU paths cannot run here; what can be checked without a GPU is: each
+script's CPU mode (run as a subprocess with CUDA_VISIBLE_DEVICES="" so that it
+takes the no-GPU path on any machine), FLOP and byte counting, row formatting,
+ptxas parsing, the results-file writer, and that the FP32 peak kernel compiles
+to the FMA chains it claims (when nvcc is present).
+"""
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import common  # noqa: E402
+
+
+def run_script(name, *args, timeout=120):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+
+
+# --- the scripts without a GPU ------------------------------------------------------------
+
+def test_conv_throughput_cpu_mode():
+    r = run_script("conv_throughput.py")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no GPU" in r.stdout
+    lines = [l for l in r.stdout.splitlines() if "rel err" in l]
+    # 10 layers (one device and per column) x 3 passes, minus conv1's two bwd_data rows
+    assert len(lines) == 28, r.stdout
+    assert all(l.endswith("| ok") for l in lines), r.stdout
+    assert "conv2/col fwd shipped" in r.stdout and "2x48x11x11 -> 2x128x11x11" in r.stdout
+    assert "all passed" in r.stdout
+
+
+def test_conv_throughput_cpu_mode_selects_and_checks_versions():
+    r = run_script("conv_throughput.py", "--layers", "conv4", "--split", "column",
+                   "--versions", "all", "--passes", "fwd,bwd_filter")
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [l for l in r.stdout.splitlines() if "rel err" in l]
+    assert [l.split(" | ")[0] for l in lines] == [
+        "conv4/col fwd v1", "conv4/col fwd v2", "conv4/col bwd_filter v1", "conv4/col bwd_filter v2"]
+
+
+def test_conv_throughput_unknown_version_fails():
+    r = run_script("conv_throughput.py", "--layers", "conv3", "--split", "device",
+                   "--passes", "fwd", "--versions", "v999")
+    assert r.returncode == 1
+    assert "FAIL" in r.stdout and "v999" in r.stdout
+
+
+def test_conv_throughput_bad_arguments():
+    r = run_script("conv_throughput.py", "--layers", "conv9")
+    assert r.returncode == 2 and "unknown layer conv9" in r.stderr
+    r = run_script("conv_throughput.py", "--passes", "sideways")
+    assert r.returncode == 2 and "unknown pass sideways" in r.stderr
+
+
+def test_memory_throughput_cpu_mode():
+    r = run_script("memory_throughput.py")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no GPU" in r.stdout
+    lines = [l for l in r.stdout.splitlines() if " | " in l]
+    names = {l.split(" | ")[0] for l in lines}
+    for op in ("lrn1 fwd", "lrn1 bwd", "pool1 fwd", "pool1 bwd", "avgpool1 bwd", "relu1 bwd",
+               "drop6 fwd", "drop6 bwd", "softmax8 fwd", "sgd_fc6"):
+        assert op in names, r.stdout
+    assert all(l.endswith("| ok") for l in lines), r.stdout
+
+
+def test_train_throughput_cpu_mode():
+    r = run_script("train_throughput.py")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no GPU" in r.stdout
+    assert "one training step of 'cifar-80sec'" in r.stdout and "images/s" in r.stdout
+    loss = float(r.stdout.split("loss ")[1].split(",")[0])
+    assert abs(loss - np.log(10)) < 0.5      # ten classes, small initial weights
+
+
+def test_gpu_status_without_device(monkeypatch):
+    cupy, reason = common.gpu_status(force_cpu=True)
+    assert cupy is None and reason == "--no-gpu given"
+    monkeypatch.setitem(sys.modules, "cupy", None)     # import cupy -> ImportError
+    cupy, reason = common.gpu_status()
+    assert cupy is None and "CuPy is not importable" in reason
+
+
+# --- counting ------------------------------------------------------------------------------
+
+def test_conv_flops_alexnet_layers():
+    # conv1: 2 * 128 * 96 * 55 * 55 * 3 * 11 * 11
+    assert common.conv_flops((128, 3, 227, 227), (96, 3, 11, 11), 4, 0, 1) == 2 * 128 * 96 * 55 * 55 * 3 * 121
+    # conv2 grouped: C/groups = 48 per filter; equals two columns of 48 -> 128
+    grouped = common.conv_flops((128, 96, 27, 27), (256, 48, 5, 5), 1, 2, 2)
+    column = common.conv_flops((128, 48, 27, 27), (128, 48, 5, 5), 1, 2, 1)
+    assert grouped == 2 * column == 2 * 128 * 256 * 27 * 27 * 48 * 25
+    # the same count for every pass
+    for p in ("fwd", "bwd_data", "bwd_filter"):
+        assert common.conv_flops((3, 5, 13, 11), (4, 5, 3, 2), 2, 1, 1, p) == 2 * 3 * 4 * 7 * 6 * 5 * 3 * 2   # OH 7, OW 6
+
+
+def test_conv_flops_rejects_bad_input():
+    with pytest.raises(ValueError, match="unknown pass"):
+        common.conv_flops((1, 4, 8, 8), (4, 4, 3, 3), pass_="fwdd")
+    with pytest.raises(ValueError, match="expected 4 / 2 groups = 2"):
+        common.conv_flops((1, 4, 8, 8), (4, 4, 3, 3), groups=2)
+    with pytest.raises(ValueError, match="divisible by groups"):
+        common.conv_flops((1, 5, 8, 8), (4, 2, 3, 3), groups=2)
+    with pytest.raises(ValueError, match="larger than padded input"):
+        common.conv_flops((1, 4, 2, 2), (4, 4, 3, 3))
+
+
+def test_conv_layer_table_matches_the_paper():
+    from benchmarks import conv_throughput as ct
+    by = {layer.name: layer for layer in ct.LAYERS}
+    assert by["conv1"].shapes(128)[2] == (128, 96, 55, 55)
+    assert by["conv2/col"].shapes(128) == ((128, 48, 27, 27), (128, 48, 5, 5), (128, 128, 27, 27))
+    assert by["conv2"].shapes(128)[1] == (256, 48, 5, 5)
+    assert by["conv3/col"].shapes(128)[2] == (128, 192, 13, 13)
+    assert by["conv4"].shapes(128)[1] == (384, 192, 3, 3)
+    assert by["conv5/col"].shapes(128)[2] == (128, 128, 13, 13)
+    # per-column work is half the one-device work
+    for base in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+        full, col = by[base], by[base + "/col"]
+        f = common.conv_flops(*full.shapes(128)[:2], full.stride, full.pad, full.groups)
+        c = common.conv_flops(*col.shapes(128)[:2], col.stride, col.pad, col.groups)
+        assert f == 2 * c
+    assert by["conv1"].passes() == ["fwd", "bwd_filter"]
+    assert by["conv2"].passes() == ["fwd", "bwd_data", "bwd_filter"]
+
+
+def test_bytes_moved():
+    assert common.nbytes((128, 96, 55, 55)) == 128 * 96 * 55 * 55 * 4
+    assert common.nbytes((2, 3), itemsize=1) == 6
+    # LRN backward: reads dy, x, y, writes dx
+    s = (2, 3, 4, 5)
+    assert common.bytes_moved(reads=[s, s, s], writes=[s]) == 4 * 120 * 4
+    # mixed itemsizes: uint8 in, float32 out
+    assert common.bytes_moved(reads=[((2, 8, 8, 3), 1)], writes=[(2, 3, 8, 8)]) == 384 + 384 * 4
+
+
+def test_memory_bench_byte_counts():
+    from benchmarks import memory_throughput as mt
+    rng = np.random.default_rng(0)
+    by = {b.name: b for b in mt.benches("small", rng)}
+    s = by["lrn1 fwd"].shape
+    assert by["lrn1 fwd"].nbytes == 2 * common.nbytes(s)
+    assert by["lrn1 bwd"].nbytes == 4 * common.nbytes(s)
+    n, c, h, w = by["pool1 fwd"].shape
+    oh, ow = -(-(h - 3) // 2) + 1, -(-(w - 3) // 2) + 1
+    assert by["pool1 fwd"].nbytes == 4 * (n * c * h * w + n * c * oh * ow)
+    assert by["pool1 bwd"].nbytes == 4 * 2 * (n * c * h * w + n * c * oh * ow)
+    assert by["relu1 bwd"].nbytes == 3 * common.nbytes(by["relu1 bwd"].shape)
+    assert by["sgd_fc6"].nbytes == 5 * common.nbytes(by["sgd_fc6"].shape)
+
+
+def test_memory_benches_cover_alexnet_shapes_without_allocating_twice():
+    from benchmarks import memory_throughput as mt
+    names = [b.name.split()[0] for b in mt.benches("small", np.random.default_rng(0))]
+    assert mt.select(mt.benches("small", np.random.default_rng(0)), "pool5")[0].name == "pool5 fwd"
+    with pytest.raises(ValueError, match="unknown op nope"):
+        mt.select(mt.benches("small", np.random.default_rng(0)), "nope")
+    assert {"lrn1", "lrn2", "pool1", "pool2", "pool5", "relu1", "drop6", "softmax8", "sgd_fc6"} <= set(names)
+
+
+def test_peak_flop_count():
+    assert common.peak_flops_per_launch(132 * 8, 256, 4096) == \
+        2 * 132 * 8 * 256 * 4096 * common.PEAK_UNROLL * common.PEAK_CHAINS
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on the PATH")
+def test_peak_kernel_compiles_to_fma_chains(tmp_path):
+    src = tmp_path / "peak.cu"
+    src.write_text(common.PEAK_SOURCE)
+    ptx = tmp_path / "peak.ptx"
+    r = subprocess.run(["nvcc", "-arch=sm_90", "-ptx", "-o", str(ptx), str(src)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    text = ptx.read_text()
+    # the unrolled body keeps every chain: PEAK_CHAINS * PEAK_UNROLL FMAs in the loop
+    assert text.count("fma.rn.f32") >= common.PEAK_CHAINS * common.PEAK_UNROLL
+    assert ".entry fma_peak" in text
+
+
+# --- formatting ----------------------------------------------------------------------------
+
+def test_conv_row_format():
+    ms = 1.92
+    flops = 51.3e12 * ms * 1e-3                      # 51.3 TFLOP/s
+    row = common.conv_row("conv2 fwd", (128, 48, 27, 27), (128, 128, 27, 27), ms, flops,
+                          peak_flops=51.3e12 / 0.77, ref_ms=0.91 * ms)
+    assert row == "conv2 fwd | 128x48x27x27 -> 128x128x27x27 | 1.92 ms | 51.3 TFLOP/s | 77% peak | 0.91x cuDNN"
+    # cuDNN twice as slow as ours: 2.00x
+    assert common.conv_row("x", (1,), (1,), 1.0, 1e9, ref_ms=2.0).endswith("| 2.00x cuDNN")
+
+
+def test_rows_without_reference_or_peak():
+    assert common.conv_row("c fwd", (1, 2, 3, 3), (1, 4, 1, 1), 2.0, 4e9) == \
+        "c fwd | 1x2x3x3 -> 1x4x1x1 | 2.00 ms | 2.0 TFLOP/s"   # 4 GFLOP in 2 ms
+    assert common.memory_row("lrn1 fwd", "128x96x55x55", 0.5, 1e9, copy_bw=4e12, ref_ms=0.65) == \
+        "lrn1 fwd | 128x96x55x55 | 0.500 ms | 2000 GB/s | 50% copy | 1.30x PyTorch"
+    assert common.rate_row("  total", None, 150.0, 3e12) == "  total | 150 ms | 20.0 TFLOP/s"
+
+
+def test_fmt_ms_and_ratio():
+    assert common.fmt_ms(1.916) == "1.92 ms"
+    assert common.fmt_ms(0.01234) == "0.0123 ms"
+    assert common.fmt_ms(123.4) == "123 ms"
+    assert common.fmt_ms(12.34) == "12.3 ms"
+    assert common.fmt_ms(0.5) == "0.500 ms"
+    assert common.fmt_ratio(2.0, "cuDNN") == "2.00x cuDNN"
+
+
+def test_relative_error():
+    ref = np.array([1.0, -4.0, 2.0])
+    assert common.relative_error(ref, ref) == 0.0
+    assert common.relative_error(ref + [0, 0, 0.4], ref) == pytest.approx(0.1)
+    assert common.relative_error([np.nan, 0, 0], ref) == float("inf")
+    with pytest.raises(ValueError, match="shape"):
+        common.relative_error(ref[:2], ref)
+
+
+# --- ptxas and results files -------------------------------------------------------------------
+
+PTXAS_SAMPLE = """\
+ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'conv2d_fwd_v2' for 'sm_90'
+ptxas info    : Function properties for conv2d_fwd_v2
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 64 registers, used 1 barriers, 4096 bytes smem, 400 bytes cmem[0]
+ptxas info    : Compiling entry function 'conv2d_fwd_v1' for 'sm_90'
+ptxas info    : Function properties for conv2d_fwd_v1
+    8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads
+ptxas info    : Used 40 registers, used 0 barriers, 400 bytes cmem[0]
+"""
+
+
+def test_parse_ptxas():
+    res = common.parse_ptxas(PTXAS_SAMPLE)
+    assert res["conv2d_fwd_v2"] == {"registers": 64, "smem_bytes": 4096, "stack_bytes": 0,
+                                    "spill_store_bytes": 0, "spill_load_bytes": 0}
+    assert res["conv2d_fwd_v1"] == {"registers": 40, "smem_bytes": 0, "stack_bytes": 8,
+                                    "spill_store_bytes": 4, "spill_load_bytes": 4}
+
+
+def test_results_path_and_slug():
+    when = datetime.datetime(2026, 11, 22, 13, 5, 9, tzinfo=datetime.timezone.utc)
+    p = common.results_path("conv_throughput", "NVIDIA H100 80GB HBM3", when, "abc1234", "/r")
+    assert str(p) == "/r/conv_throughput-NVIDIA-H100-80GB-HBM3-20261122-130509-abc1234.json"
+    assert common.slug("a/b c") == "a-b-c"
+
+
+def test_write_results(tmp_path):
+    when = datetime.datetime(2026, 11, 22, 13, 5, 9, tzinfo=datetime.timezone.utc)
+    info = {"device": "Test GPU", "nvidia_driver": "550.54", "cuda_runtime": 13000, "cupy": "13.6"}
+    rows = [{"layer": "conv2", "ms": 1.5, "times_ms": [1.5, 1.6], "rel_err": float("inf"),
+             "shape": (1, 2), "n": np.int64(3), "x": np.float32(0.5)}]
+    path = common.write_results("conv_throughput", info, rows, {"peak_flops": 5e13},
+                                directory=tmp_path, when=when)
+    assert path.parent == tmp_path and path.name.startswith("conv_throughput-Test-GPU-20261122-130509-")
+    doc = json.loads(path.read_text())
+    commit, dirty = common.git_commit()
+    assert doc["benchmark"] == "conv_throughput" and doc["commit"] == commit
+    assert doc["date"] == "2026-11-22T13:05:09+00:00"
+    assert doc["info"] == info and doc["peak_flops"] == 5e13
+    assert doc["rows"] == [{"layer": "conv2", "ms": 1.5, "times_ms": [1.5, 1.6], "rel_err": None,
+                            "shape": [1, 2], "n": 3, "x": 0.5}]
+    assert list(tmp_path.iterdir()) == [path]       # no temporary file left behind
+
+
+def test_device_info_without_gpu():
+    info = common.device_info()
+    assert info["device"] == "cpu" and info["numpy"] == np.__version__
