@@ -36,15 +36,16 @@
 //
 // resources (sm_90, nvcc 13.0 -Xptxas -v):
 //   kernel                       regs  smem (bytes)
-//   conv2d_fwd_v1                  40      0
-//   conv2d_bwd_data_v1             38      0
-//   conv2d_bwd_filter_v1           40      0
-//   conv2d_bwd_bias_v1             18      0
-//   conv2d_fwd_v2                  64   4096
-//   conv2d_bwd_data_v2             72   4096
-//   conv2d_bwd_filter_v2           64   4096
-//   conv2d_bwd_filter_reduce       14      0
-//   conv2d_bwd_bias_v2             18   1024
+//   conv2d_fwd_v1                  32      0
+//   conv2d_bwd_data_v1             32      0
+//   conv2d_bwd_filter_v1           32      0
+//   conv2d_bwd_bias_v1             31      0
+//   conv2d_fwd_v2                  48   4096
+//   conv2d_bwd_data_v2             48   4096
+//   conv2d_bwd_filter_v2           48   4096
+//   conv2d_bwd_filter_reduce       32      0
+//   conv2d_bwd_bias_v2             28   1024
+//   (no spills, no local memory; v2 blocks are 256 threads)
 #include "common.cuh"
 
 namespace conv {
@@ -225,7 +226,7 @@ struct BwdFilterOp {
 
 // v2 tile configuration (one place; a later tuning pass specialises per shape).
 constexpr int BM = 64, BN = 64, BK = 8, TM = 4, TN = 4;
-constexpr int V2_THREADS = (BM / TM) * (BN / TN);   // 256
+constexpr int V2_THREADS = (BM / TM) * (BN / TN);   // 256 (V2_THREADS in convnet/kernel_ops/conv.py)
 constexpr int BIAS_THREADS = 256;                   // conv2d_bwd_bias_v2's block
 
 template <int NT>
@@ -351,7 +352,7 @@ extern "C" __global__ void conv2d_bwd_bias_v1(const float* __restrict__ dy, floa
 // ---------------------------------------------------------------------------
 
 // grid (ceil(N*OH*OW / BN), ceil(Fg / BM), G)
-extern "C" __global__ void conv2d_fwd_v2(
+extern "C" __global__ void __launch_bounds__(conv::V2_THREADS) conv2d_fwd_v2(
     const float* __restrict__ x, const float* __restrict__ wt, const float* __restrict__ b,
     float* __restrict__ y,
     int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
@@ -364,7 +365,7 @@ extern "C" __global__ void conv2d_fwd_v2(
 }
 
 // grid (ceil(N*H*W / BN), ceil(Cg / BM), G)
-extern "C" __global__ void conv2d_bwd_data_v2(
+extern "C" __global__ void __launch_bounds__(conv::V2_THREADS) conv2d_bwd_data_v2(
     const float* __restrict__ dy, const float* __restrict__ wt, float* __restrict__ dx,
     int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
     int sh, int sw, int ph, int pw, int groups)
@@ -378,7 +379,7 @@ extern "C" __global__ void conv2d_bwd_data_v2(
 // grid (ceil(Cg*KH*KW / BN), ceil(Fg / BM), G * splits); blockIdx.z = g * splits + slice;
 // slice covers k in [slice*k_chunk, min(N*OH*OW, (slice+1)*k_chunk)) and writes
 // ws[slice] (ws: (splits, F, Cg, KH, KW); with splits == 1, ws is dw itself).
-extern "C" __global__ void conv2d_bwd_filter_v2(
+extern "C" __global__ void __launch_bounds__(conv::V2_THREADS) conv2d_bwd_filter_v2(
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
     int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
     int sh, int sw, int ph, int pw, int groups, int splits, int k_chunk)
@@ -404,7 +405,7 @@ extern "C" __global__ void conv2d_bwd_filter_reduce(const float* __restrict__ ws
 
 // grid (F), block 256: thread t sums dy[n, f, q] over e = n*P + q = t, t+256, ...,
 // then a shared-memory tree.
-extern "C" __global__ void conv2d_bwd_bias_v2(const float* __restrict__ dy, float* __restrict__ db,
+extern "C" __global__ void __launch_bounds__(conv::BIAS_THREADS) conv2d_bwd_bias_v2(const float* __restrict__ dy, float* __restrict__ db,
                                               int n, int f, int p)
 {
     constexpr int NT = conv::BIAS_THREADS;
