@@ -2,6 +2,9 @@
 gradients as the one-device net with grouped convolutions (same weights mapped
 across), on the NumPy backend, on the CUDA emulation and (when there is one) on
 the GPU; the whole two-column graph passes a float64 gradient check."""
+import sys
+import types
+
 import numpy as np
 import pytest
 
@@ -222,3 +225,188 @@ def test_two_columns_on_two_gpus():
     assert "peer-to-peer" in text or "staged" in text
     assert {p.device for p in two.params()} == {0, 1}
     assert {p.value.device.id for p in two.params()} == {0, 1}
+
+
+# --- the GPU placement code, run against a stand-in for CuPy ----------------
+# There may be no GPU where the tests run; this fake records what Placement asks
+# of CuPy (devices, streams, events, peer copies) and moves NumPy data, so the
+# GPU-only code paths are at least executed and their decisions checked.
+
+class _FakeArray:
+    def __init__(self, fake, a):
+        self.fake, self.a = fake, np.ascontiguousarray(a)
+        self.device = _FakeDevice(fake, fake.current)
+        self.data = types.SimpleNamespace(ptr=id(self))
+        fake.memory[id(self)] = self
+
+    shape = property(lambda self: self.a.shape)
+    dtype = property(lambda self: self.a.dtype)
+    nbytes = property(lambda self: self.a.nbytes)
+
+    def set(self, host, stream=None):
+        self.fake.log.append(("set", self.device.id, stream.device if stream else None))
+        self.a[...] = host
+
+    def get(self):
+        return self.a.copy()
+
+
+class _FakeDevice:
+    def __init__(self, fake, i):
+        self.fake, self.id = fake, i
+
+    def __enter__(self):
+        self.saved = self.fake.current
+        self.fake.current = self.id
+        return self
+
+    def __exit__(self, *exc):
+        self.fake.current = self.saved
+
+    def synchronize(self):
+        pass
+
+
+class _FakeStream:
+    def __init__(self, fake, non_blocking=False):
+        self.fake, self.device, self.ptr = fake, fake.current, 1000 + len(fake.streams)
+        fake.streams.append(self)
+
+    def __enter__(self):
+        if self.fake.current != self.device:      # CuPy refuses a stream of another device
+            raise RuntimeError(f"stream of device {self.device} used on device {self.fake.current}")
+        self.fake.stream_stack.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.fake.stream_stack.pop()
+
+    def record(self):
+        assert self.fake.current == self.device, "event recorded on a stream of another device"
+        self.fake.log.append(("record", self.ptr))
+        return types.SimpleNamespace(stream=self.ptr, synchronize=lambda: None)
+
+    def wait_event(self, event):
+        self.fake.log.append(("wait", self.ptr, event.stream))
+
+    def synchronize(self):
+        self.fake.log.append(("sync", self.ptr))
+
+
+class _FakeCupy(types.ModuleType):
+    def __init__(self, n_gpus, peer):
+        super().__init__("cupy")
+        self.current, self.memory, self.log, self.streams, self.stream_stack = 0, {}, [], [], []
+        fake = self
+
+        class Runtime:
+            memcpyDeviceToDevice = 3
+            CUDARuntimeError = RuntimeError
+
+            def getDeviceCount(self):
+                return n_gpus
+
+            def getDevice(self):
+                return fake.current
+
+            def deviceCanAccessPeer(self, device, peer_device):
+                return int(peer)
+
+            def deviceEnablePeerAccess(self, peer_device):
+                fake.log.append(("enable", fake.current, peer_device))
+
+            def memcpyPeerAsync(self, dst, dst_dev, src, src_dev, size, stream):
+                fake.log.append(("peer", dst_dev, src_dev, stream))
+                assert fake.memory[dst].device.id == dst_dev and fake.memory[src].device.id == src_dev
+                fake.memory[dst].a[...] = fake.memory[src].a
+
+            def memcpyPeer(self, dst, dst_dev, src, src_dev, size):
+                self.memcpyPeerAsync(dst, dst_dev, src, src_dev, size, None)
+
+            def memcpyAsync(self, dst, src, size, kind, stream):
+                fake.log.append(("d2d", stream))
+                fake.memory[dst].a[...] = fake.memory[src].a
+
+        self.ndarray = _FakeArray
+        self.cuda = types.SimpleNamespace(
+            runtime=Runtime(), Device=lambda i: _FakeDevice(fake, i),
+            Stream=lambda non_blocking=False: _FakeStream(fake, non_blocking),
+            get_current_stream=lambda: types.SimpleNamespace(
+                record=lambda: types.SimpleNamespace(stream=0, synchronize=lambda: None)))
+
+    def empty(self, shape, dtype):
+        return _FakeArray(self, np.empty(shape, dtype))
+
+    def asarray(self, x, dtype=None):
+        return x if isinstance(x, _FakeArray) and dtype in (None, x.dtype) else \
+            _FakeArray(self, np.asarray(x.a if isinstance(x, _FakeArray) else x, dtype=dtype))
+
+    def ascontiguousarray(self, x, dtype=None):
+        return self.asarray(x, dtype)
+
+    def asnumpy(self, x, stream=None):
+        self.log.append(("to host", x.device.id, stream.ptr if stream else None))
+        return x.a.copy()
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    def install(n_gpus=2, peer=True):
+        fake = _FakeCupy(n_gpus, peer)
+        monkeypatch.setitem(sys.modules, "cupy", fake)
+        return fake
+    return install
+
+
+@pytest.mark.parametrize("devices,peer,kind", [([0, 1], True, "peer-to-peer"), ([0, 1], False, "staged"),
+                                               ([1], True, "same device")])
+def test_placement_transfers_on_gpus(fake_cupy, devices, peer, kind):
+    from convnet.devices import Placement
+    fake = fake_cupy(n_gpus=2, peer=peer)
+    pl = Placement("cuda", devices, columns=[0, 1])
+    assert [s.device for s in pl.streams.values()] == [devices[0], devices[-1]]
+    assert pl.copy_kind(0, 1) == kind and pl.copy_kind(1, 1) == "same device"
+    with fake.cuda.Device(devices[0]):
+        x = fake.asarray(np.arange(12.0).reshape(3, 4))
+    y = pl.transfer(x, 0, 1)
+    assert y.device.id == devices[-1] and np.array_equal(y.a, x.a) and y is not x
+    s0, s1 = pl.streams[0].ptr, pl.streams[1].ptr
+    if kind == "peer-to-peer":
+        assert ("enable", 1, 0) in fake.log and ("wait", s1, s0) in fake.log
+        assert ("peer", 1, 0, s1) in fake.log and pl._in_flight == [x]
+    elif kind == "staged":
+        assert ("to host", 0, s0) in fake.log and ("sync", s0) in fake.log and ("set", 1, 1) in fake.log
+    else:
+        assert ("wait", s1, s0) in fake.log and ("d2d", s1) in fake.log
+    pl.synchronize()
+    assert pl._in_flight == []
+    with pl.context(1):                       # the column's device and stream become current
+        assert fake.current == devices[-1] and fake.stream_stack == [pl.streams[1]]
+    h = pl.to_device(np.ones((2, 2)), 1, np.float32)
+    assert h.device.id == devices[-1] and h.dtype == np.float32
+
+
+def test_placement_errors_and_input_from_another_gpu(fake_cupy):
+    from convnet.devices import Placement
+    fake = fake_cupy(n_gpus=2)
+    with pytest.raises(ValueError, match="GPU 2 requested but 2 GPU"):
+        Placement("cuda", [0, 2])
+    pl = Placement("cuda", [1], columns=[0])
+    with fake.cuda.Device(0):
+        x = fake.asarray(np.ones((2, 3), np.float32))
+    y = pl.to_device(x, 0, np.float32)
+    assert y.device.id == 1 and ("peer", 1, 0, None) in fake.log
+
+
+def test_gpu_summary_says_how_columns_cross(fake_cupy):
+    fake_cupy(n_gpus=2, peer=True)
+    text = Net("alexnet", backend="cuda", devices=[0, 1], materialize=False).summary()
+    assert "devices gpu0, gpu1" in text
+    assert "pool2b (column 1, gpu1) -> conv3a (column 0, gpu0): peer-to-peer" in text
+    fake_cupy(n_gpus=2, peer=False)
+    assert "fc8 (column 0, gpu0): staged" in Net("alexnet", backend="cuda", devices=[0, 1],
+                                                  materialize=False).summary()
+    fake_cupy(n_gpus=1)
+    net = Net("alexnet", backend="cuda", devices=[0], materialize=False)
+    assert net.summary().count(": same device") == 8
+    assert {p.device for p in net.params()} == {0}
