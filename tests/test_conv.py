@@ -177,3 +177,16 @@ def test_bad_input_errors():
         conv.conv2d_backward_bias([1.0, 2.0])
     with pytest.raises(ValueError, match="splits"):
         conv.backward_filter(dy, x, ws, groups=2, splits=0)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_empty_batch(version):
+    x = np.zeros((0, 3, 5, 6), np.float32)
+    w = np.ones((2, 3, 3, 3), np.float32)
+    dy = np.zeros((0, 2, 3, 4), np.float32)
+    assert conv.conv2d_forward(x, w, version=version).shape == (0, 2, 3, 4)
+    assert conv.conv2d_backward_data(dy, w, x.shape, version=version).shape == x.shape
+    dw = conv.conv2d_backward_filter(dy, x, w.shape, version=version)
+    assert dw.shape == w.shape and not dw.any()
+    db = conv.conv2d_backward_bias(dy, version=version)
+    assert db.shape == (2,) and not db.any()

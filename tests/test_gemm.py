@@ -92,3 +92,16 @@ def test_bad_input_errors():
         gemm.sgemm(x, w, trans_b=True, c=np.zeros((3, 3), np.float32), beta=1.0)
     with pytest.raises(ValueError, match="beta"):
         gemm.sgemm(x, w, trans_b=True, beta=1.0)
+
+
+@pytest.mark.parametrize("version", gemm.SGEMM_VERSIONS)
+def test_empty_batch(version):
+    x = np.zeros((0, 5), np.float32)
+    w = np.ones((4, 5), np.float32)
+    dy = np.zeros((0, 4), np.float32)
+    assert gemm.fc_forward(x, w, np.ones(4, np.float32), version=version).shape == (0, 4)
+    assert gemm.fc_backward_data(dy, w, version=version).shape == (0, 5)
+    dw = gemm.fc_backward_filter(dy, x, version=version)
+    assert dw.shape == (4, 5) and not dw.any()
+    db = gemm.fc_backward_bias(dy)
+    assert db.shape == (4,) and not db.any()

@@ -77,7 +77,7 @@ def _pair(v, name, minimum):
 def _shape4(shape, name):
     if not isinstance(shape, (tuple, list)) or len(shape) != 4:
         raise ValueError(f"{name} must be a 4-tuple (N, C, H, W) / (F, C/groups, KH, KW), got {shape!r}")
-    return tuple(_int(s, name, 1) for s in shape)
+    return tuple(_int(s, name, 0) for s in shape)
 
 
 def _version(op, version):
@@ -91,6 +91,9 @@ def _geometry(x_shape, w_shape, stride, pad, groups):
     """The kernels' 14 shape scalars (n, c, h, w, f, kh, kw, oh, ow, sh, sw, ph, pw, groups)."""
     n, c, h, w = x_shape
     f, cg, kh, kw = w_shape
+    if min(c, h, w) < 1 or min(f, cg, kh, kw) < 1:
+        raise ValueError(f"empty convolution: input {tuple(x_shape)}, weight {tuple(w_shape)} "
+                         f"(only the batch may be 0)")
     sh, sw = _pair(stride, "stride", 1)
     ph, pw = _pair(pad, "pad", 0)
     groups = _int(groups, "groups", 1)
@@ -140,6 +143,8 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None):
             raise ValueError(f"bias must have shape ({f},), got {tuple(b.shape)}")
     x, w, b = (xp.ascontiguousarray(a) for a in (x, w, b))
     y = xp.empty((n, f, oh, ow), dtype=np.float32)
+    if n == 0:
+        return y
     k = _get(f"conv2d_fwd_{v}", x)
     if v == "v1":
         k(_cdiv(y.size, V1_THREADS), V1_THREADS, (x, w, b, y) + geo + (has_bias,))
@@ -161,6 +166,8 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, version=None
         raise ValueError(f"x_shape {tuple(x_shape)} has 2^31 elements or more; the kernels index with int32")
     dy, w = xp.ascontiguousarray(dy), xp.ascontiguousarray(w)
     dx = xp.empty((n, c, h, wd), dtype=np.float32)
+    if n == 0:
+        return dx
     k = _get(f"conv2d_bwd_data_{v}", dy)
     if v == "v1":
         k(_cdiv(dx.size, V1_THREADS), V1_THREADS, (dy, w, dx) + geo)
@@ -204,6 +211,8 @@ def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, spl
     n, c, h, wd, f, kh, kw, oh, ow, sh, sw, ph, pw, g = geo
     _check_dy(dy, (n, f, oh, ow), f"input {tuple(x.shape)} with weight shape {tuple(w_shape)}")
     dy, x = xp.ascontiguousarray(dy), xp.ascontiguousarray(x)
+    if n == 0:
+        return xp.zeros(tuple(w_shape), dtype=np.float32)
     dw = xp.empty(tuple(w_shape), dtype=np.float32)
     k = _get(f"conv2d_bwd_filter_{v}", dy)
     if v == "v1":
@@ -231,6 +240,8 @@ def conv2d_backward_bias(dy, version=None):
     xp = _module(dy)
     n, f, oh, ow = dy.shape
     dy = xp.ascontiguousarray(dy)
+    if dy.size == 0:
+        return xp.zeros((f,), dtype=np.float32)
     db = xp.empty((f,), dtype=np.float32)
     k = _get(f"conv2d_bwd_bias_{v}", dy)
     if v == "v1":
