@@ -256,8 +256,8 @@ class Net:
         widths = [max(len(r[i]) for r in rows) for i in range(6)]
         lines = [f"{self.name}: {len(self.layers)} layers, backend {self.backend}, devices {devs}"]
         for r in rows:
-            lines.append("  ".join(c.ljust(w) if i != 5 else c.rjust(w) for i, (c, w) in
-                                   enumerate(zip(r, widths))) + "  " + r[6])
+            line = "  ".join(c.ljust(w) if i != 5 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            lines.append((line + "  " + r[6]).rstrip())
         lines.append(f"total: {self.num_params:,} parameters, {self.num_neurons:,} neurons")
         cross = self.crossings()
         if not cross:
