@@ -4,7 +4,8 @@ Layout. Activations are NCHW arrays (N, C, H, W); fully connected activations
 are (N, features); conv weights are (F, C/groups, KH, KW); fc weights are
 (out, in); labels are integer arrays (N,). Every function works in the
 floating dtype of its inputs (float32 in -> float32 out, float64 in ->
-float64 out) and returns new arrays, except sgd_update, which updates in place.
+float64 out) and returns new C-contiguous arrays, except sgd_update, which
+updates w and v in place.
 
 What each op computes (x input, y output, dy = dL/dy, dx = dL/dx):
 
@@ -183,17 +184,18 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1):
     f, cg, kh, kw = w.shape
     fg = f // groups
     _check_dy(dy, (n, f, oh, ow), f"x_shape {(n, c, h, wd)} with weight {w.shape}")
-    # dcols[n, c, i, j, p, q]: the gradient of every receptive-field element.
-    dcols = np.empty((n, c, oh, ow, kh, kw), dtype=np.result_type(dy, w))
+    # dcols[p, q, n, c, i, j]: the gradient of every receptive-field element, laid out
+    # so that each kernel offset (p, q) is one contiguous block.
+    dcols = np.empty((kh, kw, n, c, oh, ow), dtype=np.result_type(dy, w))
     for g in range(groups):
-        dg = np.tensordot(dy[:, g * fg:(g + 1) * fg], w[g * fg:(g + 1) * fg], axes=([1], [0]))
-        dcols[:, g * cg:(g + 1) * cg] = dg.transpose(0, 3, 1, 2, 4, 5)   # from (N, OH, OW, Cg, KH, KW)
+        dg = np.tensordot(w[g * fg:(g + 1) * fg], dy[:, g * fg:(g + 1) * fg], axes=([0], [1]))
+        dcols[:, :, :, g * cg:(g + 1) * cg] = dg.transpose(1, 2, 3, 0, 4, 5)   # from (Cg, KH, KW, N, OH, OW)
     # Add every kernel offset's gradients back onto the padded image (col2im).
     dxp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=dcols.dtype)
     for p in range(kh):
         for q in range(kw):
-            dxp[:, :, p:p + sh * (oh - 1) + 1:sh, q:q + sw * (ow - 1) + 1:sw] += dcols[..., p, q]
-    return dxp[:, :, ph:ph + h, pw:pw + wd]
+            dxp[:, :, p:p + sh * (oh - 1) + 1:sh, q:q + sw * (ow - 1) + 1:sw] += dcols[p, q]
+    return np.ascontiguousarray(dxp[:, :, ph:ph + h, pw:pw + wd])
 
 
 def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1):
@@ -389,7 +391,7 @@ def maxpool_backward(dy, x, y, size=3, stride=2):
     for p in range(size):
         for q in range(size):
             _offset_view(dxp, p, q, stride, out)[...] += np.where(arg == p * size + q, dy, 0)
-    return dxp[:, :, :h, :w]
+    return np.ascontiguousarray(dxp[:, :, :h, :w])
 
 
 def _avgpool_counts(h, w, size, stride, out, dtype):
@@ -426,7 +428,7 @@ def avgpool_backward(dy, x_shape, size=3, stride=2):
     for p in range(size):
         for q in range(size):
             _offset_view(dxp, p, q, stride, out)[...] += share
-    return dxp[:, :, :h, :w]
+    return np.ascontiguousarray(dxp[:, :, :h, :w])
 
 
 # --- activations ----------------------------------------------------------

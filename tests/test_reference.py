@@ -349,6 +349,25 @@ def test_alexnet_sizes():
     assert R.fc_forward(np.zeros((2, 256 * 6 * 6)), np.zeros((3, 9216))).shape == (2, 3)
 
 
+def test_outputs_are_new_c_contiguous_arrays(rng):
+    x = rng.standard_normal((3, 5, 13, 11))
+    w = rng.standard_normal((4, 5, 3, 2))
+    y = R.conv2d_forward(x, w, stride=2, pad=2)
+    pooled = R.maxpool_forward(x, 3, 2)
+    z = rng.standard_normal((3, 5))
+    outs = [y, R.conv2d_backward_data(y, w, x.shape, 2, 2), R.conv2d_backward_filter(y, x, w.shape, 2, 2),
+            R.conv2d_backward_bias(y), pooled, R.maxpool_backward(pooled, x, pooled, 3, 2),
+            R.avgpool_forward(x, 3, 2), R.avgpool_backward(pooled, x.shape, 3, 2),
+            R.lrn_forward(x), R.lrn_backward(x, x, x), R.relu_forward(x), R.relu_backward(x, x),
+            R.tanh_forward(x), R.tanh_backward(x, x), R.dropout_forward(x, 0.5, 1),
+            R.fc_forward(z, z), R.fc_backward_data(z, z.T), R.fc_backward_filter(z, z), R.fc_backward_bias(z),
+            R.softmax_forward(z), R.softmax_cross_entropy(z, np.array([0, 1, 2]))[1],
+            R.softmax_cross_entropy_backward(R.softmax_forward(z), np.array([0, 1, 2]))]
+    for i, out in enumerate(outs):
+        assert out.flags.c_contiguous, f"output {i} is not C-contiguous"
+        assert not np.shares_memory(out, x) and not np.shares_memory(out, z), f"output {i} aliases an input"
+
+
 # --- bad input: one clear line each ---------------------------------------
 
 def test_errors_name_what_is_wrong():
