@@ -40,9 +40,9 @@
 //   conv2d_bwd_data_v1             32      0
 //   conv2d_bwd_filter_v1           32      0
 //   conv2d_bwd_bias_v1             31      0
-//   conv2d_fwd_v2                  48   4096
-//   conv2d_bwd_data_v2             48   4096
-//   conv2d_bwd_filter_v2           48   4096
+//   conv2d_fwd_v2                  48   4224
+//   conv2d_bwd_data_v2             64   4224
+//   conv2d_bwd_filter_v2           48   4224
 //   conv2d_bwd_filter_reduce       32      0
 //   conv2d_bwd_bias_v2             28   1024
 //   (no spills, no local memory; v2 blocks are 256 threads)
@@ -65,7 +65,9 @@ __device__ __forceinline__ void implicit_gemm(const Op& op, int k_begin, int k_e
     static_assert(BM % TM == 0 && BN % TN == 0, "tile not divisible by the register tile");
     static_assert(NT % BK == 0 && NT % BN == 0, "threads must cover whole tile rows");
     static_assert((BM * BK) % NT == 0 && (BN * BK) % NT == 0, "tile loads must split evenly");
-    __shared__ __align__(16) float As[BK][BM];
+    // A rows are padded by 4 floats: the transposing store As[t % BK][m] then hits
+    // 32 different banks per warp (unpadded it would be an 8-way conflict).
+    __shared__ __align__(16) float As[BK][BM + 4];
     __shared__ __align__(16) float Bs[BK][BN];
 
     const int t = threadIdx.x;

@@ -28,7 +28,7 @@
 // resources (sm_90, nvcc 13.0 -Xptxas -v):
 //   kernel             regs  smem (bytes)
 //   sgemm_v1             32      0
-//   sgemm_v2             48   4096
+//   sgemm_v2             48   4352
 //   fc_bias_add          14      0
 //   fc_bias_grad_v1      32      0
 //   (no spills, no local memory)
@@ -38,12 +38,15 @@ namespace gemm {
 
 constexpr int BM = 64, BN = 64, BK = 8, TM = 4, TN = 4;
 constexpr int V2_THREADS = (BM / TM) * (BN / TN);   // 256
+// Shared tiles are padded by 4 floats per row: a transposing tile load (consecutive
+// threads along the tile's rows) then hits 32 different banks per warp.
+constexpr int PAD = 4;
 
 // Stage a ROWS x COLS tile T[r][c] = src(r0 + r, c0 + c) (0 outside R x Cn) into
 // shared memory, where src(r, c) = p[r * ld + c] (ROW_MAJOR) or p[c * ld + r].
 // Consecutive threads take consecutive addresses in memory.
 template <int ROWS, int COLS, int NT, bool ROW_MAJOR>
-__device__ __forceinline__ void load_tile(float (&T)[ROWS][COLS], const float* __restrict__ p, int ld,
+__device__ __forceinline__ void load_tile(float (&T)[ROWS][COLS + PAD], const float* __restrict__ p, int ld,
                                           int r0, int c0, int R, int Cn)
 {
     static_assert((ROWS * COLS) % NT == 0, "tile loads must split evenly");
@@ -60,7 +63,7 @@ __device__ __forceinline__ void load_tile(float (&T)[ROWS][COLS], const float* _
 // As[k][m] = op(A)[m, k]; Bs[k][n] = op(B)[k, n] (shared memory of the caller, so that
 // the four instances of one kernel share it).
 template <bool TA, bool TB>
-__device__ __forceinline__ void sgemm_tiled(float (&As)[BK][BM], float (&Bs)[BK][BN],
+__device__ __forceinline__ void sgemm_tiled(float (&As)[BK][BM + PAD], float (&Bs)[BK][BN + PAD],
                                             const float* __restrict__ A, const float* __restrict__ B,
                                             float* __restrict__ C, int M, int N, int K,
                                             int lda, int ldb, int ldc, float alpha, float beta)
@@ -135,8 +138,8 @@ extern "C" __global__ void __launch_bounds__(gemm::V2_THREADS) sgemm_v2(const fl
                                     float* __restrict__ C, int M, int N, int K, int lda, int ldb, int ldc,
                                     int trans_a, int trans_b, float alpha, float beta)
 {
-    __shared__ __align__(16) float As[gemm::BK][gemm::BM];
-    __shared__ __align__(16) float Bs[gemm::BK][gemm::BN];
+    __shared__ __align__(16) float As[gemm::BK][gemm::BM + gemm::PAD];
+    __shared__ __align__(16) float Bs[gemm::BK][gemm::BN + gemm::PAD];
     if (trans_a) {
         if (trans_b) gemm::sgemm_tiled<true, true>(As, Bs, A, B, C, M, N, K, lda, ldb, ldc, alpha, beta);
         else         gemm::sgemm_tiled<true, false>(As, Bs, A, B, C, M, N, K, lda, ldb, ldc, alpha, beta);
