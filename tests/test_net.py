@@ -293,3 +293,33 @@ def test_counts_of_small_net():
     assert math.prod(net.layers["pool2"].out_shape) == 24
     with pytest.raises(RuntimeError, match="materialize=False"):
         net.forward(data()[0])
+
+
+def _emu_built():
+    try:
+        from convnet import kernels
+    except ImportError:
+        return False
+    return kernels.emulation_available()
+
+
+@pytest.mark.skipif(not _emu_built(), reason="the CUDA emulation (convnet._emu) is not built: run make")
+def test_small_net_on_emulation_matches_numpy():
+    """Every layer type of the small net (conv relu/tanh, max and avg pooling, LRN, fc, dropout,
+    softmax) through the CUDA kernels on the CPU emulation, one training step."""
+    emu, ref = Net(small(), backend="emu", seed=6), Net(small(), backend="numpy", seed=6)
+    x, y = data(n=3)
+    out = []
+    for net in (emu, ref):
+        net.set_step(2)
+        logits = net.forward(x, train=True)
+        loss = net.loss(logits, y)
+        net.backward()
+        out.append((logits, loss, {p.name: p.grad for p in net.params()}))
+    (le, se, ge), (lr, sr, gr) = out
+    np.testing.assert_allclose(le, lr, rtol=1e-4, atol=1e-5 * np.abs(lr).max())
+    assert se == pytest.approx(sr, rel=1e-5)
+    for k in gr:
+        assert ge[k].dtype == np.float32
+        err = np.abs(ge[k] - gr[k]).max() / np.abs(gr[k]).max()
+        assert err < 1e-4, f"{k}: {err:.2e}"
