@@ -132,22 +132,22 @@ def test_softmax_cross_entropy_gradients(rng):
 
 # --- the checker can fail -------------------------------------------------
 
-def conv_backward_data_unflipped(dy, w, x_shape, pad):
-    """WRONG: stride-1 backward-data as a full convolution with the filter NOT flipped."""
+def full_conv_backward_data(dy, w, pad):
+    """Stride-1 backward-data as a full convolution of dy with w's in/out channels swapped.
+    Right only when w is spatially flipped first (cross-correlation vs convolution)."""
     kh, kw = w.shape[2:]
-    full = R.conv2d_forward(dy, np.ascontiguousarray(w.transpose(1, 0, 2, 3)),
+    return R.conv2d_forward(dy, np.ascontiguousarray(w.transpose(1, 0, 2, 3)),
                             pad=(kh - 1 - pad, kw - 1 - pad))
-    return full
 
 
 def test_conv_backward_data_flipped_is_right_and_unflipped_is_caught(rng):
     x, w = rng.standard_normal((3, 5, 13, 11)), rng.standard_normal((4, 5, 3, 2))
     forward = lambda x: R.conv2d_forward(x, w, pad=1)
     # The same full convolution with the flipped filter is the right answer...
-    flipped = lambda dy, y, x: {"x": conv_backward_data_unflipped(dy, w[:, :, ::-1, ::-1], x.shape, 1)}
+    flipped = lambda dy, y, x: {"x": full_conv_backward_data(dy, w[:, :, ::-1, ::-1], 1)}
     check_gradients(forward, flipped, {"x": x}, name="conv data, flipped filter")
     # ...and without the flip the checker rejects it.
-    unflipped = lambda dy, y, x: {"x": conv_backward_data_unflipped(dy, w, x.shape, 1)}
+    unflipped = lambda dy, y, x: {"x": full_conv_backward_data(dy, w, 1)}     # WRONG: no flip
     with pytest.raises(AssertionError, match="gradient of 'x' is wrong"):
         check_gradients(forward, unflipped, {"x": x}, name="WRONG conv data, unflipped filter")
 
