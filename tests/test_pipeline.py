@@ -1,5 +1,6 @@
 """The threaded input pipeline: order, overlap, bounded read-ahead, shutdown,
 and errors raised in a stage re-raised in the consumer."""
+import os
 import threading
 import time
 
@@ -112,3 +113,82 @@ def test_bad_arguments():
 def test_no_threads_left_behind():
     time.sleep(0.1)
     assert not _pipeline_threads()
+
+
+# --- the loader over prepared shards (the pipeline's real use) ------------------
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from PIL import Image
+    from convnet import prepare as prep
+    from convnet.data import load_dataset
+    root = tmp_path_factory.mktemp("prep")
+    rng = np.random.default_rng(0)
+    for c in ("a", "b", "c"):
+        os.makedirs(root / "src" / c)
+        for i in range(7):
+            Image.fromarray(rng.integers(0, 256, (24, 26, 3), dtype=np.uint8)).save(root / "src" / c / f"{i}.png")
+    prep.prepare(str(root / "src"), str(root / "out"), size=20, workers=1, shard_size=5, progress=False,
+                 log=lambda m: None)
+    return load_dataset(str(root / "out"), "train")
+
+
+def expected_batches(ds, loader):
+    """What the pipelined loader must yield: the same gather and augmentation, done serially."""
+    from convnet.data import augment as aug
+    images = np.asarray(ds.images)
+    for b, idx in loader.batches():
+        yield aug.augment_batch(images[idx], ds.mean, *loader.params(b, len(idx)), loader.crop), ds.labels[idx]
+
+
+def test_prepared_loader_matches_serial_computation(prepared):
+    from convnet.data import Augment, make_loader
+    for train in (True, False):
+        loader = make_loader(prepared, 4, train=train, seed=3, epoch=2, augment=Augment(crop=17))
+        got = list(loader)
+        want = list(expected_batches(prepared, loader))
+        assert len(got) == len(want) == len(loader) == 6
+        for (x, y), (wx, wy) in zip(got, want):
+            assert np.array_equal(x, wx) and np.array_equal(y, wy)
+        assert got[0][0].shape == (4, 3, 17, 17)
+    assert loader.random is False
+    assert make_loader(prepared, 4, train=True, augment=Augment(crop=17)).random is True
+
+
+def test_prepared_loader_break_and_errors(prepared, monkeypatch):
+    from convnet.data import make_loader
+    loader = make_loader(prepared, 2, train=True)
+    for b, _ in enumerate(loader):
+        if b == 1:
+            break
+    time.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name.startswith("loader-") and t.is_alive()]
+
+    loader = make_loader(prepared, 2, train=True)
+    real = loader.read
+
+    def failing(job):
+        if job[0] == 3:
+            raise OSError("disk gone")
+        return real(job)
+    monkeypatch.setattr(loader, "read", failing)
+    seen = 0
+    with pytest.raises(OSError, match="disk gone"):
+        for _ in loader:
+            seen += 1
+    assert seen == 3
+    time.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name.startswith("loader-") and t.is_alive()]
+
+
+@pytest.mark.gpu
+def test_cuda_loader_matches_numpy(prepared):
+    import cupy
+    from convnet.data import make_loader
+    for train in (True, False):
+        a = list(make_loader(prepared, 4, train=train, seed=1, backend="numpy"))
+        b = list(make_loader(prepared, 4, train=train, seed=1, backend="cuda"))
+        assert len(a) == len(b)
+        for (x, y), (gx, gy) in zip(a, b):
+            assert isinstance(gx, cupy.ndarray) and gx.dtype == cupy.float32 and gy.dtype == cupy.int32
+            assert np.array_equal(x, gx.get()) and np.array_equal(y, gy.get())

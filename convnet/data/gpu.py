@@ -25,11 +25,12 @@ class DeviceStage:
         self.loader = loader
         self.device = cupy.cuda.Device()
         self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.consumer_stream = cupy.cuda.get_current_stream()
         self.mean = cupy.asarray(np.asarray(loader.dataset.mean, np.float32))
+        self.consumer_stream.synchronize()     # the mean is read on the copy stream
         self._pinned = {}
         self._event = None
         self._lock = threading.Lock()
-        self.consumer_stream = cupy.cuda.get_current_stream()
 
     def consumer_mark(self):
         """Called in the consumer's thread when it asks for the next batch."""

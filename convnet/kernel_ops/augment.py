@@ -1,6 +1,6 @@
 """Launcher for kernels/augment.cu: the paper's augmentation in one pass.
 
-    augment_crop(images, mean, offsets, flips, light, crop, out=None, scale=1/255)
+    augment_crop(images, mean, offsets, flips, light, crop, scale=1/255, *, out=None)
         images uint8 (N, S, S, C), mean float32 (S, S, C), offsets int32 (N, 2),
         flips int32 (N,), light float32 (N, C) -> float32 (N, C, crop, crop)
 
@@ -36,7 +36,7 @@ def _check(name, a, dtype, shape):
         raise ValueError(f"augment_crop: {name} must be C-contiguous")
 
 
-def augment_crop(images, mean, offsets, flips, light, crop, out=None, scale=aug.SCALE, *, version=None):
+def augment_crop(images, mean, offsets, flips, light, crop, scale=aug.SCALE, *, out=None, version=None):
     """Crop, flip, subtract the mean, add lighting, scale: see kernels/augment.cu."""
     version = version or SHIPPED
     if version not in KERNELS:
