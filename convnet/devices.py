@@ -27,8 +27,10 @@ one column to another:
      synchronizes at the start of forward and at the end of backward.
 
 The streams are blocking streams (they synchronize with the legacy default
-stream), so work on the default stream, such as the optimizer's update, is
-ordered after them.
+stream); besides, begin() makes each stream wait for the caller's current
+stream before a forward pass, and the net synchronizes the streams at the end
+of backward, so the optimizer's update (on any stream) is ordered between
+steps.
 
 On the NumPy and emulation backends every column runs on the host and a
 crossing is a plain array copy ("host").
@@ -196,6 +198,18 @@ class Placement:
                 return cupy.ascontiguousarray(x, dtype=dtype)
         with self.context(column):
             return cupy.ascontiguousarray(cupy.asarray(x, dtype=dtype))
+
+    def begin(self):
+        """Before a forward pass: the previous pass's copies are done (their sources may be
+        freed), and each column's stream waits for the work already queued on the caller's
+        current stream of its device (e.g. the optimizer's update of the weights)."""
+        if not self.on_gpu:
+            return
+        import cupy
+        self.synchronize()
+        for c, stream in self.streams.items():
+            with cupy.cuda.Device(self.device(c)):
+                stream.wait_event(cupy.cuda.get_current_stream().record())
 
     def synchronize(self):
         """Waits for every column's stream."""

@@ -291,8 +291,7 @@ class Net:
         if not hasattr(x, "shape") or tuple(x.shape[1:]) != data.out_shape or len(x.shape) < 2:
             shape = tuple(getattr(x, "shape", ()))
             raise ValueError(f"input must have shape N x {'x'.join(map(str, data.out_shape))}, got {shape}")
-        if self.placement.on_gpu:
-            self.placement.synchronize()       # the previous step's arrays are free to reuse
+        self.placement.begin()                 # GPU: previous copies done, caller's stream waited for
         acts = {self.data: self.placement.to_device(x, data.column, self.dtype)}
         copies = {}                            # (source, destination column) -> copied array
         for name in self.run_order:

@@ -331,7 +331,7 @@ class _FakeCupy(types.ModuleType):
             runtime=Runtime(), Device=lambda i: _FakeDevice(fake, i),
             Stream=lambda non_blocking=False: _FakeStream(fake, non_blocking),
             get_current_stream=lambda: types.SimpleNamespace(
-                record=lambda: types.SimpleNamespace(stream=0, synchronize=lambda: None)))
+                record=lambda: types.SimpleNamespace(stream=("caller", fake.current), synchronize=lambda: None)))
 
     def empty(self, shape, dtype):
         return _FakeArray(self, np.empty(shape, dtype))
@@ -381,6 +381,8 @@ def test_placement_transfers_on_gpus(fake_cupy, devices, peer, kind):
     assert pl._in_flight == []
     with pl.context(1):                       # the column's device and stream become current
         assert fake.current == devices[-1] and fake.stream_stack == [pl.streams[1]]
+    pl.begin()                               # each stream waits for the caller's stream on its GPU
+    assert ("wait", s0, ("caller", devices[0])) in fake.log and ("wait", s1, ("caller", devices[-1])) in fake.log
     h = pl.to_device(np.ones((2, 2)), 1, np.float32)
     assert h.device.id == devices[-1] and h.dtype == np.float32
 
