@@ -64,6 +64,7 @@ def synthetic_set(folder, images, size, workers):
 
 
 def pipeline_rate(ds, batch, batches, backend):
+    """images/s of make_loader(train=True) over `batches` batches after one warm-up batch."""
     loader = make_loader(ds, batch, train=True, seed=0, epoch=0, backend=backend)
     sync = (lambda: __import__("cupy").cuda.get_current_stream().synchronize()) if backend == "cuda" else (lambda: None)
     n, t = 0, None
@@ -76,7 +77,7 @@ def pipeline_rate(ds, batch, batches, backend):
         if b >= batches:
             break
     loader.close()
-    return n / (time.perf_counter() - t) if n else float("nan")
+    return (n / (time.perf_counter() - t) if n else float("nan")), loader.crop
 
 
 def alexnet_rate(batch, steps, classes):
@@ -128,9 +129,9 @@ def main(argv=None):
             print(rows[-1], flush=True)
         ds = load_dataset(data, "train")
         for backend in ["numpy"] + (["cuda"] if gpu else []):
-            rate = pipeline_rate(ds, args.batch, args.batches, backend)
+            rate, crop = pipeline_rate(ds, args.batch, args.batches, backend)
             rows.append(f"pipeline {backend} | {len(ds)} images {ds.images.shape[1]}px -> "
-                        f"batch {args.batch} x 3 x 227 x 227 | {rate:.0f} images/s")
+                        f"batch {args.batch} x 3 x {crop} x {crop} | {rate:.0f} images/s")
             print(rows[-1], flush=True)
         if gpu:
             try:

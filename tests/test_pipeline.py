@@ -192,3 +192,20 @@ def test_cuda_loader_matches_numpy(prepared):
         for (x, y), (gx, gy) in zip(a, b):
             assert isinstance(gx, cupy.ndarray) and gx.dtype == cupy.float32 and gy.dtype == cupy.int32
             assert np.array_equal(x, gx.get()) and np.array_equal(y, gy.get())
+
+
+def test_benchmark_runs(tmp_path):
+    """benchmarks/pipeline_throughput.py end to end on a tiny synthetic set."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "benchmarks", "pipeline_throughput.py")
+    spec = importlib.util.spec_from_file_location("pipeline_throughput", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "rows.txt"
+    assert bench.main(["--images", "12", "--size", "40", "--batch", "4", "--batches", "2",
+                       "--workers", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "prepare | 12 synthetic JPEGs" in text and "pipeline numpy |" in text
+    assert "batch 4 x 3 x 40 x 40" in text and "images/s" in text
+    assert "alexnet train step" in text

@@ -71,7 +71,8 @@ class ShardedImages:
         if isinstance(key, slice):
             return self._gather(np.arange(*key.indices(self.shape[0])))
         if isinstance(key, tuple):
-            return self[key[0]][(slice(None),) + key[1:]]
+            first = self[key[0]]
+            return first[key[1:]] if isinstance(key[0], (int, np.integer)) else first[(slice(None),) + key[1:]]
         return self._gather(key)
 
     def __array__(self, dtype=None, copy=None):
