@@ -105,6 +105,7 @@ def test_load_config_names_paths_and_errors(tmp_path):
     assert cfg["name"] == "cifar-18pct" and cfg["HYPER"]["lr"] == 0.001
     cfg["LAYERS"].clear()
     assert load_config("cifar-18pct")["LAYERS"]                 # a copy, not the module's list
+    assert load_config("alexnet_1col")["name"] == "alexnet-1col"
     with pytest.raises(ValueError, match=r"unknown config 'nope': choose one of .*alexnet"):
         load_config("nope")
     path = tmp_path / "mine.py"

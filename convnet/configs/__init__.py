@@ -54,10 +54,10 @@ def load_config(name_or_path):
         values = runpy.run_path(text)
         name = os.path.splitext(os.path.basename(text))[0]
     else:
-        if text not in available():
+        name = text.replace("_", "-")            # "alexnet_1col" is accepted for "alexnet-1col"
+        if name not in available():
             raise ValueError(f"unknown config '{text}': choose one of {', '.join(available())}")
-        name = text
-        values = runpy.run_path(os.path.join(_HERE, text.replace("-", "_") + ".py"))
+        values = runpy.run_path(os.path.join(_HERE, name.replace("-", "_") + ".py"))
     layers, hyper = values.get("LAYERS"), values.get("HYPER", {})
     if not isinstance(layers, list) or not layers:
         raise ValueError(f"config '{name}' must define LAYERS as a non-empty list of layer dicts")
