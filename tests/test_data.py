@@ -310,3 +310,11 @@ def test_ten_views():
         eval_views(images, 10, "ten", mean)
     with pytest.raises(DataError, match="mean"):
         eval_views(images, 6, "ten", None)
+
+
+def test_loader_non_square_images():
+    ds = readers.Dataset("wide", "train", np.zeros((5, 4, 6, 1), np.uint8), np.zeros(5, np.int32), ["a"])
+    loader = make_loader(ds, 2, train=True)
+    assert loader.shape == (1, 4, 6) and [x.shape for x, _ in loader][-1] == (1, 1, 4, 6)
+    with pytest.raises(DataError, match="square"):
+        make_loader(ds, 2, train=True, augment=True)

@@ -42,8 +42,8 @@ class Loader:
         if augment is not None and not isinstance(augment, (bool, aug.Augment)):
             raise DataError(f"augment {augment!r}: must be None, True, False or an Augment")
         n, h, w, c = dataset.images.shape
-        if h != w and (augment or dataset.prepared):
-            raise DataError(f"{dataset.name}: crops need square images, got {h}x{w}")
+        if h != w and (augment or dataset.prepared or backend == "cuda"):
+            raise DataError(f"{dataset.name}: crops and the CUDA path need square images, got {h}x{w}")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.train = bool(train)
@@ -56,15 +56,18 @@ class Loader:
         self.random = self.train and (augment is True or isinstance(augment, aug.Augment)
                                       or (augment is None and dataset.prepared))
         self.augment = spec
-        self.crop = spec.crop_for(h) if h == w else h
+        self.crop = spec.crop_for(h) if h == w else None
         self.size = h
+        self.width = w
         self.channels = c
         self.n = n
         self._pipeline = None
 
     @property
     def shape(self):
-        """(C, crop, crop): the shape of one example."""
+        """(C, crop, crop): the shape of one example ((C, H, W) for non-square images)."""
+        if self.crop is None:
+            return (self.channels, self.size, self.width)
         return (self.channels, self.crop, self.crop)
 
     @property
@@ -121,7 +124,8 @@ class Loader:
     def _fast_batch(self, b, idx):
         """In-memory sets without random crops: one vectorised gather and normalise."""
         images = self.dataset.images[idx]
-        if self.random and (self.augment.flip or self.augment.lighting) or self.crop != self.size:
+        if self.crop is not None and (self.random and (self.augment.flip or self.augment.lighting)
+                                      or self.crop != self.size):
             return aug.augment_batch(images, self._mean, *self.params(b, len(idx)), self.crop), \
                 self.dataset.labels[idx]
         return aug.normalize(images, self._mean), self.dataset.labels[idx]
