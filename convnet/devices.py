@@ -75,8 +75,10 @@ class Placement:
             devices = [int(d) for d in devices]
         if backend == "cuda":
             cupy = _cupy()
-            devices = devices or [cupy.cuda.runtime.getDevice()]
             count = gpu_count()
+            if count == 0:
+                raise ValueError("backend 'cuda' needs a GPU, and CuPy finds none")
+            devices = devices or [cupy.cuda.runtime.getDevice()]
             bad = [d for d in devices if d >= count]
             if bad:
                 raise ValueError(f"GPU {bad[0]} requested but {count} GPU(s) found")

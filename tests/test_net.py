@@ -324,3 +324,11 @@ def test_small_net_on_emulation_matches_numpy():
         assert ge[k].dtype == np.float32
         err = np.abs(ge[k] - gr[k]).max() / np.abs(gr[k]).max()
         assert err < 1e-4, f"{k}: {err:.2e}"
+
+
+def test_cuda_backend_without_a_gpu_is_a_clear_error():
+    from convnet.devices import gpu_count
+    if gpu_count():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="backend 'cuda' needs"):
+        Net(small(), backend="cuda")
