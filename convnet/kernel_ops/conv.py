@@ -222,6 +222,8 @@ def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, spl
         splits, chunk = backward_filter_splits(geo)
     else:
         splits, chunk = _slices(n * oh * ow, _int(splits, "splits", 1))
+        if g * splits > 65535:
+            raise ValueError(f"groups * splits = {g * splits} exceeds the grid's z limit 65535")
     if splits * dw.size > INT32_LIMIT:
         raise ValueError(f"split-K workspace of {splits} x {dw.size} elements is too large for int32 indexing")
     ws = dw if splits == 1 else xp.empty((splits,) + tuple(w_shape), dtype=np.float32)

@@ -97,6 +97,10 @@ def sgemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=None, versi
             raise ValueError("c must be C-contiguous (it is written in place)")
     if c.size == 0:
         return c
+    rows_per_block = V1_BLOCK[1] if version == "v1" else V2_TILE_M
+    if _cdiv(m, rows_per_block) > 65535:
+        raise ValueError(f"sgemm {version}: {m} rows exceed the grid's y limit "
+                         f"(65535 blocks of {rows_per_block} rows)")
     args = (a, b, c, m, n, k, a.shape[1], b.shape[1], n, int(bool(trans_a)), int(bool(trans_b)),
             float(alpha), float(beta))
     kern = _get(f"sgemm_{version}", a)
