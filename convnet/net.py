@@ -25,6 +25,8 @@ HYPER with per-layer overrides, drawn in float32 from
 numpy.random.default_rng(seed), layer by layer in config order, weight then
 bias: the same seed gives the same weights on every backend and device.
 materialize=False builds shapes only (no arrays: summary and counts).
+dtype=np.float64 (NumPy backend only) runs the whole net in float64, for
+gradient checks; float32 otherwise.
 
 Dropout: the seed of a dropout layer's mask at training step n is derived
 from (seed, n, the layer's index in the config); net.step counts training
