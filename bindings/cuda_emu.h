@@ -34,9 +34,10 @@
 //     waits elsewhere is reported the same way.
 //   - __shared__ is `thread_local`: a block-scope thread_local is static, and
 //     one block runs at a time per OS thread, so each running block has its
-//     own. Dynamic shared memory is the one array cn_smem (per OS thread),
-//     filled with 0xFF bytes (NaN as float) before every block; static shared
-//     memory is not cleared between blocks.
+//     own. Dynamic shared memory is the one array cn_smem (per OS thread).
+//     Before every block, static and dynamic shared memory are filled with
+//     0xFF bytes (NaN as float; CONVNET_EMU_POISON=0 turns this off), so a
+//     read of shared memory nobody wrote shows.
 //   - Errors inside a kernel (assert, a bad shuffle width, a lane not in its
 //     own mask) stop the launch with a RuntimeError naming block and thread.
 //

@@ -52,16 +52,23 @@ $(1)/emu_runtime.o: bindings/emu_runtime.cpp $(EMU_HDR)
 $(1)/emu_module.o: bindings/emu_module.cpp $(EMU_HDR) | $(BUILD)/deps.stamp
 	@mkdir -p $$(dir $$@)
 	$$(EMU_CXX) $(2) $$(EMU_PYINC) -c $$< -o $$@
+$(1)/mark_begin.o: bindings/emu_shared_mark.cpp
+	@mkdir -p $$(dir $$@)
+	$$(EMU_CXX) $(2) -DCN_EMU_MARK_BEGIN -c $$< -o $$@
+$(1)/mark_end.o: bindings/emu_shared_mark.cpp
+	@mkdir -p $$(dir $$@)
+	$$(EMU_CXX) $(2) -c $$< -o $$@
 $(1)/registry.o: $(BUILD)/emu/registry.cpp $(EMU_HDR)
 	$$(EMU_CXX) $(2) -Ibindings -c $$< -o $$@
 $(1)/test_registry.o: $(BUILD)/emu/test_registry.cpp $(EMU_HDR)
 	$$(EMU_CXX) $(2) -Ibindings -c $$< -o $$@
-$(3)/_emu$(EMU_EXT): $(1)/emu_runtime.o $(1)/emu_module.o $(1)/registry.o \
-                     $(patsubst kernels/%.cu,$(1)/kernels/%.o,$(KSRC))
+# (link order matters: the kernel objects' .tbss lies between the two marks)
+$(3)/_emu$(EMU_EXT): $(1)/emu_runtime.o $(1)/emu_module.o $(1)/registry.o $(1)/mark_begin.o \
+                     $(patsubst kernels/%.cu,$(1)/kernels/%.o,$(KSRC)) $(1)/mark_end.o
 	@mkdir -p $$(dir $$@)
 	$$(CXX) $(2) -shared -o $$@ $$^ -lpthread
-$(3)/_emu_test$(EMU_EXT): $(1)/emu_runtime.o $(1)/emu_module.o $(1)/test_registry.o \
-                          $(patsubst tests/emu_kernels/%.cu,$(1)/test_kernels/%.o,$(EMU_TSRC))
+$(3)/_emu_test$(EMU_EXT): $(1)/emu_runtime.o $(1)/emu_module.o $(1)/test_registry.o $(1)/mark_begin.o \
+                          $(patsubst tests/emu_kernels/%.cu,$(1)/test_kernels/%.o,$(EMU_TSRC)) $(1)/mark_end.o
 	@mkdir -p $$(dir $$@)
 	$$(CXX) $(2) -shared -o $$@ $$^ -lpthread
 endef

@@ -44,6 +44,9 @@
 // Dynamic shared memory and the running fiber's coordinates (cuda_emu.h).
 alignas(16) thread_local unsigned char cn_smem[CN_EMU_MAX_DYNAMIC_SMEM];
 thread_local cn_emu_coords cn_emu_here;
+// Around the kernels' static __shared__ variables (bindings/emu_shared_mark.cpp).
+extern thread_local unsigned char cn_emu_shared_begin[1] __attribute__((visibility("hidden")));
+extern thread_local unsigned char cn_emu_shared_end[1] __attribute__((visibility("hidden")));
 
 #if CN_EMU_ASM_SWITCH
 // cn_emu_ctx_switch(save, next): push the callee-saved registers and the
@@ -223,6 +226,22 @@ Worker& worker() {
     static thread_local Worker w;
     tls_worker = &w;
     return w;
+}
+
+const bool g_poison = env_int("CONVNET_EMU_POISON", 1) != 0;
+
+// This OS thread's static shared memory: the kernels' thread_local variables
+// between the two marks. Empty (no poisoning) if the layout is not the one
+// expected, i.e. if any of the runtime's own thread_locals lies inside.
+void static_shared(unsigned char*& lo, size_t& n) {
+    uintptr_t a = (uintptr_t)cn_emu_shared_begin + 1, b = (uintptr_t)cn_emu_shared_end;
+    asm volatile("" : "+r"(a), "+r"(b));   // addresses, not objects, from here on
+    lo = (unsigned char*)a;
+    unsigned char* hi = (unsigned char*)b;
+    n = hi > lo ? (size_t)(hi - lo) : 0;
+    const void* ours[] = {cn_smem, &cn_emu_here, &tls_worker, tls_worker};
+    for (const void* p : ours)
+        if ((const unsigned char*)p >= lo && (const unsigned char*)p < hi) n = 0;
 }
 
 [[noreturn]] void fiber_main(Fiber* f);
@@ -431,16 +450,26 @@ std::string settle(Worker& w) {
         }
         return fmt("deadlock in %s: threads wait at warp operations", where(w).c_str());
     }
-    // Only barriers and exits are left.
-    std::map<std::pair<std::string, int>, unsigned> sites;
-    for (unsigned i = 0; i < w.n; i++) {
-        Fiber* f = w.fibers[i];
-        if (f->st == St::Barrier) sites[{site(f->file, f->line), f->kind}]++;
+    // Only barriers and exits are left. The common case first: every thread
+    // waits at one call site (no strings, no allocation).
+    bool one_site = done == 0;
+    const Fiber* f0 = w.fibers[0];
+    for (unsigned i = 1; i < w.n && one_site; i++) {
+        const Fiber* f = w.fibers[i];
+        one_site = f->line == f0->line && f->kind == f0->kind &&
+                   (f->file == f0->file || std::strcmp(f->file, f0->file) == 0);
     }
-    if (done == 0 && sites.size() == 1) {   // release
+    std::map<std::pair<std::string, int>, unsigned> sites;
+    if (!one_site) {
+        for (unsigned i = 0; i < w.n; i++) {
+            Fiber* f = w.fibers[i];
+            if (f->st == St::Barrier) sites[{site(f->file, f->line), f->kind}]++;
+        }
+    }
+    if (one_site) {   // release
         int count = 0;
         for (unsigned i = 0; i < w.n; i++) count += w.fibers[i]->pred;
-        int kind = sites.begin()->first.second;
+        int kind = f0->kind;
         int result = kind == CN_EMU_BAR_COUNT ? count
                    : kind == CN_EMU_BAR_AND   ? (count == (int)w.n)
                    : kind == CN_EMU_BAR_OR    ? (count > 0)
@@ -485,11 +514,17 @@ std::string run_block(Worker& w, LaunchState& L, unsigned long long b) {
         reset_fiber(f);
     }
     w.warps.assign((w.n + 31) / 32, {});
+    if (g_poison) {   // unwritten shared memory reads as 0xFF bytes (NaN)
+        unsigned char* lo;
+        size_t bytes;
+        static_shared(lo, bytes);
+        if (bytes) std::memset(lo, 0xff, bytes);
+    }
     if (L.shared_mem) {
 #if CN_EMU_ASAN
         __asan_unpoison_memory_region(cn_smem, L.shared_mem);
 #endif
-        std::memset(cn_smem, 0xff, L.shared_mem);
+        if (g_poison) std::memset(cn_smem, 0xff, L.shared_mem);
     }
 #if CN_EMU_ASAN
     // reads past the launch's dynamic shared memory are reported by ASan
