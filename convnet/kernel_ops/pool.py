@@ -131,11 +131,12 @@ def _cases_for(shape, size, stride, scale, seed):
 
 def cases(scale):
     """Checks of pool.cu: "small" (odd shapes; 13x11 and 12x12 leave a partial last
-    window with 3/2; also 2/2, 3/1, 4/3 and 1x1 outputs) or "alexnet" (pool1, pool2,
+    window with 3/2; also 2/2, 3/1, 4/3, 1x1 outputs and stride > size, 2/3) or "alexnet" (pool1, pool2,
     pool5 at batch 128)."""
     if scale == "small":
         geoms = [((3, 5, 13, 11), 3, 2), ((3, 7, 12, 12), 3, 2), ((2, 5, 12, 12), 2, 2),
-                 ((2, 3, 7, 9), 3, 1), ((1, 3, 11, 10), 4, 3), ((3, 2, 3, 4), 3, 2)]
+                 ((2, 3, 7, 9), 3, 1), ((1, 3, 11, 10), 4, 3), ((3, 2, 3, 4), 3, 2),
+                 ((2, 3, 7, 10), 2, 3)]
     elif scale == "alexnet":
         geoms = [((128, 96, 55, 55), 3, 2), ((128, 256, 27, 27), 3, 2), ((128, 256, 13, 13), 3, 2)]
     else:
