@@ -451,7 +451,6 @@ def measure_copy_bandwidth(cupy, nbytes_=1 << 30, repeat=10):
     ms = time_cuda(cupy, lambda: dst.data.copy_from_device_async(src.data, src.nbytes),
                    repeat=repeat, warmup=2)
     rates = [2 * src.nbytes / (t * 1e-3) for t in ms]
-    del src, dst
     return max(rates), rates
 
 

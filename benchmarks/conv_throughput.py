@@ -42,7 +42,7 @@ from benchmarks import common  # noqa: E402
 
 TOL = 1e-4                       # normwise relative error allowed against cuDNN / the reference
 PASSES = common.CONV_PASSES      # fwd, bwd_data, bwd_filter
-CPU_IMAGE = {227: 39, 27: 11, 13: 7}   # image sizes for the CPU check (conv1 39 -> 8x8)
+CPU_IMAGE = {227: 27, 27: 7, 13: 5}    # image sizes for the CPU check (conv1 27 -> 5x5)
 CPU_BATCH = 2
 
 

@@ -229,15 +229,45 @@ def sgd_benches(rng, tag, shape):
 
 
 def augment_benches(rng, tag, n, size, crop):
-    """The augmentation kernel, if convnet.kernel_ops.augment provides one (see augment_bench_hook)."""
-    try:
+    """The augmentation kernel (convnet.kernel_ops.augment): uint8 (N, S, S, 3) -> float32
+    (N, 3, crop, crop) with random crops, flips, PCA lighting; the spec is
+    convnet.data.augment.augment_batch. Bytes: the cropped pixels read (uint8),
+    the mean image read once (float32), the output written."""
+    from convnet.data import augment as spec
+    c = 3
+    images = rng.integers(0, 256, size=(n, size, size, c), dtype=np.uint8)
+    mean = rng.uniform(0, 255, size=(size, size, c)).astype(np.float32).astype(np.float64)
+    offsets = rng.integers(0, size - crop + 1, size=(n, 2)).astype(np.int32)
+    flips = (rng.random(n) < 0.5).astype(np.int32)
+    light = _normal(rng, (n, c), 5.0)
+    moved = n * crop * crop * c + common.nbytes((size, size, c)) + common.nbytes((n, c, crop, crop))
+
+    def ours(a, b):
         aug = importlib.import_module("convnet.kernel_ops.augment")
-    except ModuleNotFoundError as e:
-        if e.name != "convnet.kernel_ops.augment":
-            raise
-        return []
-    hook = getattr(sys.modules[__name__], "augment_bench_hook", None)
-    return hook(aug, rng, tag, n, size, crop) if hook else []
+        return aug.augment_crop(a["images"], a["mean"], a["offsets"], a["flips"], a["light"], crop)
+
+    def ref(a):
+        return spec.augment_batch(a["images"], a["mean"].astype(np.float32), a["offsets"], a["flips"],
+                                  a["light"].astype(np.float32), crop)
+
+    def t_aug(torch, t):
+        ar = torch.arange(crop, device=t["images"].device)
+        batch = torch.arange(n, device=ar.device)[:, None, None]
+        off = t["offsets"].long()
+        flip = t["flips"].bool()[:, None]
+        scale = spec.SCALE
+
+        def fn():
+            rows = (off[:, 0:1] + ar)[:, :, None]                                   # (N, crop, 1)
+            cols = torch.where(flip, off[:, 1:2] + crop - 1 - ar, off[:, 1:2] + ar)[:, None, :]
+            pixels = t["images"][batch, rows, cols].float()                          # (N, crop, crop, C)
+            out = (pixels - t["mean"][rows, cols] + t["light"][:, None, None, :]) * scale
+            return out.permute(0, 3, 1, 2).contiguous()
+        return fn
+
+    return [Bench(tag, (n, size, size, c),
+                  {"images": images, "mean": mean, "offsets": offsets, "flips": flips, "light": light},
+                  ours, ref, moved, t_aug)]
 
 
 def benches(scale, rng):
@@ -247,7 +277,7 @@ def benches(scale, rng):
         shapes = dict(lrn1=(n, 96, 55, 55), lrn2=(n, 256, 27, 27), pool1=(n, 96, 55, 55),
                       pool2=(n, 256, 27, 27), pool5=(n, 256, 13, 13), avgpool1=(n, 96, 55, 55),
                       relu1=(n, 96, 55, 55), drop6=(n, 4096), softmax8=(n, 1000),
-                      sgd_fc6=(4096, 9216), augment=(n, 256, 227))
+                      sgd_fc6=(4096, 9216), augment=(n, 256, 227))         # (N, S, crop)
     else:
         shapes = dict(lrn1=(3, 7, 13, 11), lrn2=(2, 5, 6, 9), pool1=(3, 5, 13, 12),
                       pool2=(2, 3, 12, 13), pool5=(3, 2, 7, 7), avgpool1=(3, 5, 13, 12),
@@ -360,7 +390,7 @@ def run_gpu(args, cupy, torch):
         rows.append(row)
         print(common.memory_row(bench.name, common.fmt_shape(bench.shape), ms, bench.nbytes,
                                 copy_bw, ref_ms))
-        del g
+        g = None
         cupy.get_default_memory_pool().free_all_blocks()
     extra = {"repeat": args.repeat, "warmup": args.warmup, "tolerance": TOL,
              "copy_bandwidth": copy_bw, "copy_runs": copy_runs}

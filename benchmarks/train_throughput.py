@@ -313,6 +313,8 @@ class LayerTimer:
     def table(self):
         rows = []
         for name, t in self.ms.items():
+            if not t["fwd"] and not t["bwd"]:      # e.g. the data layer: never called
+                continue
             fwd = common.median(t["fwd"]) if t["fwd"] else 0.0
             bwd = common.median(t["bwd"]) if t["bwd"] else 0.0
             rows.append({"layer": name, "type": self.net.layers[name].kind,
@@ -358,7 +360,7 @@ def run_ours(cupy, cfg, devices, x, labels, args, per_layer):
             timer.collect()
         timer.remove()
         res["layers"] = timer.table()
-    del net, opt
+    net = opt = timer = None          # free the net before emptying the pool
     free_pool(cupy, devices)
     return res
 
@@ -381,7 +383,7 @@ def run_torch(cupy, torch, cfg, x, labels, args):
     res = {"step_s": times, "median_step_s": med, "images_per_s": step_images_per_s(args.batch, med),
            "losses": losses, "max_memory_allocated": torch.cuda.max_memory_allocated(),
            "max_memory_reserved": torch.cuda.max_memory_reserved()}
-    del model, opt, xt, yt
+    model = opt = xt = yt = None
     torch.cuda.empty_cache()
     return res
 

@@ -39,17 +39,30 @@ def test_conv_throughput_cpu_mode():
     # 10 layers (one device and per column) x 3 passes, minus conv1's two bwd_data rows
     assert len(lines) == 28, r.stdout
     assert all(l.endswith("| ok") for l in lines), r.stdout
-    assert "conv2/col fwd shipped" in r.stdout and "2x48x11x11 -> 2x128x11x11" in r.stdout
+    assert "conv2/col fwd shipped" in r.stdout and "2x48x7x7 -> 2x128x7x7" in r.stdout
     assert "all passed" in r.stdout
 
 
 def test_conv_throughput_cpu_mode_selects_and_checks_versions():
     r = run_script("conv_throughput.py", "--layers", "conv4", "--split", "column",
-                   "--versions", "all", "--passes", "fwd,bwd_filter")
+                   "--versions", "all", "--passes", "fwd")
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [l for l in r.stdout.splitlines() if "rel err" in l]
-    assert [l.split(" | ")[0] for l in lines] == [
-        "conv4/col fwd v1", "conv4/col fwd v2", "conv4/col bwd_filter v1", "conv4/col bwd_filter v2"]
+    assert [l.split(" | ")[0] for l in lines] == ["conv4/col fwd v1", "conv4/col fwd v2"]
+
+
+def test_conv_throughput_cpu_check_catches_a_wrong_kernel(monkeypatch, capsys):
+    from benchmarks import conv_throughput as ct
+    right = ct.our_fn
+
+    def off_by_a_bit(conv, pass_, t, layer, version):
+        f = right(conv, pass_, t, layer, version)
+        return lambda: f() * np.float32(1.001)          # 1e-3 relative: must fail at 1e-4
+    monkeypatch.setattr(ct, "our_fn", off_by_a_bit)
+    rc = ct.main(["--no-gpu", "--layers", "conv3", "--split", "column", "--passes", "fwd,bwd_data"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert out.count("| FAIL") == 2 and "2 FAILED" in out
 
 
 def test_conv_throughput_unknown_version_fails():
@@ -73,9 +86,27 @@ def test_memory_throughput_cpu_mode():
     lines = [l for l in r.stdout.splitlines() if " | " in l]
     names = {l.split(" | ")[0] for l in lines}
     for op in ("lrn1 fwd", "lrn1 bwd", "pool1 fwd", "pool1 bwd", "avgpool1 bwd", "relu1 bwd",
-               "drop6 fwd", "drop6 bwd", "softmax8 fwd", "sgd_fc6"):
+               "drop6 fwd", "drop6 bwd", "softmax8 fwd", "sgd_fc6", "augment"):
         assert op in names, r.stdout
     assert all(l.endswith("| ok") for l in lines), r.stdout
+
+
+def test_memory_cpu_check_catches_a_wrong_kernel(monkeypatch, capsys):
+    from benchmarks import memory_throughput as mt
+    all_benches = mt.benches
+
+    def one_broken(scale, rng):
+        out = all_benches(scale, rng)
+        bad = next(b for b in out if b.name == "relu1 bwd")
+        right = bad.ours
+        bad.ours = lambda a, backend: right(a, backend) * np.float32(1.001)
+        return out
+    monkeypatch.setattr(mt, "benches", one_broken)
+    rc = mt.main(["--no-gpu", "--ops", "relu1,drop6"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "relu1 bwd | 3x5x13x11 | rel err 1.0e-03 | FAIL" in out
+    assert "relu1 fwd | 3x5x13x11 | rel err 0.0e+00 | ok" in out and "1 FAILED" in out
 
 
 def test_train_throughput_cpu_mode():
@@ -162,6 +193,9 @@ def test_memory_bench_byte_counts():
     assert by["pool1 bwd"].nbytes == 4 * 2 * (n * c * h * w + n * c * oh * ow)
     assert by["relu1 bwd"].nbytes == 3 * common.nbytes(by["relu1 bwd"].shape)
     assert by["sgd_fc6"].nbytes == 5 * common.nbytes(by["sgd_fc6"].shape)
+    n, size, _, c = by["augment"].shape           # uint8 crop pixels + float32 mean + float32 crops
+    crop = 33
+    assert by["augment"].nbytes == n * crop * crop * c + 4 * size * size * c + 4 * n * c * crop * crop
 
 
 def test_memory_benches_cover_alexnet_shapes_without_allocating_twice():
