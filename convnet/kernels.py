@@ -33,11 +33,17 @@ import numpy as np
 
 from convnet.kernel_sig import KernelSignatureError, parse_dir  # noqa: F401  (re-exported)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KERNEL_DIR = os.environ.get("CONVNET_KERNEL_DIR", os.path.join(ROOT, "kernels"))
-FATBIN_DIR = os.path.join(ROOT, "build", "kernels")
+PKG = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(PKG)
+# In a checkout: kernels/ and build/kernels/; in an installed package (setup.py)
+# the same files are copied to convnet/_kernels/ and convnet/_fatbin/.
+_IN_CHECKOUT = os.path.isdir(os.path.join(ROOT, "kernels"))
+KERNEL_DIR = os.environ.get("CONVNET_KERNEL_DIR",
+                            os.path.join(ROOT, "kernels") if _IN_CHECKOUT else os.path.join(PKG, "_kernels"))
+FATBIN_DIR = os.path.join(ROOT, "build", "kernels") if _IN_CHECKOUT else os.path.join(PKG, "_fatbin")
 TEST_KERNEL_DIR = os.path.join(ROOT, "tests", "emu_kernels")
-EMU_HEADER = os.path.join(ROOT, "bindings", "cuda_emu.h")
+# the emulation's own sources: an extension older than any of them is stale
+EMU_SOURCES = [os.path.join(ROOT, "bindings", f) for f in ("cuda_emu.h", "emu_runtime.cpp", "emu_module.cpp")]
 
 MAX_THREADS_PER_BLOCK = 1024
 DEFAULT_SHARED_LIMIT = 48 * 1024   # above this a kernel must opt in (CUDA)
@@ -230,6 +236,12 @@ class Kernel:
 
 
 # ---- libraries of kernels --------------------------------------------------------
+def _show(path):
+    """A path for a message: relative to the checkout when inside it."""
+    rel = os.path.relpath(path, ROOT)
+    return path if rel.startswith("..") else rel
+
+
 def _mtime(path):
     try:
         return os.path.getmtime(path)
@@ -308,10 +320,10 @@ class Library:
             raise EmulationNotBuilt(f"kernel {sig.name}: the built emulation has parameters {built[sig.name]}, "
                                     f"the source {[p.ctype for p in sig.params]}: run make")
         t = _mtime(so)
-        newer = [p for p in [sig.file, *self.headers(), EMU_HEADER] if (_mtime(p) or 0) > t]
+        newer = [p for p in [sig.file, *self.headers(), *EMU_SOURCES] if (_mtime(p) or 0) > t]
         if newer:
-            raise EmulationNotBuilt(f"kernel {sig.name}: the emulation {os.path.relpath(so, ROOT)} is older "
-                                    f"than {os.path.relpath(newer[0], ROOT)}: run make")
+            raise EmulationNotBuilt(f"kernel {sig.name}: the emulation {_show(so)} is older "
+                                    f"than {_show(newer[0])}: run make")
         name = sig.name
 
         def launch(grid, block, args, shared_mem):
@@ -335,7 +347,7 @@ class Library:
                 if fatbin and source not in self._warned:
                     self._warned.add(source)
                     why = "missing" if _mtime(fatbin) is None else "older than its sources"
-                    warnings.warn(f"{os.path.relpath(fatbin, ROOT)} is {why}: compiling {os.path.basename(source)} "
+                    warnings.warn(f"{_show(fatbin)} is {why}: compiling {os.path.basename(source)} "
                                   "with NVRTC (run make to build the fatbins)", RuntimeWarning, stacklevel=4)
                 with open(source, encoding="utf-8") as f:
                     code = f.read()
