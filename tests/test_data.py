@@ -2,7 +2,6 @@
 and CIFAR-10 when present), make_loader (order, normalisation, augmentation,
 speed) and the ten-crop views."""
 import gzip
-import io
 import os
 import pickle
 import tarfile
@@ -125,6 +124,12 @@ def test_cifar_python_batches(tmp_path):
     assert np.array_equal(tr.images[4], chw["data_batch_2"][0].transpose(1, 2, 0))   # CHW rows -> HWC
     te = load_dataset(str(folder), "val")
     assert len(te) == 4 and np.array_equal(te.mean, tr.mean)
+    tar = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(tar, "w:gz") as t:
+        t.add(folder, arcname="cifar-10-batches-py")
+    from_tar = load_dataset(str(tar), "train")                  # extracted once into the cache
+    assert np.array_equal(from_tar.images, tr.images) and from_tar.classes == tr.classes
+    assert len(os.listdir(os.path.join(os.environ["CONVNET_CACHE"], "extracted"))) == 1
     pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, open(folder / "test_batch", "wb"))
     with pytest.raises(DataError, match="label 10 out of range"):
         load_dataset(str(folder), "test")
@@ -167,10 +172,14 @@ def test_cifar_style_tar_gz(tmp_path):
     assert tr.labels.tolist() == [0] * 6 + [1] * 6
     te = load_dataset(str(tar), "test")
     assert len(te) == 4 and np.array_equal(te.mean, tr.mean)
-    extracted = os.listdir(os.path.join(os.environ["CONVNET_CACHE"], "extracted"))
-    assert len(extracted) == 1                                   # extracted once
-    again = load_dataset(str(tar), "train")                      # from the decoded cache
+    cache = os.environ["CONVNET_CACHE"]
+    assert not os.path.exists(os.path.join(cache, "extracted"))  # decoded from the archive itself
+    assert len(os.listdir(os.path.join(cache, "decoded"))) == 2  # one array file per split
+    os.rename(tar, tmp_path / "moved.tar.gz")
+    os.rename(tmp_path / "moved.tar.gz", tar)                    # same path, size and mtime: cache hit
+    again = load_dataset(str(tar), "train")
     assert np.array_equal(again.images, tr.images)
+    assert len(os.listdir(os.path.join(cache, "decoded"))) == 2
 
 
 def test_tree_with_mixed_sizes_is_refused(tmp_path):

@@ -6,9 +6,11 @@ Every reader returns a Dataset: images uint8 (N, H, W, C) (C = 1 for grey),
 labels int32 (N,), classes, and the mean image of the TRAIN split (float32
 (H, W, C), computed on first use and cached).
 """
+import concurrent.futures
 import gzip
 import hashlib
 import io
+import multiprocessing
 import os
 import pickle
 import shutil
@@ -318,17 +320,37 @@ def is_split_tree(folder):
     return os.path.isdir(os.path.join(folder, "train"))
 
 
+def _decode_entry(path):
+    """(array, None) or (None, reason): picklable for a process pool. path
+    may be bytes (a file's content, from an archive)."""
+    try:
+        return decode_image(io.BytesIO(path) if isinstance(path, bytes) else path), None
+    except ImageError as e:
+        return None, str(e)
+
+
+def _decode_all(paths):
+    """Decode many small images: a fork Pool when this process runs no other
+    thread (forking a threaded process is unsafe), else threads (Pillow
+    releases the GIL while decoding)."""
+    workers = min(os.cpu_count() or 1, 8)
+    if len(paths) < 1000 or workers < 2:
+        return [_decode_entry(p) for p in paths]
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return pool.map(_decode_entry, paths, chunksize=256)
+    with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+        return list(ex.map(_decode_entry, paths))
+
+
 def _tree_arrays(split_root):
     """Decode a whole (small) tree at the images' own size; all images must share it."""
     items, classes = list_tree(split_root)
+    items = [(p, ci) for p, ci in items if is_image_name(p)]
     images, labels, shape = [], [], None
-    for path, ci in items:
-        if not is_image_name(path):
-            continue
-        try:
-            a = decode_image(path)
-        except ImageError as e:
-            raise DataError(f"{path}: {e} (use python -m convnet.prepare to skip bad files)") from None
+    for (path, ci), (a, reason) in zip(items, _decode_all([p for p, _ in items])):
+        if a is None:
+            raise DataError(f"{path}: {reason} (use python -m convnet.prepare to skip bad files)")
         if shape is None:
             shape = a.shape
         elif a.shape != shape:
@@ -425,6 +447,97 @@ def extract_archive(path):
 
 
 # --------------------------------------------------------------------------
+# Archives of folder trees: decoded straight from the archive
+
+def _archive_key(path):
+    st = os.stat(path)
+    return hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def _tree_member(name):
+    """(split, class, file) of an archive member <...>/<split>/<class>/<file>, else None."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if len(parts) >= 3 and parts[-3] in SPLITS and not any(p.startswith(".") for p in parts[-3:]):
+        return parts[-3], parts[-2], parts[-1]
+    return None
+
+
+def is_tree_archive(path):
+    """True when the archive holds train/<class>/<file> members (reads its member list)."""
+    try:
+        with tarfile.open(path) as tar:
+            for m in tar:
+                if m.isfile():
+                    t = _tree_member(m.name)
+                    if t is not None and t[0] == "train":
+                        return True
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(f"{path}: unreadable archive ({e})") from None
+    return False
+
+
+def _archive_arrays(path, split):
+    """One pass over the archive: the class names of its train split, and the
+    decoded images of `split` (test/val aliases resolved), sorted by class and name."""
+    wanted = {"train": ["train"], "test": ["test", "val"], "val": ["val", "test"]}[split]
+    classes = {s: set() for s in SPLITS}
+    data = {s: [] for s in wanted}
+    try:
+        with tarfile.open(path) as tar:
+            for m in tar:
+                t = _tree_member(m.name) if m.isfile() else None
+                if t is None:
+                    continue
+                classes[t[0]].add(t[1])
+                if t[0] in data and is_image_name(t[2]):
+                    data[t[0]].append((t[1], m.name, tar.extractfile(m).read()))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(f"{path}: unreadable archive ({e})") from None
+    train_classes = sorted(classes["train"])
+    have = [s for s in wanted if classes[s]]
+    if not have:
+        raise DataError(f"{path}: no {' or '.join(wanted)}/<class>/ images in the archive")
+    if sorted(classes[have[0]]) != train_classes:
+        raise DataError(f"{path}: the {have[0]} class folders differ from the train split's")
+    index = {c: i for i, c in enumerate(train_classes)}
+    items = sorted(data[have[0]], key=lambda t: (index[t[0]], t[1]))
+    images, shape = [], None
+    for (c, name, _), (a, reason) in zip(items, _decode_all([b for _, _, b in items])):
+        if a is None:
+            raise DataError(f"{path}: {name}: {reason} (use python -m convnet.prepare to skip bad files)")
+        if shape is not None and a.shape != shape:
+            raise DataError(f"{path}: {name}: size {a.shape[1]}x{a.shape[0]} differs from "
+                            f"{shape[1]}x{shape[0]}; prepare mixed sizes with python -m convnet.prepare")
+        shape = a.shape
+        images.append(a)
+    labels = np.array([index[c] for c, _, _ in items], np.int32)
+    return np.stack(images), labels, train_classes
+
+
+def load_tree_archive(path, split, name=None):
+    """A .tar(.gz) of train/<class>/... (and test/ or val/): decoded once, cached as arrays."""
+    cache = os.path.join(cache_dir(), "decoded", f"{_archive_key(path)}-{split}.npz")
+    arrays = None
+    if os.path.exists(cache):
+        try:
+            with np.load(cache) as z:
+                arrays = z["images"], z["labels"], [str(c) for c in z["classes"]]
+        except (OSError, ValueError, KeyError):
+            arrays = None
+    if arrays is None:
+        arrays = _archive_arrays(path, split)
+        _atomic_savez(cache, images=arrays[0], labels=arrays[1], classes=np.asarray(arrays[2]))
+    images, labels, classes = arrays
+
+    def train():
+        return load_tree_archive(path, "train", name)
+
+    base = os.path.basename(path).split(".")[0]
+    return Dataset(name or base, split, images, labels, classes,
+                   train_loader=_cached(("tree-archive", os.path.abspath(path)), train), source=path)
+
+
+# --------------------------------------------------------------------------
 # Dispatch
 
 def resolve_source(source):
@@ -446,6 +559,10 @@ def resolve_source(source):
         raise DataError(f"{source}: no such file or folder (and not a known dataset name: fashion-mnist, cifar10)")
     if os.path.isfile(source):
         if tarfile.is_tarfile(source):
+            if is_tree_archive(source):
+                if name is None and "cifar" in os.path.basename(source).lower():
+                    name = "cifar10"
+                return "tree-archive", source, name
             source = extract_archive(source)
         else:
             raise DataError(f"{source}: not a dataset folder or a .tar(.gz) archive")
@@ -488,5 +605,7 @@ def load_dataset(source="fashion-mnist", split="train"):
         return load_cifar_batches(folder, "train" if split == "train" else "test")
     if kind == "tree":
         return load_split_tree(folder, split, name)
+    if kind == "tree-archive":
+        return load_tree_archive(folder, split, name)
     from convnet.data import format as fmt
     return fmt.load_prepared(folder, split)
