@@ -30,7 +30,8 @@
 //      Each K step stages A (BK x BM) and B (BK x BN) tiles in shared memory
 //      (__syncthreads), then thread t = ty*(BN/TN) + tx accumulates a TM x TN register
 //      tile: rows ty + r*(BM/TM), columns tx + s*(BN/TN) (strided: conflict-free shared
-//      reads, coalesced stores). Tile sizes are template parameters.
+//      reads, coalesced stores). Tile sizes are template parameters; shipped now:
+//      BM = BN = 64, BK = 8, TM = TN = 4 (conv::BM ... below), 256 threads.
 //   v2 bwd_bias: one block per filter, a strided sum per thread, then a shared-memory
 //      tree reduction (fixed order: deterministic).
 //
