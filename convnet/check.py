@@ -40,7 +40,7 @@ def run(backend, scales, out=sys.stdout, only=None):
             entry[3] += dt
             if failed and not entry[2]:
                 entry[2], entry[4] = True, why
-    shipped = set(kernels.kernel_names())
+    shipped = set(kernels.signatures())
     failures = 0
     width = max([len(k) for k in shipped | set(per_kernel)] + [10])
     print(f"convnet.check on {backend}: {len(cases)} cases, {len(shipped)} kernels", file=out)
