@@ -252,8 +252,9 @@ def slug(text):
     return re.sub(r"[^A-Za-z0-9.]+", "-", str(text)).strip("-") or "unknown"
 
 
-def results_path(benchmark, device, when=None, commit=None, directory=RESULTS_DIR):
+def results_path(benchmark, device, when=None, commit=None, directory=None):
     """benchmarks/results/<benchmark>-<device>-<date>-<commit>.json"""
+    directory = RESULTS_DIR if directory is None else directory
     when = when or utc_now()
     commit = commit or git_commit()[0]
     return Path(directory) / f"{benchmark}-{slug(device)}-{when.strftime('%Y%m%d-%H%M%S')}-{slug(commit)}.json"
@@ -272,7 +273,7 @@ def _clean(value):
     return value
 
 
-def write_results(benchmark, info, rows, extra=None, directory=RESULTS_DIR, when=None):
+def write_results(benchmark, info, rows, extra=None, directory=None, when=None):
     """Write {benchmark, date, commit, dirty, device info, rows, extra} atomically; returns the path."""
     when = when or utc_now()
     commit, dirty = git_commit()

@@ -231,11 +231,25 @@ def gpu_rel_err(cupy, got, ref):
 
 
 def resources(cupy):
-    """Registers / shared memory / spills of each conv kernel (ptxas, sm_90)."""
+    """Registers / shared memory / spills of each conv kernel: ptxas (sm_90) when nvcc
+    is on the PATH, else the attributes of the module CuPy loaded (what actually runs)."""
     res = common.ptxas_resources(common.ROOT / "kernels" / "conv.cu", arch="sm_90")
     if res:
         return {"source": "nvcc -Xptxas -v, sm_90", "kernels": res}
-    return {"source": "unavailable (nvcc not on the PATH)", "kernels": {}}
+    try:
+        from convnet import kernels
+        lib = kernels.default_library()
+        out = {}
+        for name, sig in sorted(kernels.signatures().items()):
+            if Path(sig.file).name != "conv.cu":
+                continue
+            with cupy.cuda.Device(0):
+                fn = lib._cuda_module(sig.file, 0).get_function(name)
+                out[name] = {"registers": fn.num_regs, "smem_bytes": fn.shared_size_bytes,
+                             "local_bytes": fn.local_size_bytes}
+        return {"source": "CuPy function attributes of the loaded module", "kernels": out}
+    except Exception as e:     # the table is informative: never lose the timings over it
+        return {"source": f"unavailable ({common._one_line(e)})", "kernels": {}}
 
 
 def totals(rows, peak):
@@ -249,8 +263,10 @@ def totals(rows, peak):
             a[0] += r["ms"]
             a[1] += r["cudnn_ms"]
             a[2] += r["flops"]
+    order = {p: i for i, p in enumerate(PASSES + ("all",))}
     out = []
-    for (split, version, pass_), (ms, ref_ms, flops) in acc.items():
+    for (split, version, pass_), (ms, ref_ms, flops) in sorted(
+            acc.items(), key=lambda kv: (kv[0][0] != "device", kv[0][1], order[kv[0][2]])):
         out.append({"split": split, "version": version, "pass": pass_, "ms": ms,
                     "cudnn_ms": ref_ms, "flops": flops, "tflops": flops / (ms * 1e-3) / 1e12,
                     "peak_pct": 100 * flops / (ms * 1e-3) / peak, "ratio": ref_ms / ms})
@@ -317,10 +333,15 @@ def run_gpu(args, cupy, torch):
     for r in tot:
         print(common.rate_row(f"  {r['split']} {r['version']} {r['pass']}", None, r["ms"], r["flops"],
                               peak, r["cudnn_ms"]))
+    res = resources(cupy)
+    print(f"kernel resources ({res['source']}):")
+    for name, r in res["kernels"].items():
+        spills = f", spills {r['spill_store_bytes']}/{r['spill_load_bytes']} B" if "spill_store_bytes" in r else ""
+        print(f"  {name:<28} {r['registers']} registers, {r['smem_bytes']} B shared{spills}")
     extra = {"batch": n, "repeat": args.repeat, "warmup": args.warmup, "tolerance": TOL,
              "peak_flops": peak, "peak_runs_flops": peak_runs,
              "shipped": getattr(conv, "SHIPPED", None), "versions": [v or "shipped" for v in versions],
-             "resources": resources(cupy), "totals": tot,
+             "resources": res, "totals": tot,
              "cudnn_backward": "aten.convolution_backward"
              if hasattr(torch.ops.aten, "convolution_backward") else "torch.nn.grad"}
     path = common.write_results("conv_throughput", info, rows, extra)

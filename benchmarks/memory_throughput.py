@@ -43,6 +43,7 @@ TOL = 1e-4
 LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
 P_DROP, SEED = 0.5, 1234
 LR, MOMENTUM, DECAY = 0.01, 0.9, 0.0005
+GPU_BACKEND = "cuda"     # the ops backend of the GPU run (tests/test_benchmarks.py swaps in "emu")
 
 
 @dataclass
@@ -366,7 +367,7 @@ def run_gpu(args, cupy, torch):
         g = {k: cupy.asarray(v) for k, v in host.items()}
         row = {"op": bench.name, "shape": bench.shape, "bytes_moved": bench.nbytes}
         try:
-            err = check(bench, g, "cuda", cupy.asnumpy)
+            err = check(bench, g, GPU_BACKEND, cupy.asnumpy)
         except Exception as e:
             err, row["error"] = float("inf"), common._one_line(e)
         row["rel_err"] = err
@@ -376,7 +377,7 @@ def run_gpu(args, cupy, torch):
             print(f"{bench.name} | {common.fmt_shape(bench.shape)} | FAIL "
                   f"({row.get('error', f'rel err {err:.1e} >= {TOL:.0e}')}): not timed")
             continue
-        times = common.time_cuda(cupy, lambda: bench.ours(g, "cuda"), args.repeat, args.warmup, flush)
+        times = common.time_cuda(cupy, lambda: bench.ours(g, GPU_BACKEND), args.repeat, args.warmup, flush)
         ms = common.median(times)
         row.update(status="ok", ms=ms, times_ms=times, gbs=bench.nbytes / (ms * 1e-3) / 1e9,
                    copy_pct=100 * bench.nbytes / (ms * 1e-3) / copy_bw)

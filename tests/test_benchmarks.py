@@ -315,3 +315,159 @@ def test_write_results(tmp_path):
 def test_device_info_without_gpu():
     info = common.device_info()
     assert info["device"] == "cpu" and info["numpy"] == np.__version__
+
+
+# --- the GPU code paths, driven by stand-ins for CuPy and PyTorch ------------------------------
+#
+# No GPU here, so the GPU paths of conv_throughput and memory_throughput run
+# against small fakes: "CuPy" arrays are NumPy arrays (so our launchers run
+# the kernels on the emulation), events read the wall clock, and "cuDNN" is
+# the NumPy reference. This exercises everything around the kernels (checks,
+# timing loop, rows, totals, the results file); the numbers mean nothing.
+
+import time  # noqa: E402
+import types  # noqa: E402
+
+
+class _Event:
+    def __init__(self, *args, **kwargs):
+        self.t = None
+
+    def record(self, stream=None):
+        self.t = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+
+def fake_cupy():
+    props = {"name": b"Fake GPU", "major": 9, "minor": 0, "multiProcessorCount": 2,
+             "l2CacheSize": 1 << 16, "totalGlobalMem": 1 << 30, "maxThreadsPerMultiProcessor": 512}
+    runtime = types.SimpleNamespace(getDeviceProperties=lambda d: props, getDeviceCount=lambda: 1,
+                                    driverGetVersion=lambda: 13000, runtimeGetVersion=lambda: 13000)
+    launches = []
+    cuda = types.SimpleNamespace(
+        runtime=runtime, Event=_Event,
+        get_elapsed_time=lambda s, e: (e.t - s.t) * 1e3 + 1e-3,
+        get_current_stream=lambda: types.SimpleNamespace(ptr=0))
+    pool = types.SimpleNamespace(free_all_blocks=lambda: None, total_bytes=lambda: 0)
+
+    def raw_kernel(source, name):
+        assert name in source
+        return lambda grid, block, args: launches.append((name, grid, block))
+
+    cp = types.SimpleNamespace(
+        __version__="fake", cuda=cuda, RawKernel=raw_kernel, launches=launches,
+        float32=np.float32, int32=np.int32, uint8=np.uint8,
+        asarray=lambda a, dtype=None: np.ascontiguousarray(a, dtype=dtype), asnumpy=np.asarray,
+        zeros=np.zeros, empty=np.empty, max=np.max, abs=np.abs,
+        get_default_memory_pool=lambda: pool)
+    return cp
+
+
+def fake_torch(scale=1.0):
+    """Just enough of torch for conv_throughput: cuDNN is the NumPy reference (times `scale`)."""
+    from convnet import reference as R
+
+    def conv2d(x, w, b, stride, pad, dilation, groups):
+        return R.conv2d_forward(x, w, b, stride=stride[0], pad=pad[0], groups=groups) * np.float32(scale)
+
+    def convolution_backward(dy, x, w, bias_sizes, stride, pad, dil, transposed, out_pad, groups, mask):
+        kw = dict(stride=stride[0], pad=pad[0], groups=groups)
+        dx = R.conv2d_backward_data(dy, w, x.shape, **kw) * np.float32(scale) if mask[0] else None
+        dw = R.conv2d_backward_filter(dy, x, w.shape, **kw) * np.float32(scale) if mask[1] else None
+        return dx, dw, None
+
+    ns = types.SimpleNamespace
+    return ns(__version__="fake", version=ns(cuda="13.0"),
+              backends=ns(cuda=ns(matmul=ns(allow_tf32=True)),
+                          cudnn=ns(allow_tf32=True, benchmark=False, enabled=True, version=lambda: 90000)),
+              cuda=ns(current_stream=lambda: ns(cuda_stream=0), empty_cache=lambda: None,
+                      is_available=lambda: True),
+              as_tensor=lambda a, device=None: a,
+              nn=ns(functional=ns(conv2d=conv2d)),
+              ops=ns(aten=ns(convolution_backward=convolution_backward)))
+
+
+def _small_conv_layers(ct):
+    return [ct.ConvLayer("conv1", 3, 27, 8, 11, 4, 0, 1),
+            ct.ConvLayer("conv2", 6, 7, 8, 5, 1, 2, 2),
+            ct.ConvLayer("conv2/col", 3, 7, 4, 5, 1, 2, 1)]
+
+
+def _use_fakes(monkeypatch, module, cupy, torch, tmp_path):
+    monkeypatch.setattr(common, "gpu_status", lambda force_cpu=False: (cupy, "fake"))
+    monkeypatch.setattr(common, "torch_status", lambda: (torch, "fake") if torch else (None, "no torch"))
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(common, "nvidia_driver_version", lambda: "999.1")
+
+
+def test_conv_throughput_gpu_path_with_fakes(monkeypatch, tmp_path, capsys):
+    from benchmarks import conv_throughput as ct
+    cp, torch = fake_cupy(), fake_torch()
+    _use_fakes(monkeypatch, ct, cp, torch, tmp_path)
+    monkeypatch.setattr(ct, "LAYERS", _small_conv_layers(ct))
+    monkeypatch.setattr(ct, "resources", lambda cupy: {"source": "test", "kernels": {
+        "conv2d_fwd_v2": {"registers": 48, "smem_bytes": 4224}}})
+    rc = ct.main(["--batch", "2", "--repeat", "3", "--warmup", "1", "--versions", "shipped,v1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert cp.launches and cp.launches[0][0] == "fma_peak"            # the peak was measured
+    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cudnn.benchmark is True
+    rows = [l for l in out.splitlines() if " -> " in l and l.endswith(" cuDNN")]
+    assert len(rows) == 2 * (2 + 3 + 3)          # 2 versions x (conv1: 2 passes, conv2 and conv2/col: 3)
+    import re
+    pattern = (r"^conv2/col bwd_data v1 \| 2x3x7x7 -> 2x4x7x7 \| [\d.]+ ms \| [\d.]+ TFLOP/s \| "
+               r"\d+% peak \| [\d.]+x cuDNN$")
+    assert any(re.match(pattern, l) for l in rows), out
+    assert "device shipped=v2 all" in out and "column v1 bwd_filter" in out     # totals
+    files = list(tmp_path.glob("conv_throughput-Fake-GPU-*.json"))
+    assert len(files) == 1
+    doc = json.loads(files[0].read_text())
+    assert doc["info"]["device"] == "Fake GPU" and doc["info"]["cudnn"] == 90000
+    assert doc["info"]["nvidia_driver"] == "999.1" and doc["batch"] == 2
+    assert doc["resources"]["kernels"]["conv2d_fwd_v2"]["registers"] == 48
+    assert doc["shipped"]["conv2d_forward"] == doc["rows"][0]["version"].split("=")[1]
+    for r in doc["rows"]:
+        assert r["status"] == "ok" and r["rel_err"] < 1e-4
+        assert len(r["times_ms"]) == 3 and len(r["cudnn_times_ms"]) == 3
+        assert r["ms"] == sorted(r["times_ms"])[1]                    # the median
+        assert r["flops"] == common.conv_flops(r["x_shape"], r["w_shape"], r["stride"], r["pad"],
+                                               r["groups"], r["pass"])
+    assert {(t["split"], t["pass"]) for t in doc["totals"]} >= {("device", "fwd"), ("column", "all")}
+
+
+def test_conv_throughput_gpu_path_marks_mismatch_fail_and_does_not_time(monkeypatch, tmp_path, capsys):
+    from benchmarks import conv_throughput as ct
+    cp, torch = fake_cupy(), fake_torch(scale=1.001)        # "cuDNN" off by 1e-3
+    _use_fakes(monkeypatch, ct, cp, torch, tmp_path)
+    monkeypatch.setattr(ct, "LAYERS", _small_conv_layers(ct)[1:2])
+    monkeypatch.setattr(ct, "resources", lambda cupy: {"source": "test", "kernels": {}})
+    rc = ct.main(["--batch", "2", "--repeat", "2", "--passes", "fwd"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "conv2 fwd shipped=v2 | 2x6x7x7 -> 2x8x7x7 | FAIL (rel err 1.0e-03 >= 1e-04 against cuDNN): not timed" in out
+    doc = json.loads(next(tmp_path.glob("conv_throughput-*.json")).read_text())
+    assert doc["rows"][0]["status"] == "FAIL" and "ms" not in doc["rows"][0] and doc["totals"] == []
+
+
+def test_memory_throughput_gpu_path_with_fakes(monkeypatch, tmp_path, capsys):
+    from benchmarks import memory_throughput as mt
+    cp = fake_cupy()
+    _use_fakes(monkeypatch, mt, cp, None, tmp_path)
+    monkeypatch.setattr(mt, "GPU_BACKEND", "emu")
+    all_benches = mt.benches
+    monkeypatch.setattr(mt, "benches", lambda scale, rng: all_benches("small", rng))
+    monkeypatch.setattr(common, "measure_copy_bandwidth", lambda cupy: (1e11, [1e11, 0.9e11]))
+    rc = mt.main(["--repeat", "3", "--warmup", "0", "--ops", "lrn1,pool1,sgd_fc6,augment"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "no PyTorch column" in out and "copy measured now: 100 GB/s" in out
+    rows = [l for l in out.splitlines() if "% copy" in l]
+    assert [l.split(" | ")[0] for l in rows] == ["lrn1 fwd", "lrn1 bwd", "pool1 fwd", "pool1 bwd",
+                                                 "sgd_fc6", "augment"]
+    doc = json.loads(next(tmp_path.glob("memory_throughput-Fake-GPU-*.json")).read_text())
+    assert doc["copy_bandwidth"] == 1e11 and len(doc["rows"]) == 6
+    for r in doc["rows"]:
+        assert r["status"] == "ok" and len(r["times_ms"]) == 3
+        assert r["gbs"] == pytest.approx(r["bytes_moved"] / (r["ms"] * 1e-3) / 1e9)
