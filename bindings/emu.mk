@@ -38,7 +38,8 @@ $(BUILD)/emu/registry.cpp: $(KSRC) $(EMU_GEN) $(BUILD)/emu/kernels.list
 $(BUILD)/emu/test_registry.cpp: $(EMU_TSRC) $(EMU_GEN) $(BUILD)/emu/test_kernels.list
 	$(PYTHON) bindings/gen_registry.py $@ tests/emu_kernels
 
-# $(1): object directory, $(2): compiler options, $(3): directory of the two extensions
+# $(1): object directory, $(2): compiler options, $(3): directory of the two
+# extensions, $(4): more options for the pybind11 module (the slowest to compile)
 define EMU_VARIANT
 $(1)/kernels/%.o: kernels/%.cu $(EMU_HDR) $(KHDR)
 	@mkdir -p $$(dir $$@)
@@ -51,7 +52,7 @@ $(1)/emu_runtime.o: bindings/emu_runtime.cpp $(EMU_HDR)
 	$$(EMU_CXX) $(2) -c $$< -o $$@
 $(1)/emu_module.o: bindings/emu_module.cpp $(EMU_HDR) | $(BUILD)/deps.stamp
 	@mkdir -p $$(dir $$@)
-	$$(EMU_CXX) $(2) $$(EMU_PYINC) -c $$< -o $$@
+	$$(EMU_CXX) $(2) $(4) $$(EMU_PYINC) -c $$< -o $$@
 $(1)/mark_begin.o: bindings/emu_shared_mark.cpp
 	@mkdir -p $$(dir $$@)
 	$$(EMU_CXX) $(2) -DCN_EMU_MARK_BEGIN -c $$< -o $$@
@@ -74,7 +75,7 @@ $(3)/_emu_test$(EMU_EXT): $(1)/emu_runtime.o $(1)/emu_module.o $(1)/test_registr
 endef
 
 $(eval $(call EMU_VARIANT,$(BUILD)/emu,$(EMU_OPT),convnet))
-$(eval $(call EMU_VARIANT,$(BUILD)/asan,$(ASAN_OPT),$(BUILD)/asan/convnet))
+$(eval $(call EMU_VARIANT,$(BUILD)/asan,$(ASAN_OPT),$(BUILD)/asan/convnet,-O0))
 
 emu: convnet/_emu$(EMU_EXT) convnet/_emu_test$(EMU_EXT)
 emu-asan: $(BUILD)/asan/convnet/_emu$(EMU_EXT) $(BUILD)/asan/convnet/_emu_test$(EMU_EXT)

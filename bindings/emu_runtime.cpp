@@ -433,17 +433,24 @@ std::string settle(Worker& w) {
                 std::string msg = fmt("deadlock in %s: warp %zu: lanes %s wait at %s in %s(mask 0x%08x); ",
                                       where(w).c_str(), wi, lanes_text(g.arrived).c_str(),
                                       site(g.file, g.line).c_str(), warp_op_name(g.kind), g.mask);
+                // the missing lanes, grouped by what they do instead
                 unsigned missing = g.mask & ~g.arrived;
-                std::string parts;
+                std::vector<std::pair<std::string, unsigned>> groups;
                 for (int l = 0; l < 32; l++) {
                     if (!(missing >> l & 1)) continue;
                     Fiber* f = w.fibers[wi * 32 + l];
                     std::string what;
                     if (f->st == St::Done) what = "exited";
-                    else if (f->st == St::Barrier) what = "waits at " + std::string(barrier_name(f->kind)) + " " + site(f->file, f->line);
-                    else what = "waits at " + std::string(warp_op_name(f->kind)) + " " + site(f->file, f->line) + fmt(" (mask 0x%08x)", f->mask);
+                    else if (f->st == St::Barrier) what = "wait at " + std::string(barrier_name(f->kind)) + " " + site(f->file, f->line);
+                    else what = "wait at " + std::string(warp_op_name(f->kind)) + " " + site(f->file, f->line) + fmt(" (mask 0x%08x)", f->mask);
+                    auto it = std::find_if(groups.begin(), groups.end(), [&](auto& p) { return p.first == what; });
+                    if (it == groups.end()) groups.push_back({what, 1u << l});
+                    else it->second |= 1u << l;
+                }
+                std::string parts;
+                for (auto& p : groups) {
                     if (!parts.empty()) parts += "; ";
-                    parts += fmt("lane %d ", l) + what;
+                    parts += (__builtin_popcount(p.second) > 1 ? "lanes " : "lane ") + lanes_text(p.second) + " " + p.first;
                 }
                 return msg + parts;
             }
@@ -620,20 +627,26 @@ struct Pool {
 
 Pool* g_pool = nullptr;
 std::mutex g_pool_mutex;
-void forget_pool_in_child() { g_pool = nullptr; }   // its threads do not exist after fork()
+std::mutex g_launch_mutex;   // one launch at a time (the pool serves one job)
 
 Pool& pool() {
     std::lock_guard<std::mutex> lock(g_pool_mutex);
-    static bool registered = false;
-    if (!registered) {
-        pthread_atfork(nullptr, nullptr, forget_pool_in_child);
-        registered = true;
-    }
     if (!g_pool) g_pool = new Pool();   // never destroyed: its threads sleep until exit
     return *g_pool;
 }
 
-std::mutex g_launch_mutex;   // one launch at a time (the pool serves one job)
+// fork() waits for a running launch to finish; the child forgets the pool,
+// whose threads do not exist there (a new pool starts at its first launch).
+struct ForkGuard {
+    ForkGuard() {
+        pthread_atfork([] { g_launch_mutex.lock(); }, [] { g_launch_mutex.unlock(); },
+                       [] {
+                           g_launch_mutex.unlock();
+                           new (&g_pool_mutex) std::mutex();
+                           g_pool = nullptr;
+                       });
+    }
+} g_fork_guard;
 
 }  // namespace
 

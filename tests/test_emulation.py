@@ -211,7 +211,8 @@ def test_warp_sum_partial_warps(n, block):
 def test_shuffle_with_exited_lanes_is_an_error():
     out = np.zeros(64, np.int32)
     with pytest.raises(RuntimeError, match=r"deadlock in kernel test_shfl_exited block \(0,0,0\): warp 0: "
-                                           r"lanes 0-15 wait at .*warp\.cu:\d+ in __shfl_sync.*lane 16 exited"):
+                                           r"lanes 0-15 wait at .*warp\.cu:\d+ in __shfl_sync\(mask 0xffffffff\); "
+                                           r"lanes 16-31 exited$"):
         k("test_shfl_exited")(1, 64, (out,))
 
 
@@ -370,6 +371,36 @@ def test_launch_speed(threads):
     print(f"\nemulation: 8 blocks x 256 threads, 9 barriers each: {best * 1e3:.2f} ms")
     assert best < 0.25
     del out
+
+
+def test_launch_in_a_forked_child(threads):
+    """The OS-thread pool does not survive fork(): the child makes a new one
+    instead of waiting for threads that do not exist."""
+    threads(2)
+    n = 4096
+    x = np.ones(n, np.float32)
+    f = k("test_atomic_sum")
+    out = np.zeros(1, np.float32)
+    f(16, 256, (x, out, n))     # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:   # pragma: no cover - the child
+        try:
+            out[0] = 0
+            f(16, 256, (x, out, n))
+            os._exit(0 if out[0] == n else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.time() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.time() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("a launch in a forked child hangs")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_deep_recursion_fits_the_fiber_stack():
