@@ -47,6 +47,7 @@ from benchmarks import common  # noqa: E402
 
 LOSS_TOL = 1e-4          # relative difference of the losses, ours vs PyTorch
 UPDATE_TOL = 1e-3        # normwise relative error of the weight updates
+NET_BACKEND = "cuda"     # our net's backend in the GPU run (tests/test_benchmarks.py swaps in "emu")
 # PyTorch module -> our layers whose parameters it concatenates (along the output axis)
 TORCH_MAP = {"conv1": ["conv1a", "conv1b"], "conv2": ["conv2a", "conv2b"], "conv3": ["conv3a", "conv3b"],
              "conv4": ["conv4a", "conv4b"], "conv5": ["conv5a", "conv5b"], "fc6": ["fc6a", "fc6b"],
@@ -343,7 +344,7 @@ def run_ours(cupy, cfg, devices, x, labels, args, per_layer):
     """Times our training step on `devices`; returns a result dict."""
     from convnet.net import Net
     free_pool(cupy, devices)
-    net = Net(cfg, backend="cuda", devices=devices, seed=args.seed)
+    net = Net(cfg, backend=NET_BACKEND, devices=devices if NET_BACKEND == "cuda" else None, seed=args.seed)
     opt = make_sgd(net, cfg)
     losses = []
     times = time_steps(lambda: losses.append(train_step(net, opt, x, labels)),
@@ -420,12 +421,12 @@ def run_gpu(args, cupy, torch):
     runs = {}
     runs["ours_1gpu"] = run_ours(cupy, cfg, [0], x, labels, args, per_layer=True)
     r = runs["ours_1gpu"]
-    print(f"ours, two columns on gpu0      | {r['median_step_s'] * 1e3:.1f} ms/step | "
+    print(f"ours on gpu0                   | {r['median_step_s'] * 1e3:.1f} ms/step | "
           f"{r['images_per_s']:.0f} images/s | pool {r['pool_bytes'] / 2**30:.2f} GiB")
     if n_dev >= 2:
         runs["ours_2gpu"] = run_ours(cupy, cfg, [0, 1], x, labels, args, per_layer=False)
         r = runs["ours_2gpu"]
-        print(f"ours, two columns on gpu0+gpu1 | {r['median_step_s'] * 1e3:.1f} ms/step | "
+        print(f"ours on gpu0+gpu1              | {r['median_step_s'] * 1e3:.1f} ms/step | "
               f"{r['images_per_s']:.0f} images/s | pools {r['pool_bytes'] / 2**30:.2f} GiB")
     else:
         print("ours on two GPUs: skipped (one GPU present)")

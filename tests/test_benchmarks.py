@@ -471,3 +471,44 @@ def test_memory_throughput_gpu_path_with_fakes(monkeypatch, tmp_path, capsys):
     for r in doc["rows"]:
         assert r["status"] == "ok" and len(r["times_ms"]) == 3
         assert r["gbs"] == pytest.approx(r["bytes_moved"] / (r["ms"] * 1e-3) / 1e9)
+
+
+def test_train_throughput_gpu_path_with_fakes(monkeypatch, tmp_path, capsys):
+    """Our side of the GPU run (no PyTorch): steps timed, per-layer table, results file."""
+    from benchmarks import train_throughput as tt
+    cp = fake_cupy()
+
+    class Device:
+        def __init__(self, d):
+            self.id = d
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def synchronize(self):
+            pass
+    cp.cuda.Device = Device
+    _use_fakes(monkeypatch, tt, cp, None, tmp_path)
+    monkeypatch.setattr(tt, "NET_BACKEND", "emu")
+    rc = tt.main(["--config", "cifar-80sec", "--batch", "2", "--steps", "2", "--warmup", "0",
+                  "--layer-steps", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "no PyTorch comparison" in out and "ours on two GPUs: skipped (one GPU present)" in out
+    assert "ours on gpu0                   | " in out and " images/s | " in out
+    table = out.split("per layer, ours on gpu0")[1].splitlines()
+    assert [l.split()[0] for l in table[2:11]] == ["conv1", "pool1", "conv2", "pool2", "conv3", "pool3",
+                                                   "fc64", "fc10", "loss"], out
+    assert table[11].split()[:3] == ["sum", "of", "layers"]
+    doc = json.loads(next(tmp_path.glob("train_throughput-Fake-GPU-*.json")).read_text())
+    run = doc["runs"]["ours_1gpu"]
+    assert len(run["step_s"]) == 2 and len(run["losses"]) == 2
+    assert run["median_step_s"] == pytest.approx(sum(run["step_s"]) / 2)     # median of two
+    assert run["images_per_s"] == pytest.approx(2 / run["median_step_s"])
+    assert all(abs(l - np.log(10)) < 0.5 for l in run["losses"])
+    names = {r["layer"] for r in doc["layers"]}
+    assert {"conv1", "conv3", "fc10"} <= names and "data" not in names
+    assert all(len(r["fwd_times_ms"]) == 1 for r in doc["layers"] if r["layer"].startswith("conv"))
