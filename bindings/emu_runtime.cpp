@@ -269,8 +269,21 @@ void ensure_fibers(Worker& w, unsigned n) {
     }
 }
 
+// The floating-point control state a new fiber starts with: the launching
+// thread's (MXCSR in the low half, x87 control word in the high half).
+uint64_t fp_state() {
+#if CN_EMU_ASM_SWITCH
+    unsigned mxcsr = __builtin_ia32_stmxcsr();
+    unsigned short fcw;
+    asm volatile("fnstcw %0" : "=m"(fcw));
+    return (uint64_t)mxcsr | ((uint64_t)fcw << 32);
+#else
+    return 0;
+#endif
+}
+
 // Set fiber f up to start at fiber_main on a fresh stack.
-void reset_fiber(Fiber* f) {
+void reset_fiber(Fiber* f, uint64_t fp) {
 #if CN_EMU_ASAN
     __asan_unpoison_memory_region(f->stack_lo, f->stack_size);
 #endif
@@ -278,10 +291,7 @@ void reset_fiber(Fiber* f) {
 #if CN_EMU_ASM_SWITCH
     uintptr_t top = ((uintptr_t)(f->stack_lo + f->stack_size)) & ~(uintptr_t)15;
     uint64_t* sp = (uint64_t*)(top - 80);   // 16-byte aligned; see cn_emu_ctx_start
-    unsigned mxcsr = __builtin_ia32_stmxcsr();
-    unsigned short fcw;
-    asm volatile("fnstcw %0" : "=m"(fcw));
-    sp[0] = (uint64_t)mxcsr | ((uint64_t)fcw << 32);
+    sp[0] = fp;
     sp[1] = 0;                               // r15
     sp[2] = 0;                               // r14
     sp[3] = (uint64_t)(uintptr_t)&fiber_main;   // r13
@@ -295,6 +305,7 @@ void reset_fiber(Fiber* f) {
     f->ctx.uc_stack.ss_sp = f->stack_lo;
     f->ctx.uc_stack.ss_size = f->stack_size;
     f->ctx.uc_link = nullptr;
+    (void)fp;
     uintptr_t p = (uintptr_t)f;
     makecontext(&f->ctx, (void (*)())fiber_main_uc, 2, (unsigned)(p >> 32), (unsigned)(p & 0xffffffffu));
 #endif
@@ -512,15 +523,17 @@ std::string run_block(Worker& w, LaunchState& L, unsigned long long b) {
     w.error.clear();
     w.phase = 0;
     ensure_fibers(w, w.n);
+    const uint64_t fp = fp_state();
     for (unsigned i = 0; i < w.n; i++) {
         Fiber* f = w.fibers[i];
         f->linear = i;
         f->tid = uint3{i % B.x, i / B.x % B.y, i / (B.x * B.y)};
         f->st = St::Runnable;
         f->pred = 0;
-        reset_fiber(f);
+        reset_fiber(f, fp);
     }
-    w.warps.assign((w.n + 31) / 32, {});
+    w.warps.resize((w.n + 31) / 32);
+    for (auto& groups : w.warps) groups.clear();
     if (g_poison) {   // unwritten shared memory reads as 0xFF bytes (NaN)
         unsigned char* lo;
         size_t bytes;

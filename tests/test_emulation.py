@@ -45,7 +45,8 @@ def order():
 
 
 # ---- thread coordinates --------------------------------------------------------------
-@pytest.mark.parametrize("grid,block", [((2, 3, 2), (4, 3, 2)), ((5, 1, 1), (33, 1, 1)), ((1, 2, 3), (1, 1, 7))])
+@pytest.mark.parametrize("grid,block", [((2, 3, 2), (4, 3, 2)), ((5, 1, 1), (33, 1, 1)), ((1, 2, 3), (1, 1, 7)),
+                                        ((3, 1, 1), (32, 32, 1)), ((1, 1, 2), (2, 8, 64))])
 def test_coordinates_3d(grid, block):
     per_block = int(np.prod(block))
     n = int(np.prod(grid)) * per_block
@@ -254,6 +255,64 @@ def test_spin_lock_within_a_block():
     assert counts.tolist() == [200] * 4
 
 
+def test_last_block_pattern_with_threadfence_and_printf(threads, capfd):
+    threads(2)
+    n = 1000
+    x = np.ones(n, np.float32)
+    nb = (n + 127) // 128
+    partial = np.zeros(nb, np.float32)
+    counter = np.zeros(1, np.uint32)
+    out = np.zeros(1, np.float32)
+    f = k("test_last_block_sum")
+    for _ in range(3):   # atomicInc wraps the counter back to 0: the launch repeats
+        out[0] = 0
+        f(nb, 128, (x, partial, counter, out, n))
+        assert out[0] == n and counter[0] == 0
+    lines = [s for s in capfd.readouterr().out.splitlines() if s.startswith("last block")]
+    assert len(lines) == 3 and all(s.endswith(f"of {nb}: sum {n}.0") for s in lines), lines
+
+
+# ---- math ---------------------------------------------------------------------------------------
+def _math_reference(x):
+    a = np.abs(x) + np.float32(0.5)
+    i = np.arange(x.size)
+    return [np.exp(x), np.log(a), a ** np.float32(1.7), np.sqrt(a), 1 / np.sqrt(a), np.maximum(x, 0.25),
+            np.minimum(x, 0.25), np.abs(x), x * 3 + 1, np.tanh(x), np.exp2(x), np.log2(a),
+            np.exp(x), np.log(a), a ** np.float32(1.7), x / a, 1 / np.sqrt(a), np.clip(x, 0, 1),
+            np.maximum(x, 0), np.minimum(i, 7), np.abs(x), x, np.floor(x), np.maximum(i, 3)]
+
+
+def test_math_functions():
+    n = 300
+    x = np.random.default_rng(7).uniform(-4, 4, n).astype(np.float32)
+    out = np.zeros((n, 24), np.float32)
+    k("test_math")(3, 128, (x, out, n))
+    for j, want in enumerate(_math_reference(x.astype(np.float64))):
+        np.testing.assert_allclose(out[:, j], want, rtol=2e-6, atol=1e-6, err_msg=f"function {j}")
+
+
+def test_integer_intrinsics():
+    rng = np.random.default_rng(8)
+    n = 200
+    a = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+    b = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+    a[:4] = [0, 1, 0x80000000, 0xFFFFFFFF]
+    out = np.zeros((n, 8), np.uint32)
+    k("test_int_math")(2, 128, (a, b, out, n))
+
+    def s24(v):
+        v = int(v) & 0xFFFFFF
+        return v - (1 << 24) if v & 0x800000 else v
+
+    for i in range(n):
+        x, y = int(a[i]), int(b[i])
+        sx, sy = (x - 2**32 if x >= 2**31 else x), (y - 2**32 if y >= 2**31 else y)
+        want = [(x * y) >> 32, (s24(x) * s24(y)) & 0xFFFFFFFF, ((x & 0xFFFFFF) * (y & 0xFFFFFF)) & 0xFFFFFFFF,
+                bin(x).count("1"), 32 - x.bit_length(), (x & -x).bit_length(), int(f"{x:032b}"[::-1], 2),
+                max(sx, sy) & 0xFFFFFFFF]
+        assert out[i].tolist() == want, (i, x, y)
+
+
 # ---- errors inside kernels and bad launches ------------------------------------------------------
 def test_assert_names_block_thread_and_line():
     x = np.ones(300, np.float32)
@@ -448,3 +507,15 @@ def test_asan_build_reports_out_of_bounds_read_with_file_and_line():
     line = next(i + 1 for i, s in enumerate(open(os.path.join(ROOT, "tests/emu_kernels/atomic.cu")))
                 if "y[i] = x[i + offset]" in s)
     assert f"tests/emu_kernels/atomic.cu:{line}" in r.stderr, r.stderr[-3000:]
+    # dynamic shared memory past the launch's shared_mem is poisoned for ASan
+    code = ("import numpy as np; from convnet import kernels; "
+            "L = kernels.Library(kernels.TEST_KERNEL_DIR, emu_module='convnet._emu_test'); "
+            "f = L.get_function('test_smem_overrun', like='emu'); out = np.zeros(1, np.float32); "
+            "f(1, 32, (out, 63), shared_mem=256); print('in bounds: ok', flush=True); "
+            "f(1, 32, (out, 64), shared_mem=256)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert "in bounds: ok" in r.stdout and r.returncode != 0, r.stderr[-3000:]
+    assert "AddressSanitizer: use-after-poison" in r.stderr, r.stderr[-3000:]
+    line = next(i + 1 for i, s in enumerate(open(os.path.join(ROOT, "tests/emu_kernels/sync.cu")))
+                if "out[0] = s[word]" in s)
+    assert f"tests/emu_kernels/sync.cu:{line}" in r.stderr, r.stderr[-3000:]

@@ -114,3 +114,12 @@ extern "C" __global__ void test_recurse(int* out, int depth)
 {
     out[threadIdx.x] = deep(depth, out + blockDim.x);
 }
+
+// Reads dynamic shared memory word `word`: past the launch's shared_mem when
+// word >= shared_mem / 4 (the ASan build reports it).
+extern "C" __global__ void test_smem_overrun(float* out, int word)
+{
+    extern __shared__ __align__(16) unsigned char cn_smem[];
+    const float* s = reinterpret_cast<const float*>(cn_smem);
+    if (threadIdx.x == 0) out[0] = s[word];
+}
