@@ -318,7 +318,7 @@ def test_assert_names_block_thread_and_line():
     x = np.ones(300, np.float32)
     x[137] = -1
     with pytest.raises(RuntimeError, match=r"assertion `x\[i\] >= 0.0f' failed in kernel test_assert block "
-                                           r"\(1,0,0\) thread \(9,0,0\) at tests/emu_kernels/atomic\.cu:\d+"):
+                                           r"\(1,0,0\) thread \(9,0,0\) at tests/emu_kernels/errors\.cu:\d+"):
         k("test_assert")(3, 128, (x, 300))
     k("test_assert")(3, 128, (np.ones(300, np.float32), 300))
 
@@ -504,9 +504,9 @@ def test_asan_build_reports_out_of_bounds_read_with_file_and_line():
     assert r.returncode != 0
     assert "AddressSanitizer: heap-buffer-overflow" in r.stderr, r.stderr[-3000:]
     assert "READ of size 4" in r.stderr
-    line = next(i + 1 for i, s in enumerate(open(os.path.join(ROOT, "tests/emu_kernels/atomic.cu")))
+    line = next(i + 1 for i, s in enumerate(open(os.path.join(ROOT, "tests/emu_kernels/errors.cu")))
                 if "y[i] = x[i + offset]" in s)
-    assert f"tests/emu_kernels/atomic.cu:{line}" in r.stderr, r.stderr[-3000:]
+    assert f"tests/emu_kernels/errors.cu:{line}" in r.stderr, r.stderr[-3000:]
     # dynamic shared memory past the launch's shared_mem is poisoned for ASan
     code = ("import numpy as np; from convnet import kernels; "
             "L = kernels.Library(kernels.TEST_KERNEL_DIR, emu_module='convnet._emu_test'); "

@@ -8,7 +8,7 @@ extern "C" __global__ void test_math(const float* __restrict__ x, float* __restr
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float v = __ldg(x + i), a = fabsf(v) + 0.5f;
-    float* o = out + (size_t)i * NF;
+    float* o = out + (long long)i * NF;
     o[0] = expf(v);          o[1] = logf(a);          o[2] = powf(a, 1.7f);     o[3] = sqrtf(a);
     o[4] = rsqrtf(a);        o[5] = fmaxf(v, 0.25f);  o[6] = fminf(v, 0.25f);   o[7] = fabsf(v);
     o[8] = fmaf(v, 3.0f, 1.0f); o[9] = tanhf(v);      o[10] = exp2f(v);         o[11] = log2f(a);
