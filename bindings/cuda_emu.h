@@ -41,6 +41,18 @@
 //   - Errors inside a kernel (assert, a bad shuffle width, a lane not in its
 //     own mask) stop the launch with a RuntimeError naming block and thread.
 //
+// Settings (environment, read at load; threads and order also from Python:
+// convnet._emu.set_threads / set_order)
+//   CONVNET_EMU_THREADS   OS threads per launch (default: the cores)
+//   CONVNET_EMU_ORDER     shuffle | forward | reverse
+//   CONVNET_EMU_STACK_KB  fiber stack size (default 256, 1024 under ASan)
+//   CONVNET_EMU_POISON    0: do not fill shared memory with 0xFF before a block
+//
+// Build (bindings/emu.mk): each kernels/*.cu -> build/emu/kernels/NAME.o;
+// bindings/gen_registry.py -> the launch registry; with emu_runtime.cpp and
+// emu_module.cpp -> convnet/_emu*.so. tests/emu_kernels/*.cu -> convnet/_emu_test*.so.
+// `make emu-asan` builds both with AddressSanitizer into build/asan/convnet/.
+//
 // Limits
 //   - Memory model: plain sequential consistency within a block (fibers do
 //     not preempt each other); between blocks only the atomics and fences
@@ -53,7 +65,13 @@
 //   - __activemask() returns the lanes of the warp that have not exited.
 //   - No cooperative groups, textures, surfaces, constant-cache semantics,
 //     dynamic parallelism, half precision, clusters, or warp-matrix ops.
+//   - Lanes of a warp do not run in lockstep: warp-synchronous code that
+//     relies on it without __syncwarp or a shuffle is wrong here (as since Volta).
+//   - __device__ is `inline` (helpers in a .cuh may land in several objects),
+//     __constant__ too: `__device__ __constant__` together does not compile.
 //   - An out-of-bounds access crashes as on the host: use `make emu-asan`.
+//     A fiber that overflows its stack hits the guard page (SIGSEGV).
+//   - A launch holds its OS threads until it ends: Ctrl-C is seen after it.
 #pragma once
 #ifndef CN_EMULATION
 #define CN_EMULATION 1
