@@ -9,6 +9,7 @@ from convnet import reference
 from convnet.kernel_ops import lrn as kl
 
 BACKENDS = ["emu", pytest.param("cuda", marks=pytest.mark.gpu)]
+VERSIONS = list(kl.KERNELS)
 
 
 def on(backend, a):
@@ -33,25 +34,27 @@ def data(shape, seed, scale=1.0):
     return x, dy
 
 
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_paper_parameters_many_channels(backend):
+def test_paper_parameters_many_channels(backend, version):
     # 96 channels as in conv1, activations of the size ReLU outputs reach early on
     x, dy = data((2, 96, 3, 5), 0, scale=20.0)
     x = np.abs(x)
     params = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
-    y = kl.lrn_forward(on(backend, x), **params)
+    y = kl.lrn_forward(on(backend, x), **params, version=version)
     x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
     y64 = reference.lrn_forward(x64, **params)
     assert rel(host(y), y64) < 2e-6
-    dx = kl.lrn_backward(on(backend, dy), on(backend, x), y, **params)
+    dx = kl.lrn_backward(on(backend, dy), on(backend, x), y, **params, version=version)
     assert rel(host(dx), reference.lrn_backward(dy64, x64, y64, **params)) < 1e-5
 
 
-def test_cross_term_matters_and_is_right():
+@pytest.mark.parametrize("version", VERSIONS)
+def test_cross_term_matters_and_is_right(version):
     x, dy = data((3, 7, 4, 5), 1, scale=2.0)
     params = dict(size=5, alpha=0.5, beta=0.75, k=1.0)
-    y = kl.lrn_forward(x, **params)
-    dx = kl.lrn_backward(dy, x, y, **params)
+    y = kl.lrn_forward(x, **params, version=version)
+    dx = kl.lrn_backward(dy, x, y, **params, version=version)
     x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
     want = reference.lrn_backward(dy64, x64, reference.lrn_forward(x64, **params), **params)
     sq = x64 * x64
@@ -62,22 +65,38 @@ def test_cross_term_matters_and_is_right():
     assert rel(dx, want) < 1e-5
 
 
-@pytest.mark.parametrize("c,size", [(2, 5), (3, 7), (4, 1), (6, 4), (5, 3)])
-def test_window_wider_than_channels_and_odd_sizes(c, size):
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("c,size", [(2, 5), (3, 7), (4, 1), (6, 4), (5, 3), (1, 9), (10, 8)])
+def test_window_wider_than_channels_and_odd_sizes(c, size, version):
     x, dy = data((3, c, 3, 2), 2 + c + size, scale=3.0)
     params = dict(size=size, alpha=0.05, beta=0.6, k=1.5)
     x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
-    y = kl.lrn_forward(x, **params)
+    y = kl.lrn_forward(x, **params, version=version)
     y64 = reference.lrn_forward(x64, **params)
     assert rel(y, y64) < 2e-6
-    assert rel(kl.lrn_backward(dy, x, y, **params), reference.lrn_backward(dy64, x64, y64, **params)) < 1e-5
+    dx = kl.lrn_backward(dy, x, y, **params, version=version)
+    assert rel(dx, reference.lrn_backward(dy64, x64, y64, **params)) < 1e-5
+
+
+def test_versions_agree_and_large_windows_fall_back_to_v1():
+    x, dy = data((2, 9, 3, 4), 11, scale=2.0)
+    params = dict(size=5, alpha=0.2, beta=0.75, k=1.0)
+    y1 = kl.lrn_forward(x, **params, version="v1")
+    y2 = kl.lrn_forward(x, **params, version="v2")
+    np.testing.assert_allclose(y2, y1, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(kl.lrn_backward(dy, x, y1, **params, version="v2"),
+                               kl.lrn_backward(dy, x, y1, **params, version="v1"), rtol=1e-5, atol=1e-7)
+    big = dict(size=11, alpha=0.2, beta=0.75, k=1.0)
+    assert np.array_equal(kl.lrn_forward(x, **big), kl.lrn_forward(x, **big, version="v1"))
+    with pytest.raises(ValueError, match="v2 handles size <= 9"):
+        kl.lrn_forward(x, **big, version="v2")
 
 
 def test_backward_is_the_gradient_of_forward_finite_differences():
     """The kernels alone: dx from lrn_bwd against central differences of lrn_fwd
     (float32, so a loose tolerance; the float64 check is on the reference)."""
     x, g = data((1, 6, 2, 2), 5, scale=1.5)
-    params = dict(size=3, alpha=0.3, beta=0.75, k=1.0)
+    params = dict(size=3, alpha=0.3, beta=0.75, k=1.0)   # the shipped version
     y = kl.lrn_forward(x, **params)
     dx = kl.lrn_backward(g, x, y, **params).astype(np.float64)
     eps = 1e-2
@@ -109,3 +128,5 @@ def test_bad_inputs():
         kl.lrn_backward(np.ones((2, 5, 3, 4), np.float32), x, y)
     with pytest.raises(ValueError, match="C-contiguous"):
         kl.lrn_backward(x, x, np.ones((2, 5, 3, 3), np.float32)[:, :, :, ::-1])
+    with pytest.raises(ValueError, match="unknown kernel version"):
+        kl.lrn_forward(x, version="v3")
