@@ -21,6 +21,7 @@ NVRTC (with a warning, once per file). Emulation: convnet._emu, built by
 (e.g. build/asan/convnet, the AddressSanitizer build).
 """
 import glob
+import hashlib
 import importlib
 import importlib.util
 import numbers
@@ -351,6 +352,13 @@ class Library:
                                   "with NVRTC (run make to build the fatbins)", RuntimeWarning, stacklevel=4)
                 with open(source, encoding="utf-8") as f:
                     code = f.read()
+                # CuPy caches compiled code by its text: name the headers' contents in it,
+                # or an edited .cuh would reuse the old binary.
+                digest = hashlib.sha1()
+                for h in self.headers():
+                    with open(h, "rb") as f:
+                        digest.update(f.read())
+                code += f"\n// headers: {digest.hexdigest()}\n"
                 options = ("-std=c++17",) + tuple(f"-I{d}" for d in dict.fromkeys(self.include_dirs))
                 mod = cupy.RawModule(code=code, options=options, backend="nvrtc")
         self._cuda_modules[key] = mod

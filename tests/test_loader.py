@@ -297,10 +297,17 @@ def test_gpu_path_compiles_with_nvrtc_when_the_fatbin_is_stale(tmp_path, fake_cu
     (m,) = fake_cupy.modules
     assert m.kw["backend"] == "nvrtc" and "extern \"C\" __global__ void test_axpb" in m.kw["code"]
     assert m.kw["options"][0] == "-std=c++17"
+    assert "// headers: " in m.kw["code"]   # CuPy's cache key changes with the headers
     assert f"-I{lib.source_dir}" in m.kw["options"] and f"-I{kernels.KERNEL_DIR}" in m.kw["options"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")     # warned once per file
         lib.get_function("test_coords", like=_FakeArray(np.zeros(1), device=1))
+    # an edited header changes the code CuPy sees (its cache key)
+    with open(os.path.join(lib.source_dir, "extra.cuh"), "w") as f:
+        f.write("#define EXTRA 1\n")
+    lib2 = kernels.Library(lib.source_dir, "convnet._emu_test", fatbin_dir=None)
+    lib2.get_function("test_axpb", like="cuda")
+    assert fake_cupy.modules[-1].kw["code"] != m.kw["code"]
 
 
 def test_cuda_without_gpu_is_a_clear_error(monkeypatch):
