@@ -150,12 +150,17 @@ struct LaunchState {
 };
 
 // ---- settings -----------------------------------------------------------------
+// Settings are read while the extension loads: a bad value is a warning and
+// the default, never an exception (that would abort the interpreter).
 int env_int(const char* name, int fallback) {
     const char* v = std::getenv(name);
     if (!v || !*v) return fallback;
     char* end = nullptr;
     long n = std::strtol(v, &end, 10);
-    if (*end || n <= 0) return fallback;
+    if (*end || n <= 0 || n > 1 << 20) {
+        fprintf(stderr, "convnet emulation: ignoring %s=%s (not a positive integer); using %d\n", name, v, fallback);
+        return fallback;
+    }
     return (int)n;
 }
 
@@ -173,12 +178,18 @@ Order parse_order(const std::string& s) {
 }
 Order default_order() {
     const char* v = std::getenv("CONVNET_EMU_ORDER");
-    return v && *v ? parse_order(v) : Order::Shuffle;
+    if (!v || !*v) return Order::Shuffle;
+    try {
+        return parse_order(v);
+    } catch (const std::exception& e) {
+        fprintf(stderr, "convnet emulation: ignoring CONVNET_EMU_ORDER: %s; using shuffle\n", e.what());
+        return Order::Shuffle;
+    }
 }
 
 std::atomic<int> g_threads{default_threads()};
 std::atomic<int> g_order{(int)default_order()};
-const size_t g_stack_bytes = (size_t)env_int("CONVNET_EMU_STACK_KB", CN_EMU_ASAN ? 1024 : 256) * 1024;
+const size_t g_stack_bytes = (size_t)std::max(16, env_int("CONVNET_EMU_STACK_KB", CN_EMU_ASAN ? 1024 : 256)) * 1024;
 const size_t g_page = (size_t)sysconf(_SC_PAGESIZE);
 
 std::string fmt(const char* f, ...) {

@@ -412,6 +412,15 @@ def test_settings():
         EMU.set_order("random")
     with pytest.raises(ValueError, match="threads must be >= 1"):
         EMU.set_threads(0)
+    # from the environment; a bad value is a warning, not a crash at import
+    code = "import convnet._emu_test as e; s = e.settings(); print(s['threads'], s['order'], s['stack_bytes'])"
+    env = dict(os.environ, CONVNET_EMU_THREADS="3", CONVNET_EMU_ORDER="reverse", CONVNET_EMU_STACK_KB="64")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == ["3", "reverse", str(64 * 1024)], r.stderr
+    env.update(CONVNET_EMU_THREADS="many", CONVNET_EMU_ORDER="bogus")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.split()[1] == "shuffle", r.stderr
+    assert "ignoring CONVNET_EMU_THREADS=many" in r.stderr and "ignoring CONVNET_EMU_ORDER" in r.stderr
 
 
 def test_launch_speed(threads):
