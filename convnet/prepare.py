@@ -223,9 +223,12 @@ def prepare(src, out, val=None, size=256, workers=None, shard_size=1024, min_sid
             raise DataError(f"{val}: class folders differ from {src}'s "
                             f"(missing {missing[:3] or 'none'}, extra {extra[:3] or 'none'})")
         skipped_dirs += val_skipped
-    # training shards mix the classes, so reading them in order is already shuffled
+    # the shards mix the classes: reading them in order is already shuffled, and any
+    # prefix of either split (a --train-limit / --val-limit subset) holds every class
     perm = np.random.default_rng(args.seed).permutation(len(train_items))
     train_items = [train_items[i] for i in perm]
+    perm = np.random.default_rng(args.seed + 1).permutation(len(val_items))
+    val_items = [val_items[i] for i in perm]
     config = _config(args, train_items, val_items)
 
     if os.path.exists(out) and not os.path.isdir(out):

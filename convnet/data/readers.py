@@ -360,12 +360,22 @@ def _tree_arrays(split_root):
         labels.append(ci)
     if not images:
         raise DataError(f"{split_root}: no images")
-    return np.stack(images), np.asarray(labels, np.int32), classes
+    return _mixed(np.stack(images), np.asarray(labels, np.int32)) + (classes,)
+
+
+CACHE_VERSION = 2        # bump when the decoded arrays change (2: fixed mixed order)
+
+
+def _mixed(images, labels):
+    """A folder tree lists its images class by class; a fixed permutation (seed 0)
+    mixes them, so that any prefix (a --train-limit subset) holds every class."""
+    perm = np.random.default_rng(0).permutation(len(labels))
+    return images[perm], labels[perm]
 
 
 def _tree_cache_key(split_root):
     st = os.stat(split_root)
-    h = hashlib.sha1(f"{os.path.abspath(split_root)}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    h = hashlib.sha1(f"{os.path.abspath(split_root)}|{st.st_mtime_ns}|{CACHE_VERSION}".encode()).hexdigest()[:16]
     return os.path.join(cache_dir(), "decoded", h + ".npz")
 
 
@@ -451,7 +461,8 @@ def extract_archive(path):
 
 def _archive_key(path):
     st = os.stat(path)
-    return hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    key = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{CACHE_VERSION}"
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
 def _tree_member(name):
@@ -511,7 +522,7 @@ def _archive_arrays(path, split):
         shape = a.shape
         images.append(a)
     labels = np.array([index[c] for c, _, _ in items], np.int32)
-    return np.stack(images), labels, train_classes
+    return _mixed(np.stack(images), labels) + (train_classes,)
 
 
 def load_tree_archive(path, split, name=None):
