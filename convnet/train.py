@@ -404,11 +404,14 @@ def main(argv=None, on_step=None, out=print):
                           on_step=on_step, out=out)
     except cli.user_errors() as e:
         return cli.report(PROG, e)
+    except KeyboardInterrupt:
+        return cli.report(PROG, "interrupted while setting up; nothing trained, nothing saved", EXIT_INTERRUPTED)
     if resumed is not None:
         out(f"resuming {args.resume}: epoch {trainer.epoch + 1}, step {trainer.global_step}")
     if trainer.epoch >= run["epochs"]:
         out(f"nothing to do: the checkpoint has {trainer.epoch} epochs, --epochs is {run['epochs']}")
         return cli.EXIT_OK
+    out(trainer.net.summary())
     out(f"training '{cfg['name']}' on {run['data']} ({len(trainer.train_ds)} train, {len(trainer.val_ds)} val "
         f"images) on {backend}{'' if not devices else ' GPUs ' + ','.join(map(str, devices))}, "
         f"batch {run['batch_size']}, {run['epochs']} epochs; checkpoints in {trainer.dir}")

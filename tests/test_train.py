@@ -200,6 +200,25 @@ def test_kill_9_then_resume(setup, tmp_path):
     assert checkpoint.load(ckdir / "last.ckpt")["epoch"] == epoch + 1
 
 
+def test_sigint_to_a_running_command_saves_and_exits_130(setup, tmp_path):
+    ckdir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "convnet.train", "--config", setup["config"], "--data", setup["data"],
+           "--device", "cpu", "--checkpoint-dir", str(ckdir), "--epochs", "10000", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not (ckdir / "last.ckpt").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == train_mod.EXIT_INTERRUPTED, err
+    assert "Traceback" not in err and "saved" in err and "--resume" in err
+    state = checkpoint.load(ckdir / "last.ckpt")
+    assert state["global_step"] == 5 * state["epoch"] + state["step_in_epoch"]
+
+
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "convnet.train", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
