@@ -352,7 +352,8 @@ def run_ours(cupy, cfg, devices, x, labels, args, per_layer):
     med = common.median(times)
     res = {"devices": devices, "step_s": times, "median_step_s": med,
            "images_per_s": step_images_per_s(args.batch, med), "losses": losses,
-           "pool_bytes": pool_bytes(cupy, devices)}
+           # the pool keeps its high-water mark; the input batch was allocated before it
+           "pool_bytes": pool_bytes(cupy, devices) - x.nbytes - labels.nbytes}
     if per_layer:
         timer = LayerTimer(cupy, net)
         for _ in range(args.layer_steps):
