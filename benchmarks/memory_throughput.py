@@ -271,41 +271,42 @@ def augment_benches(rng, tag, n, size, crop):
                   ours, ref, moved, t_aug)]
 
 
-def benches(scale, rng):
-    """Every op at 'alexnet' (batch 128) or 'small' (odd shapes for the emulation) scale."""
-    if scale == "alexnet":
-        n = 128
-        shapes = dict(lrn1=(n, 96, 55, 55), lrn2=(n, 256, 27, 27), pool1=(n, 96, 55, 55),
-                      pool2=(n, 256, 27, 27), pool5=(n, 256, 13, 13), avgpool1=(n, 96, 55, 55),
-                      relu1=(n, 96, 55, 55), drop6=(n, 4096), softmax8=(n, 1000),
-                      sgd_fc6=(4096, 9216), augment=(n, 256, 227))         # (N, S, crop)
-    else:
-        shapes = dict(lrn1=(3, 7, 13, 11), lrn2=(2, 5, 6, 9), pool1=(3, 5, 13, 12),
-                      pool2=(2, 3, 12, 13), pool5=(3, 2, 7, 7), avgpool1=(3, 5, 13, 12),
-                      relu1=(3, 5, 13, 11), drop6=(5, 37), softmax8=(5, 37),
-                      sgd_fc6=(37, 29), augment=(3, 40, 33))
-    out = []
-    out += lrn_benches(rng, "lrn1", shapes["lrn1"]) + lrn_benches(rng, "lrn2", shapes["lrn2"])
-    for tag in ("pool1", "pool2", "pool5"):
-        out += pool_benches(rng, tag, shapes[tag])
-    out += pool_benches(rng, "avgpool1", shapes["avgpool1"], mode="avg")
-    out += relu_benches(rng, "relu1", shapes["relu1"])
-    out += dropout_benches(rng, "drop6", shapes["drop6"])
-    out += softmax_benches(rng, "softmax8", shapes["softmax8"])
-    out += sgd_benches(rng, "sgd_fc6", shapes["sgd_fc6"])
-    out += augment_benches(rng, "augment", *shapes["augment"])
-    return out
+SHAPES = {
+    "alexnet": dict(lrn1=(128, 96, 55, 55), lrn2=(128, 256, 27, 27), pool1=(128, 96, 55, 55),
+                    pool2=(128, 256, 27, 27), pool5=(128, 256, 13, 13), avgpool1=(128, 96, 55, 55),
+                    relu1=(128, 96, 55, 55), drop6=(128, 4096), softmax8=(128, 1000),
+                    sgd_fc6=(4096, 9216), augment=(128, 256, 227)),       # augment: (N, S, crop)
+    "small": dict(lrn1=(3, 7, 13, 11), lrn2=(2, 5, 6, 9), pool1=(3, 5, 13, 12),
+                  pool2=(2, 3, 12, 13), pool5=(3, 2, 7, 7), avgpool1=(3, 5, 13, 12),
+                  relu1=(3, 5, 13, 11), drop6=(5, 37), softmax8=(5, 37),
+                  sgd_fc6=(37, 29), augment=(3, 40, 33)),
+}
+BUILDERS = {
+    "lrn1": lrn_benches, "lrn2": lrn_benches,
+    "pool1": pool_benches, "pool2": pool_benches, "pool5": pool_benches,
+    "avgpool1": lambda rng, tag, shape: pool_benches(rng, tag, shape, mode="avg"),
+    "relu1": relu_benches, "drop6": dropout_benches, "softmax8": softmax_benches,
+    "sgd_fc6": sgd_benches,
+    "augment": lambda rng, tag, shape: augment_benches(rng, tag, *shape),
+}
+OPS = tuple(BUILDERS)
 
 
-def select(all_benches, ops_text):
-    if not ops_text:
-        return all_benches
-    names = [t.strip() for t in ops_text.split(",") if t.strip()]
-    known = sorted({b.name.split()[0] for b in all_benches})
-    bad = [t for t in names if t not in known]
+def parse_ops(text):
+    """'lrn1,pool1' -> ['lrn1', 'pool1'] (all ops for ''); unknown names -> ValueError."""
+    names = [t.strip() for t in (text or "").split(",") if t.strip()]
+    bad = [t for t in names if t not in BUILDERS]
     if bad:
-        raise ValueError(f"unknown op {', '.join(bad)}: choose from {', '.join(known)}")
-    return [b for b in all_benches if b.name.split()[0] in names]
+        raise ValueError(f"unknown op {', '.join(bad)}: choose from {', '.join(OPS)}")
+    return names or list(OPS)
+
+
+def benches(scale, rng, ops=None):
+    """The benches of the ops asked for (default all) at 'alexnet' (batch 128) or 'small'
+    (odd shapes for the emulation) scale, built one op at a time (a generator: at the
+    AlexNet scale only one op's inputs are held at once)."""
+    for tag in ops or OPS:
+        yield from BUILDERS[tag](rng, tag, SHAPES[scale][tag])
 
 
 def _tuple(out):
@@ -334,7 +335,7 @@ def run_cpu(args, reason):
     rng = np.random.default_rng(args.seed)
     failures = 0
     t0 = time.perf_counter()
-    for bench in select(benches("small", rng), args.ops):
+    for bench in benches("small", rng, args.ops):
         try:
             err = check(bench, _to_float32(bench.inputs), "emu", np.asarray)
             status, detail = ("ok" if err < TOL else "FAIL"), f"rel err {err:.1e}"
@@ -362,7 +363,7 @@ def run_gpu(args, cupy, torch):
     flush = common.L2Flush(cupy)
     rng = np.random.default_rng(args.seed)
     rows = []
-    for bench in select(benches("alexnet", rng), args.ops):
+    for bench in benches("alexnet", rng, args.ops):
         host = _to_float32(bench.inputs)
         g = {k: cupy.asarray(v) for k, v in host.items()}
         row = {"op": bench.name, "shape": bench.shape, "bytes_moved": bench.nbytes}
@@ -414,7 +415,7 @@ def main(argv=None):
     if args.repeat < 1 or args.warmup < 0:
         p.error("--repeat must be >= 1 and --warmup >= 0")
     try:
-        select(benches("small", np.random.default_rng(0)), args.ops)
+        args.ops = parse_ops(args.ops)
     except ValueError as e:
         p.error(str(e))
     cupy, reason = common.gpu_status(args.no_gpu)

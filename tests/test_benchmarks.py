@@ -77,6 +77,10 @@ def test_conv_throughput_bad_arguments():
     assert r.returncode == 2 and "unknown layer conv9" in r.stderr
     r = run_script("conv_throughput.py", "--passes", "sideways")
     assert r.returncode == 2 and "unknown pass sideways" in r.stderr
+    r = run_script("memory_throughput.py", "--ops", "lrn1,nope")
+    assert r.returncode == 2 and "unknown op nope" in r.stderr
+    r = run_script("train_throughput.py", "--batch", "0")
+    assert r.returncode == 2 and "--batch must be >= 1" in r.stderr
 
 
 def test_memory_throughput_cpu_mode():
@@ -95,8 +99,8 @@ def test_memory_cpu_check_catches_a_wrong_kernel(monkeypatch, capsys):
     from benchmarks import memory_throughput as mt
     all_benches = mt.benches
 
-    def one_broken(scale, rng):
-        out = all_benches(scale, rng)
+    def one_broken(scale, rng, ops=None):
+        out = list(all_benches(scale, rng, ops))
         bad = next(b for b in out if b.name == "relu1 bwd")
         right = bad.ours
         bad.ours = lambda a, backend: right(a, backend) * np.float32(1.001)
@@ -198,13 +202,17 @@ def test_memory_bench_byte_counts():
     assert by["augment"].nbytes == n * crop * crop * c + 4 * size * size * c + 4 * n * c * crop * crop
 
 
-def test_memory_benches_cover_alexnet_shapes_without_allocating_twice():
+def test_memory_ops_selection():
     from benchmarks import memory_throughput as mt
-    names = [b.name.split()[0] for b in mt.benches("small", np.random.default_rng(0))]
-    assert mt.select(mt.benches("small", np.random.default_rng(0)), "pool5")[0].name == "pool5 fwd"
+    assert mt.parse_ops("") == list(mt.OPS)
+    assert mt.parse_ops("pool5, augment") == ["pool5", "augment"]
     with pytest.raises(ValueError, match="unknown op nope"):
-        mt.select(mt.benches("small", np.random.default_rng(0)), "nope")
-    assert {"lrn1", "lrn2", "pool1", "pool2", "pool5", "relu1", "drop6", "softmax8", "sgd_fc6"} <= set(names)
+        mt.parse_ops("lrn1,nope")
+    names = [b.name for b in mt.benches("small", np.random.default_rng(0), ["pool5", "sgd_fc6"])]
+    assert names == ["pool5 fwd", "pool5 bwd", "sgd_fc6"]
+    # the AlexNet shapes (batch 128)
+    assert mt.SHAPES["alexnet"]["lrn1"] == (128, 96, 55, 55) and mt.SHAPES["alexnet"]["pool5"] == (128, 256, 13, 13)
+    assert set(mt.SHAPES["alexnet"]) == set(mt.SHAPES["small"]) == set(mt.OPS)
 
 
 def test_peak_flop_count():
@@ -457,7 +465,7 @@ def test_memory_throughput_gpu_path_with_fakes(monkeypatch, tmp_path, capsys):
     _use_fakes(monkeypatch, mt, cp, None, tmp_path)
     monkeypatch.setattr(mt, "GPU_BACKEND", "emu")
     all_benches = mt.benches
-    monkeypatch.setattr(mt, "benches", lambda scale, rng: all_benches("small", rng))
+    monkeypatch.setattr(mt, "benches", lambda scale, rng, ops=None: all_benches("small", rng, ops))
     monkeypatch.setattr(common, "measure_copy_bandwidth", lambda cupy: (1e11, [1e11, 0.9e11]))
     rc = mt.main(["--repeat", "3", "--warmup", "0", "--ops", "lrn1,pool1,sgd_fc6,augment"])
     out = capsys.readouterr().out
