@@ -471,6 +471,30 @@ def test_launch_in_a_forked_child(threads):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def test_launch_releases_the_gil():
+    """Other Python threads run while a launch is under way."""
+    import threading
+    n = 256 * 100
+    x = np.ones(n, np.float32)
+    out = np.zeros(100, np.float32)
+    f = k("test_block_sum")
+    started = threading.Event()
+
+    def work():
+        started.set()
+        f(100, 256, (x, out, n, 1), shared_mem=1024)
+
+    t = threading.Thread(target=work)
+    t.start()
+    started.wait()
+    spins = 0
+    while t.is_alive():
+        spins += 1
+    t.join()
+    assert (out == 256).all()
+    assert spins > 1000, f"the main thread ran only {spins} loop iterations during the launches"
+
+
 def test_deep_recursion_fits_the_fiber_stack():
     out = np.zeros(64 + 1, np.int32)
     k("test_recurse")(1, 64, (out, 100))   # ~100 KiB of stack per fiber
