@@ -451,7 +451,9 @@ def run_gpu(args, cupy, torch):
     print(f"  {'sum of layers':<24} {tot:17.3f} {100 * tot / step_ms:6.1f}%  "
           "(the rest: loss, cross-column copies, the SGD update, Python)")
     extra.update(runs=runs, layers=layers)
-    path = common.write_results("train_throughput", info, [], extra)
+    rows = [{"run": name, "median_step_ms": r["median_step_s"] * 1e3, "images_per_s": r["images_per_s"],
+             "step_times_ms": [t * 1e3 for t in r["step_s"]]} for name, r in runs.items()]
+    path = common.write_results("train_throughput", info, rows, extra)
     print(f"results: {path}")
     if not ok:
         print("the check against PyTorch FAILED (see above)")

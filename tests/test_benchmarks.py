@@ -513,6 +513,8 @@ def test_train_throughput_gpu_path_with_fakes(monkeypatch, tmp_path, capsys):
     assert table[11].split()[:3] == ["sum", "of", "layers"]
     doc = json.loads(next(tmp_path.glob("train_throughput-Fake-GPU-*.json")).read_text())
     run = doc["runs"]["ours_1gpu"]
+    assert [r["run"] for r in doc["rows"]] == ["ours_1gpu"]
+    assert doc["rows"][0]["step_times_ms"] == pytest.approx([t * 1e3 for t in run["step_s"]])
     assert len(run["step_s"]) == 2 and len(run["losses"]) == 2
     assert run["median_step_s"] == pytest.approx(sum(run["step_s"]) / 2)     # median of two
     assert run["images_per_s"] == pytest.approx(2 / run["median_step_s"])
