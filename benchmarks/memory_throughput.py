@@ -220,7 +220,7 @@ def sgd_benches(rng, tag, shape):
         try:   # the fused single-kernel update where this PyTorch has it
             opt = torch.optim.SGD([p], lr=LR, momentum=MOMENTUM, weight_decay=DECAY, fused=True)
             opt.step()
-        except (TypeError, RuntimeError):
+        except (TypeError, RuntimeError, ValueError):    # no fused SGD in this PyTorch
             opt = torch.optim.SGD([p], lr=LR, momentum=MOMENTUM, weight_decay=DECAY, foreach=True)
             opt.step()
         return opt.step
