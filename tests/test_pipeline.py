@@ -209,3 +209,16 @@ def test_benchmark_runs(tmp_path):
     assert "prepare | 12 synthetic JPEGs" in text and "pipeline numpy |" in text
     assert "batch 4 x 3 x 40 x 40" in text and "images/s" in text
     assert "alexnet train step" in text
+
+
+def test_shards_are_mapped_lazily_and_few_at_a_time(prepared):
+    from convnet.data.format import ShardedImages
+    imgs = prepared.images
+    small = ShardedImages(imgs.paths, np.diff(imgs.starts), imgs.shape[1:], max_open=2)
+    everything = np.asarray(imgs)
+    assert len(small.paths) == 5 and not small._open
+    idx = np.random.default_rng(0).permutation(len(small))
+    assert np.array_equal(small[idx], everything[idx])
+    assert len(small._open) <= 2
+    assert np.array_equal(small[len(small) - 1], everything[-1]) and np.array_equal(small[2:9:3], everything[2:9:3])
+    assert small[4, 1:3, 0].shape == (2, 3)

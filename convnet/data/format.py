@@ -9,8 +9,10 @@ is the full description; `convnet.prepare` writes it.
     OUT/<split>-NNNNN.done         JSON marker: the shard is complete
     OUT/report.json, report.txt    skipped files and why
 """
+import collections
 import json
 import os
+import threading
 
 import numpy as np
 
@@ -32,16 +34,37 @@ class ShardedImages:
 
     images[i] -> (S, S, 3); images[a:b], images[index_array] -> (n, S, S, 3)
     (copies, gathered shard by shard); np.asarray(images) reads everything.
+    At most `max_open` shards are mapped at a time (least recently used
+    closed first): every map holds a file descriptor, and ImageNet has more
+    shards than the usual limit of 1024 descriptors.
     """
 
-    def __init__(self, arrays):
-        self.arrays = arrays
-        counts = np.array([len(a) for a in arrays], np.int64)
-        self.starts = np.concatenate([[0], np.cumsum(counts)])
-        item = arrays[0].shape[1:] if arrays else (0, 0, 3)
-        self.shape = (int(self.starts[-1]),) + tuple(item)
+    def __init__(self, paths, counts, item_shape, max_open=128):
+        self.paths = list(paths)
+        self.starts = np.concatenate([[0], np.cumsum(np.asarray(counts, np.int64))]).astype(np.int64)
+        self.shape = (int(self.starts[-1]),) + tuple(item_shape)
         self.dtype = np.dtype(np.uint8)
         self.ndim = 4
+        self.max_open = max_open
+        self._open = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def shard(self, s):
+        """The memory map of shard s."""
+        with self._lock:
+            a = self._open.get(s)
+            if a is not None:
+                self._open.move_to_end(s)
+                return a
+        try:
+            a = np.load(self.paths[s], mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise DataError(f"{self.paths[s]}: unreadable shard ({e})") from None
+        with self._lock:
+            self._open[s] = a
+            while len(self._open) > self.max_open:
+                self._open.popitem(last=False)
+        return a
 
     def __len__(self):
         return self.shape[0]
@@ -58,7 +81,7 @@ class ShardedImages:
             sel = np.nonzero(shard == s)[0]
             local = idx[sel] - self.starts[s]
             order = np.argsort(local, kind="stable")        # read each shard front to back
-            out[sel[order]] = self.arrays[s][local[order]]
+            out[sel[order]] = self.shard(int(s))[local[order]]
         return out
 
     def __getitem__(self, key):
@@ -67,7 +90,7 @@ class ShardedImages:
             if not 0 <= i < self.shape[0]:
                 raise IndexError(f"index {key} out of range for {self.shape[0]} images")
             s = int(np.searchsorted(self.starts, i, side="right") - 1)
-            return np.asarray(self.arrays[s][i - self.starts[s]])
+            return np.asarray(self.shard(s)[i - self.starts[s]])
         if isinstance(key, slice):
             return self._gather(np.arange(*key.indices(self.shape[0])))
         if isinstance(key, tuple):
@@ -108,7 +131,7 @@ def load_prepared(folder, split):
     from convnet.data.readers import Dataset
     meta = read_meta(folder)
     split = _split_name(meta, split, folder)
-    arrays, labels = [], []
+    paths, counts, labels = [], [], []
     for sh in meta["splits"][split]["shards"]:
         ipath = os.path.join(folder, sh["images"])
         lpath = os.path.join(folder, sh["labels"])
@@ -121,7 +144,9 @@ def load_prepared(folder, split):
                 or len(a) != sh["count"] or len(lab) != sh["count"]:
             raise DataError(f"{ipath}: shard shape {a.shape} {a.dtype} or {len(lab)} labels "
                             f"does not match meta.json ({sh['count']} x {meta['size']}^2 x 3)")
-        arrays.append(a)
+        del a                                   # checked; mapped again on use (ShardedImages)
+        paths.append(ipath)
+        counts.append(sh["count"])
         labels.append(lab.astype(np.int32))
     labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
     n_classes = len(meta["classes"])
@@ -135,5 +160,6 @@ def load_prepared(folder, split):
     if pca is not None:
         pca = (np.asarray(pca["eigenvalues"], np.float32), np.asarray(pca["eigenvectors"], np.float32))
     return Dataset(meta.get("name") or os.path.basename(os.path.normpath(folder)), split,
-                   ShardedImages(arrays), labels, meta["classes"], mean=mean, pca=pca,
+                   ShardedImages(paths, counts, (meta["size"], meta["size"], 3)), labels, meta["classes"],
+                   mean=mean, pca=pca,
                    source=folder, prepared=True)
