@@ -428,7 +428,9 @@ def test_conv_throughput_gpu_path_with_fakes(monkeypatch, tmp_path, capsys):
     pattern = (r"^conv2/col bwd_data v1 \| 2x3x7x7 -> 2x4x7x7 \| [\d.]+ ms \| [\d.]+ TFLOP/s \| "
                r"\d+% peak \| [\d.]+x cuDNN$")
     assert any(re.match(pattern, l) for l in rows), out
-    assert "device shipped=v2 all" in out and "column v1 bwd_filter" in out     # totals
+    from convnet.kernel_ops import conv
+    shipped = conv.SHIPPED["conv2d_forward"]
+    assert f"  device shipped={shipped} fwd | " in out and "  column v1 all | " in out     # totals
     files = list(tmp_path.glob("conv_throughput-Fake-GPU-*.json"))
     assert len(files) == 1
     doc = json.loads(files[0].read_text())
@@ -454,7 +456,8 @@ def test_conv_throughput_gpu_path_marks_mismatch_fail_and_does_not_time(monkeypa
     rc = ct.main(["--batch", "2", "--repeat", "2", "--passes", "fwd"])
     out = capsys.readouterr().out
     assert rc == 1
-    assert "conv2 fwd shipped=v2 | 2x6x7x7 -> 2x8x7x7 | FAIL (rel err 1.0e-03 >= 1e-04 against cuDNN): not timed" in out
+    assert (f"conv2 fwd shipped={ct.shipped_version(ct.importlib.import_module('convnet.kernel_ops.conv'), 'fwd')} "
+            "| 2x6x7x7 -> 2x8x7x7 | FAIL (rel err 1.0e-03 >= 1e-04 against cuDNN): not timed") in out
     doc = json.loads(next(tmp_path.glob("conv_throughput-*.json")).read_text())
     assert doc["rows"][0]["status"] == "FAIL" and "ms" not in doc["rows"][0] and doc["totals"] == []
 
