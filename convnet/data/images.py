@@ -16,8 +16,6 @@ Rules (docs/data-format.md repeats them):
 Every failure is an ImageError whose message is a short reason; callers
 (prepare's report, the folder readers) add the path.
 """
-import warnings
-
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -81,29 +79,30 @@ def decode_image(path, size=None, max_pixels=MAX_PIXELS, min_side=1):
     Raises ImageError with the reason.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+        # Pillow warns above Image.MAX_IMAGE_PIXELS and refuses twice that; the
+        # limit here is checked from the header below. (No warnings filter: it is
+        # process-global state, and trees are decoded in threads.)
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageError(f"decompression bomb: {w}x{h} pixels is over the limit of {max_pixels}")
+            if min(w, h) < min_side:
+                raise ImageError(f"too small: {w}x{h}, the shorter side must be at least {min_side} pixels")
+            if size is not None and im.format == "JPEG":
+                im.draft("RGB", (size, size))      # DCT-domain downscaling, never below size
+            im.seek(0)
+            im.load()
+            try:
+                im = ImageOps.exif_transpose(im)
+            except Exception:                      # unreadable EXIF: keep the stored orientation
+                pass
+            im = _to_rgb(im)
+            if size is not None:
                 w, h = im.size
-                if w * h > max_pixels:
-                    raise ImageError(f"decompression bomb: {w}x{h} pixels is over the limit of {max_pixels}")
-                if min(w, h) < min_side:
-                    raise ImageError(f"too small: {w}x{h}, the shorter side must be at least {min_side} pixels")
-                if size is not None and im.format == "JPEG":
-                    im.draft("RGB", (size, size))      # DCT-domain downscaling, never below size
-                im.seek(0)
-                im.load()
-                try:
-                    im = ImageOps.exif_transpose(im)
-                except Exception:                      # unreadable EXIF: keep the stored orientation
-                    pass
-                im = _to_rgb(im)
-                if size is not None:
-                    w, h = im.size
-                    s = min(w, h)
-                    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-                    im = im.resize((size, size), Image.Resampling.BICUBIC, box=box)
-                a = np.asarray(im, dtype=np.uint8)
+                s = min(w, h)
+                box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+                im = im.resize((size, size), Image.Resampling.BICUBIC, box=box)
+            a = np.asarray(im, dtype=np.uint8)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
