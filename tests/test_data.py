@@ -329,3 +329,10 @@ def test_loader_non_square_images():
     assert loader.shape == (1, 4, 6) and [x.shape for x, _ in loader][-1] == (1, 1, 4, 6)
     with pytest.raises(DataError, match="square"):
         make_loader(ds, 2, train=True, augment=True)
+
+
+def test_tree_cache_sees_new_images(tmp_path):
+    make_png_tree(tmp_path / "t", sizes=(2, 1))
+    assert len(load_dataset(str(tmp_path / "t"))) == 4
+    Image.new("RGB", (8, 8)).save(tmp_path / "t" / "train" / "cat" / "new.png")
+    assert len(load_dataset(str(tmp_path / "t"))) == 5

@@ -374,8 +374,13 @@ def _mixed(images, labels):
 
 
 def _tree_cache_key(split_root):
-    st = os.stat(split_root)
-    h = hashlib.sha1(f"{os.path.abspath(split_root)}|{st.st_mtime_ns}|{CACHE_VERSION}".encode()).hexdigest()[:16]
+    """Hashes the folder, its class folders' mtimes (adding or removing a file
+    changes its folder's mtime) and the cache version."""
+    stamps = [f"{os.path.abspath(split_root)}|{os.stat(split_root).st_mtime_ns}|{CACHE_VERSION}"]
+    for e in sorted(os.scandir(split_root), key=lambda e: e.name):
+        if e.is_dir():
+            stamps.append(f"{e.name}|{e.stat().st_mtime_ns}")
+    h = hashlib.sha1("\n".join(stamps).encode()).hexdigest()[:16]
     return os.path.join(cache_dir(), "decoded", h + ".npz")
 
 
