@@ -5,7 +5,7 @@
         flips int32 (N,), light float32 (N, C) -> float32 (N, C, crop, crop)
 
 The same arguments and result as convnet.data.augment.augment_batch (the
-spec). NumPy arrays run on the CPU emulation, CuPy arrays on their GPU.
+spec; `augment_batch` here is the same launcher under the reference's name). NumPy arrays run on the CPU emulation, CuPy arrays on their GPU.
 """
 import functools
 from collections.abc import Sequence
@@ -71,6 +71,9 @@ def augment_crop(images, mean, offsets, flips, light, crop, scale=aug.SCALE, *, 
         kernels.get_function(KERNELS[version], like=images)(
             grid, BLOCK, (images, mean, offsets, flips, light, out, n, s, c, crop, np.float32(scale)))
     return out
+
+
+augment_batch = augment_crop     # the reference's name (convnet.data.augment.augment_batch)
 
 
 def _make_inputs(seed, n, s, c, crop, random=True):
