@@ -31,6 +31,7 @@ import collections
 import hashlib
 import json
 import os
+import signal
 import sys
 import tempfile
 
@@ -123,6 +124,10 @@ def decode_chunk(task):
 def _empty_stats(size):
     return {"sum": np.zeros((size, size, 3), np.float64), "rgb_sum": np.zeros(3, np.float64),
             "rgb_ss": np.zeros((3, 3), np.float64), "pixels": 0}
+
+
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _Inline:
@@ -278,7 +283,8 @@ def _run(out, pending, args, workers, progress):
     total = sum(len(items) for _, _, items in pending)
     if workers > 1:
         import multiprocessing
-        pool = multiprocessing.Pool(min(workers, max(1, total // CHUNK + 1)))
+        # workers ignore Ctrl-C: the parent stops them (terminate) and says how to resume
+        pool = multiprocessing.Pool(min(workers, max(1, total // CHUNK + 1)), initializer=_ignore_sigint)
     else:
         pool = _Inline()
     bar = tqdm(total=total, unit="img", desc="prepare", disable=not progress, file=sys.stderr)
