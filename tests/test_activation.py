@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from convnet import reference
+from convnet.kernel_ops import _common as kc
 from convnet.kernel_ops import activation as ka
 
 BACKENDS = ["emu", pytest.param("cuda", marks=pytest.mark.gpu)]
@@ -56,7 +57,7 @@ def test_any_shape_and_empty():
 
 
 def test_grid_stride_covers_more_than_one_grid():
-    n = ka.MAX_BLOCKS_EMU * ka.BLOCK * 3 + 17
+    n = kc.MAX_BLOCKS_EMU * kc.BLOCK * 3 + 17
     x = np.random.default_rng(1).standard_normal(n).astype(np.float32)
     assert np.array_equal(ka.relu_forward(x), np.maximum(x, 0))
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from convnet.checking import Case
-from convnet.kernel_ops.activation import (
+from convnet.kernel_ops._common import (
     BLOCK, LazyInputs, array_module, check_float32, check_version, grid_1d, launch,
     randn, shape_str)
 

@@ -10,7 +10,7 @@ multiplies the plain window sum), plus `version=`: None (the shipped one),
 import numpy as np
 
 from convnet.checking import Case
-from convnet.kernel_ops.activation import (
+from convnet.kernel_ops._common import (
     BLOCK, LazyInputs, array_module, check_float32, check_int, check_int32_size, check_number,
     check_same_device, check_same_shape, grid_1d, launch, randn, shape_str)
 

@@ -11,7 +11,7 @@ average divides by the in-image count of the window. float32 C-contiguous NCHW.
 import numpy as np
 
 from convnet.checking import Case
-from convnet.kernel_ops.activation import (
+from convnet.kernel_ops._common import (
     BLOCK, LazyInputs, array_module, check_float32, check_int, check_int32_size,
     check_same_device, check_version, grid_1d, launch, randn, shape_str)
 

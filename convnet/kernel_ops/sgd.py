@@ -9,7 +9,7 @@ arrays of one shape on one backend; w and v are updated in place (writable).
 import numpy as np
 
 from convnet.checking import Case
-from convnet.kernel_ops.activation import (
+from convnet.kernel_ops._common import (
     BLOCK, LazyInputs, check_float32, check_number, check_same_device, check_same_shape,
     check_version, grid_1d, is_cupy, launch, randn, shape_str)
 

@@ -14,8 +14,8 @@ module (converted to int32). The mean loss comes back as a float32 scalar
 import numpy as np
 
 from convnet.checking import Case
-from convnet.kernel_ops.activation import (
-    BLOCK, LazyInputs, array_module, check_float32, check_int, check_same_device, check_same_shape,
+from convnet.kernel_ops._common import (
+    BLOCK, LazyInputs, array_module, check_float32, check_int, check_same_device,
     check_version, grid_1d, is_cupy, launch, randn)
 
 SHIPPED = "v1"
