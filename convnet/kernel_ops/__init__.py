@@ -7,7 +7,7 @@ checks of its kernels against the NumPy reference (see convnet.checking).
 """
 import importlib
 
-FAMILIES = ["conv", "gemm", "lrn", "pool", "activation", "dropout", "softmax", "sgd", "augment"]
+FAMILIES = ["conv", "gemm", "lrn", "pool", "activation", "dropout", "softmax", "sgd", "augment", "fused"]
 
 
 def family_modules():
