@@ -34,6 +34,15 @@
 //      BM = BN = 64, BK = 8, TM = TN = 4 (conv::BM ... below), 256 threads.
 //   v2 bwd_bias: one block per filter, a strided sum per thread, then a shared-memory
 //      tree reduction (fixed order: deterministic).
+//   v3 fwd (+ optional fused ReLU epilogue): the v2 GEMM views on a bigger tile,
+//      BM = BN = 128, BK = 8, TM = TN = 8 (conv::V3_* below), 256 threads, at most
+//      128 registers (2 blocks per SM). Double-buffered shared memory: the next K
+//      tile is loaded into registers while the current one is computed, then stored
+//      into the other buffer; one __syncthreads per K step. A and B fragments are
+//      read as float4 (thread rows ty*4 + q*64 + e, columns tx*4 + q*64 + e, q, e < 4
+//      in pairs). im2col index math hoisted: each thread decodes its column once
+//      and walks k = (c,i,j) by additions and carries (no division in the K loop).
+//      See benchmarks/notes-conv.md for the design, floors and what to measure.
 //
 // resources (sm_90, nvcc 13.0 -Xptxas -v):
 //   kernel                       regs  smem (bytes)
@@ -46,7 +55,9 @@
 //   conv2d_bwd_filter_v2           48   4224
 //   conv2d_bwd_filter_reduce       32      0
 //   conv2d_bwd_bias_v2             28   1024
-//   (no spills, no local memory; v2 blocks are 256 threads)
+//   conv2d_fwd_v3                 128  16640
+//   (no spills, no local memory; v2 and v3 blocks are 256 threads; v3 is capped
+//   at 128 registers by __launch_bounds__(256, 2): sm_80 126, sm_86/89/90 128)
 #include "common.cuh"
 
 namespace conv {
@@ -246,6 +257,177 @@ __device__ __forceinline__ float block_sum(float v)
     return red[0];
 }
 
+
+// ---------------------------------------------------------------------------
+// The v3 engine: the same GEMM views as v2 with a bigger tile and cheaper loads.
+// An Op3 describes one GEMM view with the index math split into what a thread
+// decodes once and what it walks:
+//   int M, NCOL;                                rows and columns of C for one group
+//   const float* A;  int arow(int m) const;     A[m, k] = A[arow(m) + ka.off], arow linear in m
+//   KA ka(int k) const; void ka_next(KA&, int d) const;   decode k once, then k += d
+//   Col col(int c) const;                       per-column state (invalid column: reads 0)
+//   KB kb(int k) const; void kb_next(KB&, int d) const;   decode k once, then k += d
+//   float b(const Col&, const KB&) const;       B[k, col] (0 outside the image)
+//   int out(int c) const;                       output offset of column c < NCOL
+//   void store(int m, int o, float v) const;    C[m, c] = v with o = out(c)
+// Only additions, compares and (for the walk's carries) subtractions in the
+// K loop: no division per loaded element.
+// ---------------------------------------------------------------------------
+
+// A column that does not exist gets this image origin: origin + tap stays negative,
+// so the unsigned bounds check reads 0 without a separate flag.
+constexpr int NO_COLUMN = -(1 << 30);
+
+template <int BM, int BN, int BK, int TM, int TN, class Op>
+__device__ __forceinline__ void implicit_gemm_v3(const Op& op, int k_begin, int k_end)
+{
+    constexpr int NTX = BN / TN, NTY = BM / TM, NT = NTX * NTY;
+    constexpr int QM = TM / 4, QN = TN / 4;               // float4 fragments per thread
+    constexpr int A_LOADS = BM * BK / NT, B_LOADS = BN * BK / NT;
+    constexpr int A_STEP = NT / BK, B_STEP = NT / BN;     // a thread's A row stride, B k stride
+    static_assert(TM % 4 == 0 && TN % 4 == 0, "register tile must be whole float4s");
+    static_assert(NT % BK == 0 && NT % BN == 0 && BK % B_STEP == 0, "threads must cover whole tile rows");
+    static_assert(A_LOADS * NT == BM * BK && B_LOADS * B_STEP == BK, "tile loads must split evenly");
+    // Two buffers (compute on one while the next K tile is stored into the other).
+    // A rows padded by 4 floats: the transposing store As[.][t % BK][m] is
+    // conflict-free and every row stays 16-byte aligned for the float4 reads.
+    __shared__ __align__(16) float As[2][BK][BM + 4];
+    __shared__ __align__(16) float Bs[2][BK][BN];
+
+    const int t = threadIdx.x;
+    const int tx = t % NTX, ty = t / NTX;
+    const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
+
+    // Loads: A element (k + ak, rows am + r*A_STEP), coalesced along k;
+    //        B element (k + bk + r*B_STEP, column bc), coalesced along columns.
+    const int ak = t % BK, am = t / BK;
+    const int bc = t % BN, bk = t / BN;
+    // arow(m) is linear in m: the thread's A rows are a0 + r * a_step, r < A_LOADS,
+    // of which the first a_rows exist.
+    const int a0 = op.arow(row0 + am), a_step = op.arow(row0 + am + A_STEP) - a0;
+    const int a_rows = op.M - row0 - am;
+    const typename Op::Col bcol = op.col(col0 + bc);
+    typename Op::KA ka = op.ka(k_begin + ak);
+    typename Op::KB kb = op.kb(k_begin + bk);
+
+    float ra[A_LOADS], rb[B_LOADS];
+    // Global -> registers for the K tile at k0; the cursors end on the next tile.
+    auto load = [&](int k0) {
+        const bool ka_ok = k0 + ak < k_end;
+#pragma unroll
+        for (int r = 0; r < A_LOADS; ++r)
+            ra[r] = (ka_ok && r * A_STEP < a_rows) ? op.A[a0 + r * a_step + ka.off] : 0.f;
+        op.ka_next(ka, BK);
+#pragma unroll
+        for (int r = 0; r < B_LOADS; ++r) {
+            rb[r] = (k0 + bk + r * B_STEP < k_end) ? op.b(bcol, kb) : 0.f;
+            op.kb_next(kb, B_STEP);
+        }
+    };
+    auto stage = [&](int buf) {
+#pragma unroll
+        for (int r = 0; r < A_LOADS; ++r) As[buf][ak][am + r * A_STEP] = ra[r];
+#pragma unroll
+        for (int r = 0; r < B_LOADS; ++r) Bs[buf][bk + r * B_STEP][bc] = rb[r];
+    };
+
+    float acc[TM][TN];
+#pragma unroll
+    for (int r = 0; r < TM; ++r)
+#pragma unroll
+        for (int s = 0; s < TN; ++s) acc[r][s] = 0.f;
+
+    load(k_begin);
+    stage(0);
+    __syncthreads();
+    int buf = 0;
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
+        const bool more = k0 + BK < k_end;
+        load(k0 + BK);                      // in flight while this tile is computed (zeros past k_end)
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float av[TM], bv[TN];
+#pragma unroll
+            for (int q = 0; q < QM; ++q) {
+                const float4 v = *reinterpret_cast<const float4*>(&As[buf][kk][ty * 4 + q * NTY * 4]);
+                av[q * 4] = v.x; av[q * 4 + 1] = v.y; av[q * 4 + 2] = v.z; av[q * 4 + 3] = v.w;
+            }
+#pragma unroll
+            for (int q = 0; q < QN; ++q) {
+                const float4 v = *reinterpret_cast<const float4*>(&Bs[buf][kk][tx * 4 + q * NTX * 4]);
+                bv[q * 4] = v.x; bv[q * 4 + 1] = v.y; bv[q * 4 + 2] = v.z; bv[q * 4 + 3] = v.w;
+            }
+#pragma unroll
+            for (int r = 0; r < TM; ++r)
+#pragma unroll
+                for (int s = 0; s < TN; ++s) acc[r][s] = fmaf(av[r], bv[s], acc[r][s]);
+        }
+        if (more) stage(buf ^ 1);           // that buffer was last read before the previous barrier
+        __syncthreads();
+        buf ^= 1;
+    }
+
+    // Thread (tx, ty) holds rows ty*4 + q*NTY*4 + e and columns tx*4 + q*NTX*4 + e.
+#pragma unroll
+    for (int s = 0; s < TN; ++s) {
+        const int c = col0 + tx * 4 + (s / 4) * NTX * 4 + s % 4;
+        if (c >= op.NCOL) continue;
+        const int o = op.out(c);
+#pragma unroll
+        for (int r = 0; r < TM; ++r) {
+            const int m = row0 + ty * 4 + (r / 4) * NTY * 4 + r % 4;
+            if (m < op.M) op.store(m, o, acc[r][s]);
+        }
+    }
+}
+
+// fwd v3: A = w (m = f, k = (c,i,j)), B = x patches (col = (n,oh,ow)); epilogue
+// y = conv + b, then max(0, .) when relu.
+struct FwdOp3 {
+    const float* A;                       // w
+    const float* x; const float* bias; float* y;
+    Shape s; int g, has_bias, relu, M, NCOL;
+    struct KA { int off; };               // off = k
+    struct Col { int off, ih0, iw0; };    // off: x index of (n, g*Cg, ih0, iw0)
+    struct KB { int off, i, j; };         // k = (c,i,j); off = c*HW + i*W + j
+    __device__ int arow(int m) const { return (g * s.Fg + m) * (s.Cg * s.KHW); }
+    __device__ KA ka(int k) const { return KA{k}; }
+    __device__ void ka_next(KA& a, int d) const { a.off += d; }
+    __device__ Col col(int c) const {
+        if (c >= NCOL) return Col{0, NO_COLUMN, NO_COLUMN};
+        const int n = c / s.OHW, p = c - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
+        const int ih0 = oh * s.SH - s.PH, iw0 = ow * s.SW - s.PW;
+        return Col{(n * s.C + g * s.Cg) * s.HW + ih0 * s.W + iw0, ih0, iw0};
+    }
+    __device__ KB kb(int k) const {
+        const int c = k / s.KHW, rest = k - c * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
+        return KB{c * s.HW + i * s.W + j, i, j};
+    }
+    __device__ void kb_next(KB& b, int d) const {
+        b.j += d; b.off += d;
+        while (b.j >= s.KW) { b.j -= s.KW; ++b.i; b.off += s.W - s.KW; }
+        while (b.i >= s.KH) { b.i -= s.KH; b.off += s.HW - s.KH * s.W; }
+    }
+    __device__ float b(const Col& cl, const KB& k) const {
+        const int ih = cl.ih0 + k.i, iw = cl.iw0 + k.j;
+        return ((unsigned)ih < (unsigned)s.H && (unsigned)iw < (unsigned)s.W) ? x[cl.off + k.off] : 0.f;
+    }
+    __device__ int out(int c) const {
+        const int n = c / s.OHW;
+        return n * s.F * s.OHW + (c - n * s.OHW);
+    }
+    __device__ void store(int m, int o, float v) const {
+        const int f = g * s.Fg + m;
+        if (has_bias) v += bias[f];
+        if (relu) v = fmaxf(v, 0.f);
+        y[o + f * s.OHW] = v;
+    }
+};
+
+// v3 tile configuration (one place): 128 x 128 x 8 tile, 8 x 8 per thread.
+constexpr int V3_BM = 128, V3_BN = 128, V3_BK = 8, V3_TM = 8, V3_TN = 8;
+constexpr int V3_THREADS = (V3_BM / V3_TM) * (V3_BN / V3_TN);   // 256 (V3_THREADS in conv.py)
+
 }  // namespace conv
 
 // Every conv kernel takes the same 14 shape scalars, written out in each signature
@@ -420,4 +602,21 @@ extern "C" __global__ void __launch_bounds__(conv::BIAS_THREADS) conv2d_bwd_bias
     }
     const float total = conv::block_sum<NT>(acc);
     if (threadIdx.x == 0) db[fi] = total;
+}
+
+// ---------------------------------------------------------------------------
+// v3: implicit GEMM, 128 x 128 x 8 tile, block = conv::V3_THREADS (256), grids below.
+// ---------------------------------------------------------------------------
+
+// grid (ceil(N*OH*OW / 128), ceil(Fg / 128), G); relu != 0: y = max(0, conv + b).
+extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_fwd_v3(
+    const float* __restrict__ x, const float* __restrict__ wt, const float* __restrict__ b,
+    float* __restrict__ y,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
+{
+    using namespace conv;
+    const Shape s(CONV_SHAPE_ARGS);
+    const FwdOp3 op{wt, x, b, y, s, (int)blockIdx.z, has_bias, relu, s.Fg, s.N * s.OHW};
+    implicit_gemm_v3<V3_BM, V3_BN, V3_BK, V3_TM, V3_TN>(op, 0, s.Cg * s.KHW);
 }

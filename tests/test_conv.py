@@ -18,6 +18,8 @@ from convnet.kernel_ops import conv
 
 SMALL = conv.cases("small")
 VERSIONS = conv.VERSIONS
+# versions built for forward, backward-data and backward-filter alike
+ALL_PASS_VERSIONS = [v for v in VERSIONS if v != "v3" or len(conv.V3_PASSES) == 3]
 
 
 def _check(case, backend):
@@ -55,6 +57,32 @@ def test_every_kernel_is_checked():
     assert set(conv.SHIPPED.values()) <= set(VERSIONS)
 
 
+def test_every_small_shape_has_v3_cases():
+    """v3 runs on every small shape (odd, partial tiles) for each pass it has, plus a full tile."""
+    names = {c.name for c in SMALL}
+    passes = {"conv2d_forward": "fwd", "conv2d_backward_data": "bwd_data",
+              "conv2d_backward_filter": "bwd_filter"}
+    for label, *_ in conv.SMALL_SHAPES + conv.V3_SHAPES:
+        assert f"conv2d_fwd_v3 relu {label}" in names
+        for op in conv.V3_PASSES:
+            assert f"conv2d_{passes[op]}_v3 {label}" in names
+
+
+def test_v3_fused_relu_equals_unfused():
+    xs, ws, s, p, g = (3, 6, 11, 9), (10, 3, 4, 3), (2, 1), (1, 2), 2
+    x, w, b, _ = _data(xs, ws, s, p, seed=11)
+    plain = conv.conv2d_forward(x, w, b, s, p, g, version="v3")
+    fused = conv.conv2d_forward(x, w, b, s, p, g, version="v3", relu=True)
+    assert (plain < 0).any() and (plain > 0).any()          # the relu has something to do
+    np.testing.assert_array_equal(fused, np.maximum(plain, 0))
+    nobias = conv.conv2d_forward(x, w, None, s, p, g, version="v3", relu=True)
+    np.testing.assert_array_equal(nobias, np.maximum(conv.conv2d_forward(x, w, None, s, p, g, version="v3"), 0))
+    with pytest.raises(ValueError, match="relu"):
+        conv.conv2d_forward(x, w, b, s, p, g, version="v2", relu=True)
+    with pytest.raises(TypeError, match="relu"):
+        conv.conv2d_forward(x, w, b, s, p, g, version="v3", relu=1)
+
+
 def _random_geometry(rng):
     g = int(rng.integers(1, 4))
     n, cg, fg = int(rng.integers(1, 5)), int(rng.integers(1, 5)), int(rng.integers(1, 6))
@@ -83,7 +111,7 @@ def _data(x_shape, w_shape, stride, pad, seed=0):
     return x, w, b, dy
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", ALL_PASS_VERSIONS)
 def test_adjoint_identities(version):
     """<conv(x, w), dy> = <x, bwd_data(dy, w)> = <w, bwd_filter(dy, x)>, <b, bwd_bias(dy)> = <b (broadcast), dy>."""
     xs, ws, s, p, g = (3, 6, 11, 9), (4, 3, 4, 3), (2, 1), (1, 2), 2
@@ -101,7 +129,7 @@ def test_adjoint_identities(version):
     assert abs(float(np.sum((yb - y) * d)) - float(np.sum(b * db))) <= 1e-5 * float(np.sum(np.abs(yb - y) * np.abs(d)))
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", ALL_PASS_VERSIONS)
 def test_groups_equal_separate_convolutions(version):
     xs, ws, s, p = (3, 6, 10, 9), (8, 3, 3, 2), 2, 1
     x, w, b, dy = _data(xs, ws, s, p, seed=3)
@@ -182,7 +210,7 @@ def test_bad_input_errors():
         conv.backward_filter(dy, x, ws, groups=2, splits=0)
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", ALL_PASS_VERSIONS)
 def test_empty_batch(version):
     x = np.zeros((0, 3, 5, 6), np.float32)
     w = np.ones((2, 3, 3, 3), np.float32)

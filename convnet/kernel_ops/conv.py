@@ -20,10 +20,15 @@ SHIPPED = {
     "conv2d_backward_filter": "v2",
     "conv2d_backward_bias": "v2",
 }
-VERSIONS = ("v1", "v2")
+VERSIONS = ("v1", "v2", "v3")
+# Passes with a v3 kernel (conv2d_backward_bias has none: version="v3" runs its v2).
+V3_PASSES = ("conv2d_forward",)
+BIAS_KERNEL = {"v1": "v1", "v2": "v2", "v3": "v2"}
 
-# conv.cu's v2 tile (conv::BM, BN, V2_THREADS) and the v1 block size.
+# conv.cu's v2 tile (conv::BM, BN, V2_THREADS), v3 tile (conv::V3_BM, V3_BN,
+# V3_THREADS) and the v1 block size.
 V2_TILE_M, V2_TILE_N, V2_THREADS = 64, 64, 256
+V3_TILE_M, V3_TILE_N, V3_THREADS = 128, 128, 256
 V1_THREADS = 256
 # Backward-filter split-K: aim for this many blocks (two waves on a 132-SM
 # H100), with at least MIN_K_PER_SLICE reduction steps per slice.
@@ -84,7 +89,14 @@ def _version(op, version):
     v = SHIPPED[op] if version is None else version
     if v not in VERSIONS:
         raise ValueError(f"{op}: unknown version {version!r}; kept versions are {', '.join(VERSIONS)}")
+    if v == "v3" and op != "conv2d_backward_bias" and op not in V3_PASSES:
+        raise ValueError(f"{op}: version 'v3' is not built for this pass yet")
     return v
+
+
+def _tile(v):
+    """(rows, columns, threads) of the implicit-GEMM block tile of version v2 or v3."""
+    return (V3_TILE_M, V3_TILE_N, V3_THREADS) if v == "v3" else (V2_TILE_M, V2_TILE_N, V2_THREADS)
 
 
 def _geometry(x_shape, w_shape, stride, pad, groups):
@@ -128,9 +140,17 @@ def _get(name, like):
 
 # --- launchers -------------------------------------------------------------
 
-def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None):
-    """y = conv(x, w) + b.  x (N, C, H, W), w (F, C/groups, KH, KW), b (F,) or None -> (N, F, OH, OW)."""
+def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None, relu=False):
+    """y = conv(x, w) + b.  x (N, C, H, W), w (F, C/groups, KH, KW), b (F,) or None -> (N, F, OH, OW).
+
+    relu=True (v3 only) fuses the activation into the kernel's epilogue:
+    y = max(0, conv(x, w) + b), the same as relu_forward of the unfused result.
+    """
     v = _version("conv2d_forward", version)
+    if not isinstance(relu, (bool, np.bool_)):
+        raise TypeError(f"relu must be a bool, got {relu!r}")
+    if relu and v != "v3":
+        raise ValueError(f"conv2d_forward: relu=True (the fused epilogue) needs version='v3', got {v!r}")
     x, w = _array(x, "x", 4), _array(w, "w", 4)
     xp = _module(x, w) if b is None else _module(x, w, b)
     geo = _geometry(tuple(x.shape), tuple(w.shape), stride, pad, groups)
@@ -149,8 +169,9 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None):
     if v == "v1":
         k(_cdiv(y.size, V1_THREADS), V1_THREADS, (x, w, b, y) + geo + (has_bias,))
     else:
-        grid = (_cdiv(n * oh * ow, V2_TILE_N), _cdiv(f // g, V2_TILE_M), g)
-        k(grid, V2_THREADS, (x, w, b, y) + geo + (has_bias,))
+        tm, tn, threads = _tile(v)
+        grid = (_cdiv(n * oh * ow, tn), _cdiv(f // g, tm), g)
+        k(grid, threads, (x, w, b, y) + geo + (has_bias,) + ((int(relu),) if v == "v3" else ()))
     return y
 
 
@@ -172,17 +193,19 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, version=None
     if v == "v1":
         k(_cdiv(dx.size, V1_THREADS), V1_THREADS, (dy, w, dx) + geo)
     else:
-        grid = (_cdiv(n * h * wd, V2_TILE_N), _cdiv(c // g, V2_TILE_M), g)
-        k(grid, V2_THREADS, (dy, w, dx) + geo)
+        tm, tn, threads = _tile(v)
+        grid = (_cdiv(n * h * wd, tn), _cdiv(c // g, tm), g)
+        k(grid, threads, (dy, w, dx) + geo)
     return dx
 
 
-def backward_filter_splits(geo):
-    """(splits, k_chunk) for conv2d_bwd_filter_v2: the N*OH*OW reduction cut into
+def backward_filter_splits(geo, version="v2"):
+    """(splits, k_chunk) for conv2d_bwd_filter_v2/v3: the N*OH*OW reduction cut into
     `splits` slices of k_chunk (a multiple of 8), enough blocks to fill the GPU."""
     n, c, h, wd, f, kh, kw, oh, ow, sh, sw, ph, pw, g = geo
     k_total = n * oh * ow
-    blocks = g * _cdiv(f // g, V2_TILE_M) * _cdiv((c // g) * kh * kw, V2_TILE_N)
+    tm, tn, _ = _tile(version)
+    blocks = g * _cdiv(f // g, tm) * _cdiv((c // g) * kh * kw, tn)
     splits = max(1, min(_cdiv(TARGET_BLOCKS, blocks), k_total // MIN_K_PER_SLICE, 65535 // g))
     return _slices(k_total, splits)
 
@@ -200,7 +223,7 @@ def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=No
 def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, splits=None):
     """conv2d_backward_filter with the v2 split-K count exposed (tests, tuning).
 
-    splits (v2 only): cut the reduction over (n, oh, ow) into this many slices
+    splits (v2, v3): cut the reduction over (n, oh, ow) into this many slices
     (None: chosen by backward_filter_splits); the slices are added in a fixed
     order, so results are deterministic.
     """
@@ -219,7 +242,7 @@ def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, spl
         k(_cdiv(dw.size, V1_THREADS), V1_THREADS, (dy, x, dw) + geo)
         return dw
     if splits is None:
-        splits, chunk = backward_filter_splits(geo)
+        splits, chunk = backward_filter_splits(geo, v)
     else:
         splits, chunk = _slices(n * oh * ow, _int(splits, "splits", 1))
         if g * splits > 65535:
@@ -227,8 +250,9 @@ def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, spl
     if splits * dw.size > INT32_LIMIT:
         raise ValueError(f"split-K workspace of {splits} x {dw.size} elements is too large for int32 indexing")
     ws = dw if splits == 1 else xp.empty((splits,) + tuple(w_shape), dtype=np.float32)
-    grid = (_cdiv((c // g) * kh * kw, V2_TILE_N), _cdiv(f // g, V2_TILE_M), g * splits)
-    k(grid, V2_THREADS, (dy, x, ws) + geo + (splits, chunk))
+    tm, tn, threads = _tile(v)
+    grid = (_cdiv((c // g) * kh * kw, tn), _cdiv(f // g, tm), g * splits)
+    k(grid, threads, (dy, x, ws) + geo + (splits, chunk))
     if splits > 1:
         red = _get("conv2d_bwd_filter_reduce", dy)
         red(_cdiv(dw.size, V1_THREADS), V1_THREADS, (ws, dw, dw.size, splits))
@@ -236,8 +260,10 @@ def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, spl
 
 
 def conv2d_backward_bias(dy, version=None):
-    """db[f] = sum of dy[:, f] over batch and pixels.  dy (N, F, OH, OW) -> (F,)."""
-    v = _version("conv2d_backward_bias", version)
+    """db[f] = sum of dy[:, f] over batch and pixels.  dy (N, F, OH, OW) -> (F,).
+
+    There is no v3 bias kernel: version="v3" runs v2 (BIAS_KERNEL)."""
+    v = BIAS_KERNEL[_version("conv2d_backward_bias", version)]
     dy = _array(dy, "dy", 4)
     xp = _module(dy)
     n, f, oh, ow = dy.shape
@@ -263,6 +289,14 @@ SMALL_SHAPES = [
     ("2x3x19x17 k5 s4 p2", (2, 3, 19, 17), (5, 3, 5, 5), 4, 2, 1),
     ("3x4x9x10 k3x2 s3 p(0,2) g2", (3, 4, 9, 10), (6, 2, 3, 2), 3, (0, 2), 2),
     ("1x3x5x4 k5x4 s1 p0 g3", (1, 3, 5, 4), (3, 1, 5, 4), 1, 0, 3),
+]
+
+# v3's 128 x 128 tile exactly full in M, N and K for every pass (1x1 kernel:
+# M = F = C = 128, columns = N*H*W = 128, K = 128), then one that spans several
+# tiles in M and N with partial last tiles (Fg = 130, N*OH*OW = 3*12*10 = 360).
+V3_SHAPES = [
+    ("2x128x8x8 k1 full v3 tile", (2, 128, 8, 8), (128, 128, 1, 1), 1, 0, 1),
+    ("3x4x12x10 k3 p1 g2 F260", (3, 4, 12, 10), (260, 2, 3, 3), 1, 1, 2),
 ]
 
 # AlexNet as one device (batch 128): conv1..conv5.
@@ -295,11 +329,18 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, versions=VERSIONS,
     geo = dict(stride=stride, pad=pad, groups=groups)
     cases = []
     for v in versions:
+        cases.append(checking.Case(f"conv2d_fwd_{v} {label}", [x, w, b],
+                                   lambda x, w, b: R.conv2d_forward(x, w, b, **geo),
+                                   lambda x, w, b, v=v: conv2d_forward(x, w, b, **geo, version=v),
+                                   tol, (f"conv2d_fwd_{v}",), scale))
+        if v == "v3":
+            cases.append(checking.Case(f"conv2d_fwd_v3 relu {label}", [x, w, b],
+                                       lambda x, w, b: np.maximum(R.conv2d_forward(x, w, b, **geo), 0),
+                                       lambda x, w, b: conv2d_forward(x, w, b, **geo, version="v3", relu=True),
+                                       tol, ("conv2d_fwd_v3",), scale))
+            if "conv2d_backward_data" not in V3_PASSES:
+                continue
         cases += [
-            checking.Case(f"conv2d_fwd_{v} {label}", [x, w, b],
-                          lambda x, w, b: R.conv2d_forward(x, w, b, **geo),
-                          lambda x, w, b, v=v: conv2d_forward(x, w, b, **geo, version=v),
-                          tol, (f"conv2d_fwd_{v}",), scale),
             checking.Case(f"conv2d_bwd_data_{v} {label}", [dy, w],
                           lambda dy, w: R.conv2d_backward_data(dy, w, x_shape, **geo),
                           lambda dy, w, v=v: conv2d_backward_data(dy, w, x_shape, **geo, version=v),
@@ -307,13 +348,14 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, versions=VERSIONS,
             checking.Case(f"conv2d_bwd_filter_{v} {label}", [dy, x],
                           lambda dy, x: R.conv2d_backward_filter(dy, x, w_shape, **geo),
                           lambda dy, x, v=v: conv2d_backward_filter(dy, x, w_shape, **geo, version=v),
-                          tol, (f"conv2d_bwd_filter_{v}",) + (("conv2d_bwd_filter_reduce",) if v == "v2" else ()),
+                          tol, (f"conv2d_bwd_filter_{v}",) + (("conv2d_bwd_filter_reduce",) if v != "v1" else ()),
                           scale),
-            checking.Case(f"conv2d_bwd_bias_{v} {label}", [dy],
-                          R.conv2d_backward_bias,
-                          lambda dy, v=v: conv2d_backward_bias(dy, version=v),
-                          tol, (f"conv2d_bwd_bias_{v}",), scale),
         ]
+        if BIAS_KERNEL[v] == v:          # v3 has no bias kernel of its own
+            cases.append(checking.Case(f"conv2d_bwd_bias_{v} {label}", [dy],
+                                       R.conv2d_backward_bias,
+                                       lambda dy, v=v: conv2d_backward_bias(dy, version=v),
+                                       tol, (f"conv2d_bwd_bias_{v}",), scale))
     return cases
 
 
@@ -329,6 +371,8 @@ def cases(scale="small"):
     for i, (label, xs, ws, s, p, g) in enumerate(shapes):
         out += shape_cases(label, xs, ws, s, p, g, seed=i, scale=scale)
     if scale == "small":
+        for i, (label, xs, ws, s, p, g) in enumerate(V3_SHAPES):
+            out += shape_cases(label, xs, ws, s, p, g, versions=("v3",), seed=50 + i)
         out += split_cases()
     return out
 
