@@ -15,6 +15,16 @@ Several inputs are concatenated along channels (conv; they must share H x W)
 or along flattened features (fc), in the order the spec lists them; the
 backward pass splits the gradient the same way.
 
+Fusion (set up by the Net on the "emu" and "cuda" backends, convnet/kernel_ops/fused.py):
+a layer's `fused_into` names the one layer that consumes it and does its work
+in the same kernel, that layer's `fused_from` is the producer. An LRN fused
+into a max pool passes its input through; the pool runs lrn_maxpool_* on it
+and returns the gradient of the LRN's input, which the LRN passes back. A ReLU
+(or an fc/conv layer's ReLU neuron) fused into a dropout leaves its input
+(the pre-activation) as it is while the dropout is active (training, p > 0);
+the dropout runs relu_dropout_* and returns the gradient of the
+pre-activation. Otherwise both layers run unfused.
+
 Output sizes: conv (H + 2*pad - K) // stride + 1; pooling
 ceil((H - size) / stride) + 1 (the last window may be clipped), as in
 docs/design.md.
@@ -74,6 +84,9 @@ class Layer:
     optional = {}
     n_inputs = (1, 1)
     has_neurons = False        # counted in Net.num_neurons (conv and fc)
+    fused_into = None          # the consumer layer that runs this layer's op in its kernel
+    fused_from = None          # the producer layer whose op this layer runs in its kernel
+    _fused_active = False      # this layer's last forward left its work to fused_into
 
     def __init__(self, spec, in_shapes, backend="numpy"):
         self.name = spec["name"]
@@ -129,7 +142,15 @@ class Layer:
             raise self.error(f"unknown neuron {n!r}: choose one of {', '.join(NEURONS)} or None")
         return n
 
-    def _neuron_forward(self, y):
+    def _relu_deferred(self, train):
+        """Whether this forward leaves its ReLU to the dropout layer it is fused into."""
+        into = self.fused_into
+        self._fused_active = bool(into is not None and into.kind == "dropout" and train and into.p > 0)
+        return self._fused_active
+
+    def _neuron_forward(self, y, train=False):
+        if self.neuron == "relu" and self._relu_deferred(train):
+            return y
         if self.neuron == "relu":
             return ops.relu_forward(y, backend=self.backend)
         if self.neuron == "tanh":
@@ -137,6 +158,8 @@ class Layer:
         return y
 
     def _neuron_backward(self, dy, y):
+        if self._fused_active:          # dy is already the gradient of the pre-activation
+            return dy
         if self.neuron == "relu":
             return ops.relu_backward(dy, y, backend=self.backend)
         if self.neuron == "tanh":
@@ -273,7 +296,7 @@ class Conv(Layer):
         w, b = self.params["w"].value, self.params["b"].value
         y = ops.conv2d_forward(x, w, b, stride=self.stride, pad=self.pad, groups=self.groups,
                                backend=self.backend)
-        y = self._neuron_forward(y)
+        y = self._neuron_forward(y, train)
         self.x, self.y = x, y
         return y
 
@@ -316,7 +339,7 @@ class FC(Layer):
         self._check_inputs(inputs)
         x = self._concat(inputs, flatten=True)
         w, b = self.params["w"].value, self.params["b"].value
-        y = self._neuron_forward(ops.fc_forward(x, w, b, backend=self.backend))
+        y = self._neuron_forward(ops.fc_forward(x, w, b, backend=self.backend), train)
         self.x, self.y = x, y
         return y
 
@@ -341,6 +364,9 @@ class _Neuron(Layer):
 
     def forward(self, inputs, train=True):
         self._check_inputs(inputs)
+        if self.kind == "relu" and self._relu_deferred(train):
+            self.y = inputs[0]
+            return self.y
         self.y = getattr(ops, f"{self.kind}_forward")(inputs[0], backend=self.backend)
         return self.y
 
@@ -348,6 +374,8 @@ class _Neuron(Layer):
         self._require_forward("y")
         if not self._need(need)[0]:
             return [None]
+        if self._fused_active:
+            return [dy]
         return [getattr(ops, f"{self.kind}_backward")(dy, self.y, backend=self.backend)]
 
 
@@ -398,6 +426,11 @@ class LRN(Layer):
     def forward(self, inputs, train=True):
         self._check_inputs(inputs)
         x = inputs[0]
+        if self.fused_into is not None:         # the max pool normalizes and pools in one kernel
+            self._fused_active = True
+            self.x = self.y = x
+            return x
+        self._fused_active = False
         kw = dict(size=self.size, alpha=self.alpha, beta=self.beta, k=self.k, backend=self.backend)
         y = self._join([ops.lrn_forward(xg, **kw) for xg in self._blocks(x)])
         self.x, self.y = x, y
@@ -407,6 +440,8 @@ class LRN(Layer):
         self._require_forward("x", "y")
         if not self._need(need)[0]:
             return [None]
+        if self._fused_active:                  # the pool returned the gradient of our input
+            return [dy]
         kw = dict(size=self.size, alpha=self.alpha, beta=self.beta, k=self.k, backend=self.backend)
         parts = zip(self._blocks(dy), self._blocks(self.x), self._blocks(self.y))
         return [self._join([ops.lrn_backward(d, x, y, **kw) for d, x, y in parts])]
@@ -426,15 +461,25 @@ class Pool(Layer):
         self.stride = self._int_opt("stride", 1)
         if self.size > h or self.size > w:
             raise self.error(f"pooling window {self.size}x{self.size} is larger than the input {h}x{w}")
-        self.x = self.y = None
+        self.x = self.y = self.arg = None
         return (c, -(-(h - self.size) // self.stride) + 1, -(-(w - self.size) // self.stride) + 1)
 
     def describe(self):
         return f"{self.mode} {self.size}x{self.size} s{self.stride}"
 
+    def _lrn_kw(self):
+        lrn = self.fused_from
+        return dict(size=lrn.size, alpha=lrn.alpha, beta=lrn.beta, k=lrn.k, pool_size=self.size,
+                    pool_stride=self.stride, groups=lrn.groups)
+
     def forward(self, inputs, train=True):
         self._check_inputs(inputs)
         x = inputs[0]
+        if self.fused_from is not None:         # x is the LRN's input
+            from convnet.kernel_ops import fused
+            self.y, self.arg = fused.lrn_maxpool_forward(x, **self._lrn_kw())
+            self.x = x
+            return self.y
         fwd = ops.maxpool_forward if self.mode == "max" else ops.avgpool_forward
         y = fwd(x, size=self.size, stride=self.stride, backend=self.backend)
         self.x, self.y = x, y
@@ -444,6 +489,9 @@ class Pool(Layer):
         self._require_forward("x", "y")
         if not self._need(need)[0]:
             return [None]
+        if self.fused_from is not None:         # the gradient of the LRN's input
+            from convnet.kernel_ops import fused
+            return [fused.lrn_maxpool_backward(dy, self.x, self.arg, **self._lrn_kw())]
         if self.mode == "max":
             dx = ops.maxpool_backward(dy, self.x, self.y, size=self.size, stride=self.stride, backend=self.backend)
         else:
@@ -465,6 +513,7 @@ class Dropout(Layer):
         self.p = float(p)
         self.seed = 0
         self._used_seed = None       # seed of the last forward; None: identity (test or p = 0)
+        self._y = None               # output of a fused ReLU + dropout forward
         self._done = False
         return self.in_shapes[0]
 
@@ -474,8 +523,16 @@ class Dropout(Layer):
     def forward(self, inputs, train=True):
         self._check_inputs(inputs)
         self._done = True
+        self._y = None
         if train and self.p > 0:
             self._used_seed = int(self.seed)
+            if self.fused_from is not None:
+                if not self.fused_from._fused_active:
+                    raise RuntimeError(f"layer '{self.name}': its input '{self.fused_from.name}' "
+                                       "applied its ReLU: fused layers must run in the same mode")
+                from convnet.kernel_ops import fused
+                self._y = fused.relu_dropout_forward(inputs[0], self.p, self._used_seed)
+                return self._y
             return ops.dropout_forward(inputs[0], self.p, self._used_seed, backend=self.backend)
         self._used_seed = None
         return inputs[0]
@@ -487,6 +544,9 @@ class Dropout(Layer):
             return [None]
         if self._used_seed is None:
             return [dy]
+        if self._y is not None:                 # the gradient of the ReLU's input
+            from convnet.kernel_ops import fused
+            return [fused.relu_dropout_backward(dy, self._y, self.p)]
         return [ops.dropout_backward(dy, self.p, self._used_seed, backend=self.backend)]
 
 

@@ -28,6 +28,15 @@ materialize=False builds shapes only (no arrays: summary and counts).
 dtype=np.float64 (NumPy backend only) runs the whole net in float64, for
 gradient checks; float32 otherwise.
 
+Fusion (fuse=True, the default; "emu" and "cuda" only, the NumPy backend
+always runs the unfused references): an lrn layer whose only consumer is a max
+pool on its column runs with that pool as one kernel pair (lrn_maxpool_*), and
+a relu layer or an fc/conv layer with neuron "relu" whose only consumer is a
+dropout layer on its column runs with it as relu_dropout_* while the dropout
+is active (convnet/kernel_ops/fused.py, kernels/fused.cu). The results equal
+the unfused layers' up to float32 rounding; net.fusions lists the pairs and
+net.summary() names them. fuse=False runs every layer on its own.
+
 Dropout: the seed of a dropout layer's mask at training step n is derived
 from (seed, n, the layer's index in the config); net.step counts training
 forwards (each forward(train=True) uses the current step, then adds one), and
@@ -78,7 +87,7 @@ def _graph_order(specs):
 
 class Net:
     def __init__(self, config, backend="numpy", devices=None, seed=0, input_shape=None,
-                 dtype=np.float32, materialize=True):
+                 dtype=np.float32, materialize=True, fuse=True):
         if isinstance(config, str):
             from convnet.configs import load_config
             config = load_config(config)
@@ -110,6 +119,7 @@ class Net:
             self.layers[name] = make_layer(clean, [self.layers[i].out_shape for i in s["_inputs"]], backend)
         self.config_order = [s["name"] for s in specs]
         self._find_output()
+        self.fusions = self._link_fusions() if fuse and backend != "numpy" else []
         self._init_params(materialize)
         self._acts = None
         self._loss_ready = False
@@ -182,6 +192,26 @@ class Net:
         self.run_order = [n for n in self.order
                           if n != self.data and self.layers[n] is not self.loss_layer and n in live]
         self.consumers = consumers
+
+    def _link_fusions(self):
+        """Pairs (producer, consumer) that run as one fused kernel pair; links the layers."""
+        from convnet.kernel_ops.fused import MAX_POOL_AREA
+        pairs = []
+        for name in self.run_order:
+            layer = self.layers[name]
+            if len(layer.inputs) != 1 or layer.inputs[0] == self.data:
+                continue
+            src = self.layers[layer.inputs[0]]
+            if self.consumers[src.name] != [name] or src.column != layer.column or src.name == self.output:
+                continue
+            lrn_pool = (layer.kind == "pool" and layer.mode == "max" and src.kind == "lrn"
+                        and layer.size * layer.size <= MAX_POOL_AREA)
+            relu_drop = (layer.kind == "dropout"
+                         and (src.kind == "relu" or (src.kind in ("conv", "fc") and src.neuron == "relu")))
+            if lrn_pool or relu_drop:
+                src.fused_into, layer.fused_from = layer, src
+                pairs.append((src.name, name))
+        return pairs
 
     def _layer_hyper(self, name):
         """HYPER defaults with every matching per-layer override applied in order."""
@@ -261,6 +291,8 @@ class Net:
             line = "  ".join(c.ljust(w) if i != 5 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
             lines.append((line + "  " + r[6]).rstrip())
         lines.append(f"total: {self.num_params:,} parameters, {self.num_neurons:,} neurons")
+        if self.fusions:
+            lines.append("fused kernels: " + ", ".join(f"{a}+{b}" for a, b in self.fusions))
         cross = self.crossings()
         if not cross:
             lines.append("cross-column copies: none")

@@ -8,7 +8,6 @@ differences in float64); bad arguments fail with one clear line.
 import numpy as np
 import pytest
 
-from convnet import reference as R
 from convnet.gradcheck import check_gradients
 from convnet.kernel_ops import fused
 
@@ -134,3 +133,68 @@ def test_bad_arguments():
         fused.relu_dropout_forward(x, 0.5, 1.5)
     with pytest.raises(ValueError, match="same shape"):
         fused.relu_dropout_backward(x, x[:1], 0.5)
+
+
+# --- the network uses the fused kernels ----------------------------------------
+
+def _step(net, x, labels, train, step=0):
+    net.set_step(step)
+    logits = net.forward(x, train=train)
+    loss = net.loss(logits, labels)
+    net.backward()
+    return np.asarray(logits), loss, {p.name: np.asarray(p.grad) for p in net.params()}
+
+
+@emu
+@pytest.mark.parametrize("train", [True, False])
+def test_fused_net_equals_unfused_net_on_emulation(train):
+    """A small two-column AlexNet-shaped net (lrn->pool twice per column, fc relu->dropout
+    twice per column; LRN alpha large enough to matter): the same logits, loss and
+    gradients with and without fusion, training (dropout active) and not."""
+    from test_columns import batch, two_columns
+    from convnet.net import Net
+    fused_net = Net(two_columns(0.5), backend="emu", seed=3)
+    plain = Net(two_columns(0.5), backend="emu", seed=3, fuse=False)
+    assert plain.fusions == [] and Net(two_columns(0.5), seed=3).fusions == []   # numpy: never
+    assert sorted(fused_net.fusions) == sorted(
+        [(f"lrn{i}{c}", f"pool{i}{c}") for i in (1, 2) for c in "ab"]
+        + [(f"fc{i}{c}", f"drop{i}{c}") for i in (6, 7) for c in "ab"])
+    assert "fused kernels: " in fused_net.summary() and "fused" not in plain.summary()
+    x, labels = batch(np.float32)
+    lf, loss_f, gf = _step(fused_net, x, labels, train)
+    lp, loss_p, gp = _step(plain, x, labels, train)
+    assert np.abs(lp).max() > 1e-3
+    np.testing.assert_allclose(lf, lp, rtol=0, atol=1e-5 * np.abs(lp).max())
+    assert loss_f == pytest.approx(loss_p, rel=1e-5)
+    for name in gp:
+        scale = np.abs(gp[name]).max()
+        assert scale > 0, name
+        err = np.abs(gf[name] - gp[name]).max() / scale
+        assert err <= 1e-5, f"gradient of {name}: relative difference {err:.2e}"
+    # the fused layers did run fused: the LRN passed its input through, the pool kept an argmax
+    assert fused_net.layers["pool1a"].arg is not None and plain.layers["pool1a"].arg is None
+    assert fused_net.layers["fc6a"]._fused_active == train
+
+
+@emu
+def test_relu_layer_fused_into_dropout():
+    """A standalone relu layer before a dropout fuses too; a relu with two consumers does not."""
+    from convnet.net import Net
+    L = [{"name": "data", "type": "data", "shape": [11]},
+         {"name": "fc1", "type": "fc", "inputs": "data", "outputs": 9},
+         {"name": "relu1", "type": "relu", "inputs": "fc1"},
+         {"name": "drop1", "type": "dropout", "inputs": "relu1", "p": 0.4},
+         {"name": "fc2", "type": "fc", "inputs": "drop1", "outputs": 6, "neuron": "relu"},
+         {"name": "fc3", "type": "fc", "inputs": "fc2", "outputs": 3},
+         {"name": "fc4", "type": "fc", "inputs": "fc2", "outputs": 3},
+         {"name": "fc5", "type": "fc", "inputs": ["fc3", "fc4"], "outputs": 4}]
+    cfg = {"name": "mlp", "LAYERS": L, "HYPER": {"init_std": 0.3, "bias_init": 0.1}}
+    a, b = Net(cfg, backend="emu", seed=1), Net(cfg, backend="emu", seed=1, fuse=False)
+    assert a.fusions == [("relu1", "drop1")]
+    x = np.random.default_rng(0).standard_normal((5, 11)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 1], np.int32)
+    la, _, ga = _step(a, x, labels, True, step=4)
+    lb, _, gb = _step(b, x, labels, True, step=4)
+    np.testing.assert_allclose(la, lb, rtol=1e-6, atol=1e-6)
+    for name in gb:
+        np.testing.assert_allclose(ga[name], gb[name], rtol=1e-5, atol=1e-6 * np.abs(gb[name]).max())
