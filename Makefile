@@ -13,6 +13,7 @@ PYTHON ?= python3
 NVCC   ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 CXX    ?= g++
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
+MAKEFLAGS += -j$(JOBS)
 
 BUILD  := build
 KSRC   := $(sort $(wildcard kernels/*.cu))
