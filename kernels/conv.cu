@@ -34,7 +34,8 @@
 //      BM = BN = 64, BK = 8, TM = TN = 4 (conv::BM ... below), 256 threads.
 //   v2 bwd_bias: one block per filter, a strided sum per thread, then a shared-memory
 //      tree reduction (fixed order: deterministic).
-//   v3 fwd (+ optional fused ReLU epilogue): the v2 GEMM views on a bigger tile,
+//   v3 fwd (+ optional fused ReLU epilogue), bwd_data (conv2d_bwd_data_v3_s1: the
+//      stride-1 instantiation, no divisibility test): the v2 GEMM views on a bigger tile,
 //      BM = BN = 128, BK = 8, TM = TN = 8 (conv::V3_* below), 256 threads, at most
 //      128 registers (2 blocks per SM). Double-buffered shared memory: the next K
 //      tile is loaded into registers while the current one is computed, then stored
@@ -56,6 +57,8 @@
 //   conv2d_bwd_filter_reduce       32      0
 //   conv2d_bwd_bias_v2             28   1024
 //   conv2d_fwd_v3                 128  16640
+//   conv2d_bwd_data_v3            128  16640
+//   conv2d_bwd_data_v3_s1         128  16640
 //   (no spills, no local memory; v2 and v3 blocks are 256 threads; v3 is capped
 //   at 128 registers by __launch_bounds__(256, 2): sm_80 126, sm_86/89/90 128)
 #include "common.cuh"
@@ -266,7 +269,7 @@ __device__ __forceinline__ float block_sum(float v)
 //   const float* A;  int arow(int m) const;     A[m, k] = A[arow(m) + ka.off], arow linear in m
 //   KA ka(int k) const; void ka_next(KA&, int d) const;   decode k once, then k += d
 //   Col col(int c) const;                       per-column state (invalid column: reads 0)
-//   KB kb(int k) const; void kb_next(KB&, int d) const;   decode k once, then k += d
+//   KB kb(const Col&, int k) const; void kb_next(KB&, int d) const;   decode k once, then k += d
 //   float b(const Col&, const KB&) const;       B[k, col] (0 outside the image)
 //   int out(int c) const;                       output offset of column c < NCOL
 //   void store(int m, int o, float v) const;    C[m, c] = v with o = out(c)
@@ -308,7 +311,7 @@ __device__ __forceinline__ void implicit_gemm_v3(const Op& op, int k_begin, int 
     const int a_rows = op.M - row0 - am;
     const typename Op::Col bcol = op.col(col0 + bc);
     typename Op::KA ka = op.ka(k_begin + ak);
-    typename Op::KB kb = op.kb(k_begin + bk);
+    typename Op::KB kb = op.kb(bcol, k_begin + bk);
 
     float ra[A_LOADS], rb[B_LOADS];
     // Global -> registers for the K tile at k0; the cursors end on the next tile.
@@ -399,7 +402,7 @@ struct FwdOp3 {
         const int ih0 = oh * s.SH - s.PH, iw0 = ow * s.SW - s.PW;
         return Col{(n * s.C + g * s.Cg) * s.HW + ih0 * s.W + iw0, ih0, iw0};
     }
-    __device__ KB kb(int k) const {
+    __device__ KB kb(const Col&, int k) const {
         const int c = k / s.KHW, rest = k - c * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
         return KB{c * s.HW + i * s.W + j, i, j};
     }
@@ -422,6 +425,58 @@ struct FwdOp3 {
         if (relu) v = fmaxf(v, 0.f);
         y[o + f * s.OHW] = v;
     }
+};
+
+// bwd_data v3: A = w (m = c, k = (f,i,j)), B = dy gathered (col = (n,ih,iw)):
+// dy[n, g*Fg+f, oh, ow] with oh*SH = ih+PH-i, ow*SW = iw+PW-j exactly, else 0.
+// UNIT: stride 1 in both directions (no divisibility test; AlexNet's conv2..5).
+template <bool UNIT>
+struct BwdDataOp3 {
+    const float* A;                       // w
+    const float* dy; float* dx;
+    Shape s; int g, M, NCOL;
+    struct KA { int off, rest; };         // k = (f, rest); off = f*Cg*KHW + rest
+    struct Col { int off, th, tw; };      // off: dy index of (n, g*Fg, 0, 0); th = ih+PH, tw = iw+PW
+    struct KB { int fo, i, j; };          // k = (f,i,j); fo = dy index of (n, g*Fg+f, 0, 0)
+    __device__ int arow(int m) const { return (g * s.Fg * s.Cg + m) * s.KHW; }
+    __device__ KA ka(int k) const {
+        const int f = k / s.KHW, rest = k - f * s.KHW;
+        return KA{f * s.Cg * s.KHW + rest, rest};
+    }
+    __device__ void ka_next(KA& a, int d) const {
+        a.off += d; a.rest += d;
+        while (a.rest >= s.KHW) { a.rest -= s.KHW; a.off += (s.Cg - 1) * s.KHW; }
+    }
+    __device__ Col col(int c) const {
+        if (c >= NCOL) return Col{0, NO_COLUMN, NO_COLUMN};
+        const int n = c / s.HW, p = c - n * s.HW, ih = p / s.W, iw = p - ih * s.W;
+        return Col{(n * s.F + g * s.Fg) * s.OHW, ih + s.PH, iw + s.PW};
+    }
+    __device__ KB kb(const Col& cl, int k) const {
+        const int f = k / s.KHW, rest = k - f * s.KHW, i = rest / s.KW;
+        return KB{cl.off + f * s.OHW, i, rest - i * s.KW};
+    }
+    __device__ void kb_next(KB& b, int d) const {
+        b.j += d;
+        while (b.j >= s.KW) { b.j -= s.KW; ++b.i; }
+        while (b.i >= s.KH) { b.i -= s.KH; b.fo += s.OHW; }
+    }
+    __device__ float b(const Col& cl, const KB& k) const {
+        int oh = cl.th - k.i, ow = cl.tw - k.j;
+        if (!UNIT) {
+            if (oh < 0 || ow < 0) return 0.f;
+            const int qh = oh / s.SH, qw = ow / s.SW;
+            if (qh * s.SH != oh || qw * s.SW != ow) return 0.f;
+            oh = qh; ow = qw;
+        }
+        return ((unsigned)oh < (unsigned)s.OH && (unsigned)ow < (unsigned)s.OW)
+                   ? dy[k.fo + oh * s.OW + ow] : 0.f;
+    }
+    __device__ int out(int c) const {
+        const int n = c / s.HW;
+        return n * s.C * s.HW + (c - n * s.HW);
+    }
+    __device__ void store(int m, int o, float v) const { dx[o + (g * s.Cg + m) * s.HW] = v; }
 };
 
 // v3 tile configuration (one place): 128 x 128 x 8 tile, 8 x 8 per thread.
@@ -619,4 +674,30 @@ extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_fwd_v3(
     const Shape s(CONV_SHAPE_ARGS);
     const FwdOp3 op{wt, x, b, y, s, (int)blockIdx.z, has_bias, relu, s.Fg, s.N * s.OHW};
     implicit_gemm_v3<V3_BM, V3_BN, V3_BK, V3_TM, V3_TN>(op, 0, s.Cg * s.KHW);
+}
+
+// grid (ceil(N*H*W / 128), ceil(Cg / 128), G); any stride (two integer divisions
+// per gathered dy element: stride > 1 is AlexNet's conv1 only, whose input
+// gradient training never needs).
+extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_data_v3(
+    const float* __restrict__ dy, const float* __restrict__ wt, float* __restrict__ dx,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups)
+{
+    using namespace conv;
+    const Shape s(CONV_SHAPE_ARGS);
+    const BwdDataOp3<false> op{wt, dy, dx, s, (int)blockIdx.z, s.Cg, s.N * s.HW};
+    implicit_gemm_v3<V3_BM, V3_BN, V3_BK, V3_TM, V3_TN>(op, 0, s.Fg * s.KHW);
+}
+
+// The same for stride 1 (sh == sw == 1, the launcher picks it): no division.
+extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_data_v3_s1(
+    const float* __restrict__ dy, const float* __restrict__ wt, float* __restrict__ dx,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups)
+{
+    using namespace conv;
+    const Shape s(CONV_SHAPE_ARGS);
+    const BwdDataOp3<true> op{wt, dy, dx, s, (int)blockIdx.z, s.Cg, s.N * s.HW};
+    implicit_gemm_v3<V3_BM, V3_BN, V3_BK, V3_TM, V3_TN>(op, 0, s.Fg * s.KHW);
 }

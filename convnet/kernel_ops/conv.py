@@ -22,7 +22,7 @@ SHIPPED = {
 }
 VERSIONS = ("v1", "v2", "v3")
 # Passes with a v3 kernel (conv2d_backward_bias has none: version="v3" runs its v2).
-V3_PASSES = ("conv2d_forward",)
+V3_PASSES = ("conv2d_forward", "conv2d_backward_data")
 BIAS_KERNEL = {"v1": "v1", "v2": "v2", "v3": "v2"}
 
 # conv.cu's v2 tile (conv::BM, BN, V2_THREADS), v3 tile (conv::V3_BM, V3_BN,
@@ -189,7 +189,8 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, version=None
     dx = xp.empty((n, c, h, wd), dtype=np.float32)
     if n == 0:
         return dx
-    k = _get(f"conv2d_bwd_data_{v}", dy)
+    unit = v == "v3" and sh == sw == 1       # v3's stride-1 kernel skips the divisibility test
+    k = _get(f"conv2d_bwd_data_{v}" + ("_s1" if unit else ""), dy)
     if v == "v1":
         k(_cdiv(dx.size, V1_THREADS), V1_THREADS, (dy, w, dx) + geo)
     else:
@@ -338,19 +339,18 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, versions=VERSIONS,
                                        lambda x, w, b: np.maximum(R.conv2d_forward(x, w, b, **geo), 0),
                                        lambda x, w, b: conv2d_forward(x, w, b, **geo, version="v3", relu=True),
                                        tol, ("conv2d_fwd_v3",), scale))
-            if "conv2d_backward_data" not in V3_PASSES:
-                continue
-        cases += [
-            checking.Case(f"conv2d_bwd_data_{v} {label}", [dy, w],
-                          lambda dy, w: R.conv2d_backward_data(dy, w, x_shape, **geo),
-                          lambda dy, w, v=v: conv2d_backward_data(dy, w, x_shape, **geo, version=v),
-                          tol, (f"conv2d_bwd_data_{v}",), scale),
-            checking.Case(f"conv2d_bwd_filter_{v} {label}", [dy, x],
-                          lambda dy, x: R.conv2d_backward_filter(dy, x, w_shape, **geo),
-                          lambda dy, x, v=v: conv2d_backward_filter(dy, x, w_shape, **geo, version=v),
-                          tol, (f"conv2d_bwd_filter_{v}",) + (("conv2d_bwd_filter_reduce",) if v != "v1" else ()),
-                          scale),
-        ]
+        unit = _pair(stride, "stride", 1) == (1, 1)
+        data_kernel = f"conv2d_bwd_data_{v}" + ("_s1" if v == "v3" and unit else "")
+        cases.append(checking.Case(f"conv2d_bwd_data_{v} {label}", [dy, w],
+                                   lambda dy, w: R.conv2d_backward_data(dy, w, x_shape, **geo),
+                                   lambda dy, w, v=v: conv2d_backward_data(dy, w, x_shape, **geo, version=v),
+                                   tol, (data_kernel,), scale))
+        if v != "v3" or "conv2d_backward_filter" in V3_PASSES:
+            cases.append(checking.Case(f"conv2d_bwd_filter_{v} {label}", [dy, x],
+                                       lambda dy, x: R.conv2d_backward_filter(dy, x, w_shape, **geo),
+                                       lambda dy, x, v=v: conv2d_backward_filter(dy, x, w_shape, **geo, version=v),
+                                       tol, (f"conv2d_bwd_filter_{v}",)
+                                       + (("conv2d_bwd_filter_reduce",) if v != "v1" else ()), scale))
         if BIAS_KERNEL[v] == v:          # v3 has no bias kernel of its own
             cases.append(checking.Case(f"conv2d_bwd_bias_{v} {label}", [dy],
                                        R.conv2d_backward_bias,
