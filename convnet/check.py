@@ -2,7 +2,7 @@
 
     python -m convnet.check            # GPU if present, else the CPU emulation
     python -m convnet.check --backend emu
-    python -m convnet.check --alexnet  # also the real AlexNet shapes (GPU; slow on the emulation)
+    python -m convnet.check --shapes small   # only the small odd shapes (e.g. under compute-sanitizer)
 
 Prints one line per kernel: the worst normwise relative error over its cases
 and PASS/FAIL; kernels in kernels/*.cu that no case exercises are listed as
@@ -63,8 +63,9 @@ def run(backend, scales, out=sys.stdout, only=None):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m convnet.check", description=__doc__.split("\n")[0])
     p.add_argument("--backend", choices=["auto", "emu", "cuda"], default="auto")
-    p.add_argument("--alexnet", action="store_true",
-                   help="also run the real AlexNet shapes (default on a GPU)")
+    p.add_argument("--shapes", choices=["small", "alexnet", "all"], default=None,
+                   help="small odd shapes, the real AlexNet shapes, or both "
+                        "(default: both on a GPU, small on the emulation, where AlexNet shapes take hours)")
     p.add_argument("--only", nargs="*", help="only cases whose name or kernels contain one of these")
     args = p.parse_args(argv)
     backend = args.backend
@@ -73,7 +74,8 @@ def main(argv=None):
     if backend == "cuda" and not kernels.gpu_available():
         print("error: --backend cuda but no CUDA GPU is available", file=sys.stderr)
         return 2
-    scales = ["small"] + (["alexnet"] if args.alexnet or backend == "cuda" else [])
+    shapes = args.shapes or ("all" if backend == "cuda" else "small")
+    scales = ["small", "alexnet"] if shapes == "all" else [shapes]
     try:
         failures = run(backend, scales, only=args.only)
     except RuntimeError as e:

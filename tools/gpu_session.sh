@@ -25,10 +25,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/dev
 cat "$out/device.txt"
 step make        make
 step gpu-tests   python3 -m pytest -q -m gpu tests
-step check       python3 -m convnet.check --alexnet
+step check       python3 -m convnet.check --shapes all
 if command -v compute-sanitizer >/dev/null; then
-    step memcheck  compute-sanitizer --tool memcheck  --error-exitcode 1 python3 -m convnet.check --backend cuda
-    step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 python3 -m convnet.check --backend cuda
+    step memcheck  compute-sanitizer --tool memcheck  --error-exitcode 1 python3 -m convnet.check --backend cuda --shapes small
+    step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 python3 -m convnet.check --backend cuda --shapes small
 fi
 step conv-bench   python3 benchmarks/conv_throughput.py --versions all
 step train-bench  python3 benchmarks/train_throughput.py
