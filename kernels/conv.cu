@@ -35,7 +35,8 @@
 //   v2 bwd_bias: one block per filter, a strided sum per thread, then a shared-memory
 //      tree reduction (fixed order: deterministic).
 //   v3 fwd (+ optional fused ReLU epilogue), bwd_data (conv2d_bwd_data_v3_s1: the
-//      stride-1 instantiation, no divisibility test): the v2 GEMM views on a bigger tile,
+//      stride-1 instantiation, no divisibility test), bwd_filter (the v2 split-K +
+//      conv2d_bwd_filter_reduce scheme): the v2 GEMM views on a bigger tile,
 //      BM = BN = 128, BK = 8, TM = TN = 8 (conv::V3_* below), 256 threads, at most
 //      128 registers (2 blocks per SM). Double-buffered shared memory: the next K
 //      tile is loaded into registers while the current one is computed, then stored
@@ -59,8 +60,9 @@
 //   conv2d_fwd_v3                 128  16640
 //   conv2d_bwd_data_v3            128  16640
 //   conv2d_bwd_data_v3_s1         128  16640
+//   conv2d_bwd_filter_v3          123  16640
 //   (no spills, no local memory; v2 and v3 blocks are 256 threads; v3 is capped
-//   at 128 registers by __launch_bounds__(256, 2): sm_80 126, sm_86/89/90 128)
+//   at 128 registers by __launch_bounds__(256, 2); sm_80..89 use 124..127)
 #include "common.cuh"
 
 namespace conv {
@@ -267,6 +269,7 @@ __device__ __forceinline__ float block_sum(float v)
 // decodes once and what it walks:
 //   int M, NCOL;                                rows and columns of C for one group
 //   const float* A;  int arow(int m) const;     A[m, k] = A[arow(m) + ka.off], arow linear in m
+//                                               (ka_next may only add to ka.off)
 //   KA ka(int k) const; void ka_next(KA&, int d) const;   decode k once, then k += d
 //   Col col(int c) const;                       per-column state (invalid column: reads 0)
 //   KB kb(const Col&, int k) const; void kb_next(KB&, int d) const;   decode k once, then k += d
@@ -311,6 +314,7 @@ __device__ __forceinline__ void implicit_gemm_v3(const Op& op, int k_begin, int 
     const int a_rows = op.M - row0 - am;
     const typename Op::Col bcol = op.col(col0 + bc);
     typename Op::KA ka = op.ka(k_begin + ak);
+    ka.off += a0;                           // the walk only adds to off: fold the row in
     typename Op::KB kb = op.kb(bcol, k_begin + bk);
 
     float ra[A_LOADS], rb[B_LOADS];
@@ -319,7 +323,7 @@ __device__ __forceinline__ void implicit_gemm_v3(const Op& op, int k_begin, int 
         const bool ka_ok = k0 + ak < k_end;
 #pragma unroll
         for (int r = 0; r < A_LOADS; ++r)
-            ra[r] = (ka_ok && r * A_STEP < a_rows) ? op.A[a0 + r * a_step + ka.off] : 0.f;
+            ra[r] = (ka_ok && r * A_STEP < a_rows) ? op.A[ka.off + r * a_step] : 0.f;
         op.ka_next(ka, BK);
 #pragma unroll
         for (int r = 0; r < B_LOADS; ++r) {
@@ -345,8 +349,9 @@ __device__ __forceinline__ void implicit_gemm_v3(const Op& op, int k_begin, int 
     __syncthreads();
     int buf = 0;
     for (int k0 = k_begin; k0 < k_end; k0 += BK) {
-        const bool more = k0 + BK < k_end;
-        load(k0 + BK);                      // in flight while this tile is computed (zeros past k_end)
+        // Unconditional (zeros past k_end, no memory access): a branch here costs
+        // registers that sm_90's allocator then spills.
+        load(k0 + BK);                      // in flight while this tile is computed
 #pragma unroll
         for (int kk = 0; kk < BK; ++kk) {
             float av[TM], bv[TN];
@@ -365,7 +370,7 @@ __device__ __forceinline__ void implicit_gemm_v3(const Op& op, int k_begin, int 
 #pragma unroll
                 for (int s = 0; s < TN; ++s) acc[r][s] = fmaf(av[r], bv[s], acc[r][s]);
         }
-        if (more) stage(buf ^ 1);           // that buffer was last read before the previous barrier
+        stage(buf ^ 1);                     // that buffer was last read before the previous barrier
         __syncthreads();
         buf ^= 1;
     }
@@ -477,6 +482,48 @@ struct BwdDataOp3 {
         return n * s.C * s.HW + (c - n * s.HW);
     }
     __device__ void store(int m, int o, float v) const { dx[o + (g * s.Cg + m) * s.HW] = v; }
+};
+
+// bwd_filter v3: A = dy (m = f, k = (n,oh,ow)), B = x patches (col = (c,i,j)),
+// k restricted to one split-K slice; writes ws[slice].
+struct BwdFilterOp3 {
+    const float* A;                       // dy
+    const float* x; float* ws;            // ws: (S, F, Cg*KH*KW)
+    Shape s; int g, slice, M, NCOL;
+    struct KA { int off, p; };            // k = (n, p); off = n*F*OHW + p
+    struct Col { int off, ioh, iow; };    // off: x index of (0, g*Cg+c, i-PH, j-PW)
+    struct KB { int off, ihb, iwb; };     // k = (n,oh,ow); ihb = oh*SH, iwb = ow*SW,
+                                          // off = x index of (n, g*Cg+c, ihb+i-PH, iwb+j-PW)
+    __device__ int arow(int m) const { return (g * s.Fg + m) * s.OHW; }
+    __device__ KA ka(int k) const {
+        const int n = k / s.OHW, p = k - n * s.OHW;
+        return KA{n * s.F * s.OHW + p, p};
+    }
+    __device__ void ka_next(KA& a, int d) const {
+        a.off += d; a.p += d;
+        while (a.p >= s.OHW) { a.p -= s.OHW; a.off += (s.F - 1) * s.OHW; }
+    }
+    __device__ Col col(int c) const {
+        if (c >= NCOL) return Col{0, NO_COLUMN, NO_COLUMN};
+        const int ci = c / s.KHW, rest = c - ci * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
+        const int ioh = i - s.PH, iow = j - s.PW;
+        return Col{(g * s.Cg + ci) * s.HW + ioh * s.W + iow, ioh, iow};
+    }
+    __device__ KB kb(const Col& cl, int k) const {
+        const int n = k / s.OHW, p = k - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
+        return KB{cl.off + n * s.C * s.HW + oh * s.SH * s.W + ow * s.SW, oh * s.SH, ow * s.SW};
+    }
+    __device__ void kb_next(KB& b, int d) const {     // ow carries at iwb = OW*SW, oh at ihb = OH*SH
+        b.iwb += d * s.SW; b.off += d * s.SW;
+        while (b.iwb >= s.OW * s.SW) { b.iwb -= s.OW * s.SW; b.ihb += s.SH; b.off += s.SH * s.W - s.OW * s.SW; }
+        while (b.ihb >= s.OH * s.SH) { b.ihb -= s.OH * s.SH; b.off += s.C * s.HW - s.OH * s.SH * s.W; }
+    }
+    __device__ float b(const Col& cl, const KB& k) const {
+        const int ih = k.ihb + cl.ioh, iw = k.iwb + cl.iow;
+        return ((unsigned)ih < (unsigned)s.H && (unsigned)iw < (unsigned)s.W) ? x[k.off] : 0.f;
+    }
+    __device__ int out(int c) const { return c; }
+    __device__ void store(int m, int o, float v) const { ws[(slice * s.F + g * s.Fg + m) * NCOL + o] = v; }
 };
 
 // v3 tile configuration (one place): 128 x 128 x 8 tile, 8 x 8 per thread.
@@ -700,4 +747,21 @@ extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_dat
     const Shape s(CONV_SHAPE_ARGS);
     const BwdDataOp3<true> op{wt, dy, dx, s, (int)blockIdx.z, s.Cg, s.N * s.HW};
     implicit_gemm_v3<V3_BM, V3_BN, V3_BK, V3_TM, V3_TN>(op, 0, s.Fg * s.KHW);
+}
+
+// grid (ceil(Cg*KH*KW / 128), ceil(Fg / 128), G * splits), the v2 split-K scheme:
+// blockIdx.z = g * splits + slice; slice covers k in [slice*k_chunk, min(N*OH*OW,
+// (slice+1)*k_chunk)) and writes ws[slice] (splits == 1: ws is dw itself);
+// conv2d_bwd_filter_reduce adds the slices in a fixed order.
+extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_filter_v3(
+    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int splits, int k_chunk)
+{
+    using namespace conv;
+    const Shape s(CONV_SHAPE_ARGS);
+    const int g = blockIdx.z / splits, slice = blockIdx.z % splits;
+    const BwdFilterOp3 op{dy, x, ws, s, g, slice, s.Fg, s.Cg * s.KHW};
+    const int K = s.N * s.OHW, k_begin = slice * k_chunk;
+    implicit_gemm_v3<V3_BM, V3_BN, V3_BK, V3_TM, V3_TN>(op, k_begin, min(K, k_begin + k_chunk));
 }

@@ -147,21 +147,23 @@ def test_groups_equal_separate_convolutions(version):
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_backward_filter_split_k_is_deterministic():
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_backward_filter_split_k_is_deterministic(version):
     xs, ws, s, p, g = (3, 4, 9, 10), (6, 2, 3, 2), 1, 1, 2
     x, w, b, dy = _data(xs, ws, s, p, seed=5)
-    one = conv.backward_filter(dy, x, ws, s, p, g, version="v2", splits=1)
-    a = conv.backward_filter(dy, x, ws, s, p, g, version="v2", splits=5)
-    again = conv.backward_filter(dy, x, ws, s, p, g, version="v2", splits=5)
+    one = conv.backward_filter(dy, x, ws, s, p, g, version=version, splits=1)
+    a = conv.backward_filter(dy, x, ws, s, p, g, version=version, splits=5)
+    again = conv.backward_filter(dy, x, ws, s, p, g, version=version, splits=5)
     assert np.array_equal(a, again)
     np.testing.assert_allclose(a, one, rtol=1e-5, atol=1e-5)
     splits, chunk = conv._slices(3 * 9 * 10, 5)
     assert splits == 5 and chunk % 8 == 0 and (splits - 1) * chunk < 3 * 9 * 10 <= splits * chunk
 
 
-def test_split_heuristic_on_alexnet_shapes():
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_split_heuristic_on_alexnet_shapes(version):
     for label, xs, ws, s, p, g in conv.ALEXNET_SHAPES:
-        splits, chunk = conv.backward_filter_splits(conv._geometry(xs, ws, s, p, g))
+        splits, chunk = conv.backward_filter_splits(conv._geometry(xs, ws, s, p, g), version)
         k_total = xs[0] * conv._out_shape(xs, ws, s, p)[2] * conv._out_shape(xs, ws, s, p)[3]
         assert 1 <= splits <= 64 and (splits - 1) * chunk < k_total <= splits * chunk, label
 

@@ -22,7 +22,7 @@ SHIPPED = {
 }
 VERSIONS = ("v1", "v2", "v3")
 # Passes with a v3 kernel (conv2d_backward_bias has none: version="v3" runs its v2).
-V3_PASSES = ("conv2d_forward", "conv2d_backward_data")
+V3_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter")
 BIAS_KERNEL = {"v1": "v1", "v2": "v2", "v3": "v2"}
 
 # conv.cu's v2 tile (conv::BM, BN, V2_THREADS), v3 tile (conv::V3_BM, V3_BN,
@@ -34,6 +34,8 @@ V1_THREADS = 256
 # H100), with at least MIN_K_PER_SLICE reduction steps per slice.
 TARGET_BLOCKS = 264
 MIN_K_PER_SLICE = 256
+# ... and at most this many slices (the workspace is splits x the weight size).
+MAX_SPLITS = 64
 INT32_LIMIT = 2**31 - 1
 
 
@@ -207,7 +209,7 @@ def backward_filter_splits(geo, version="v2"):
     k_total = n * oh * ow
     tm, tn, _ = _tile(version)
     blocks = g * _cdiv(f // g, tm) * _cdiv((c // g) * kh * kw, tn)
-    splits = max(1, min(_cdiv(TARGET_BLOCKS, blocks), k_total // MIN_K_PER_SLICE, 65535 // g))
+    splits = max(1, min(_cdiv(TARGET_BLOCKS, blocks), k_total // MIN_K_PER_SLICE, MAX_SPLITS, 65535 // g))
     return _slices(k_total, splits)
 
 
@@ -345,12 +347,11 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, versions=VERSIONS,
                                    lambda dy, w: R.conv2d_backward_data(dy, w, x_shape, **geo),
                                    lambda dy, w, v=v: conv2d_backward_data(dy, w, x_shape, **geo, version=v),
                                    tol, (data_kernel,), scale))
-        if v != "v3" or "conv2d_backward_filter" in V3_PASSES:
-            cases.append(checking.Case(f"conv2d_bwd_filter_{v} {label}", [dy, x],
-                                       lambda dy, x: R.conv2d_backward_filter(dy, x, w_shape, **geo),
-                                       lambda dy, x, v=v: conv2d_backward_filter(dy, x, w_shape, **geo, version=v),
-                                       tol, (f"conv2d_bwd_filter_{v}",)
-                                       + (("conv2d_bwd_filter_reduce",) if v != "v1" else ()), scale))
+        cases.append(checking.Case(f"conv2d_bwd_filter_{v} {label}", [dy, x],
+                                   lambda dy, x: R.conv2d_backward_filter(dy, x, w_shape, **geo),
+                                   lambda dy, x, v=v: conv2d_backward_filter(dy, x, w_shape, **geo, version=v),
+                                   tol, (f"conv2d_bwd_filter_{v}",)
+                                   + (("conv2d_bwd_filter_reduce",) if v != "v1" else ()), scale))
         if BIAS_KERNEL[v] == v:          # v3 has no bias kernel of its own
             cases.append(checking.Case(f"conv2d_bwd_bias_{v} {label}", [dy],
                                        R.conv2d_backward_bias,
@@ -378,14 +379,14 @@ def cases(scale="small"):
 
 
 def split_cases(splits=(2, 3, 7)):
-    """conv2d_bwd_filter_v2 with the reduction cut into slices (the small shapes need
+    """conv2d_bwd_filter_v2/v3 with the reduction cut into slices (the small shapes need
     none by the heuristic): the partial sums plus conv2d_bwd_filter_reduce."""
     rng = np.random.default_rng(100)
     x_shape, w_shape, geo = (3, 4, 9, 10), (6, 2, 3, 2), dict(stride=(2, 1), pad=1, groups=2)
     x = rng.standard_normal(x_shape)
     dy = rng.standard_normal(_out_shape(x_shape, w_shape, geo["stride"], geo["pad"]))
-    return [checking.Case(f"conv2d_bwd_filter_v2 3x4x9x10 k3x2 s(2,1) p1 g2 splits={sp}", [dy, x],
+    return [checking.Case(f"conv2d_bwd_filter_{v} 3x4x9x10 k3x2 s(2,1) p1 g2 splits={sp}", [dy, x],
                           lambda dy, x: R.conv2d_backward_filter(dy, x, w_shape, **geo),
-                          lambda dy, x, sp=sp: backward_filter(dy, x, w_shape, **geo, version="v2", splits=sp),
-                          1e-5, ("conv2d_bwd_filter_v2", "conv2d_bwd_filter_reduce"))
-            for sp in splits]
+                          lambda dy, x, sp=sp, v=v: backward_filter(dy, x, w_shape, **geo, version=v, splits=sp),
+                          1e-5, (f"conv2d_bwd_filter_{v}", "conv2d_bwd_filter_reduce"))
+            for v in ("v2", "v3") for sp in splits]
