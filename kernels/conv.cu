@@ -38,11 +38,13 @@
 //      stride-1 instantiation, no divisibility test), bwd_filter (the v2 split-K +
 //      conv2d_bwd_filter_reduce scheme): the v2 GEMM views on a bigger tile,
 //      BM = BN = 128, BK = 8, TM = TN = 8 (conv::V3_* below), 256 threads, at most
-//      128 registers (2 blocks per SM). Double-buffered shared memory: the next K
+//      128 registers (2 blocks per SM); the *_m64 kernels are the same with BM = 64,
+//      TM = 4 for GEMMs of few rows (the launcher picks the row tile that pads M the
+//      least: AlexNet's 48 and 192 rows). Double-buffered shared memory: the next K
 //      tile is loaded into registers while the current one is computed, then stored
 //      into the other buffer; one __syncthreads per K step. A and B fragments are
-//      read as float4 (thread rows ty*4 + q*64 + e, columns tx*4 + q*64 + e, q, e < 4
-//      in pairs). im2col index math hoisted: each thread decodes its column once
+//      read as float4 (thread rows ty*4 + q*64 + e, q < TM/4, columns tx*4 + q*64 + e,
+//      q < 2, e < 4). im2col index math hoisted: each thread decodes its column once
 //      and walks k = (c,i,j) by additions and carries (no division in the K loop).
 //      See benchmarks/notes-conv.md for the design, floors and what to measure.
 //
@@ -61,8 +63,13 @@
 //   conv2d_bwd_data_v3            128  16640
 //   conv2d_bwd_data_v3_s1         128  16640
 //   conv2d_bwd_filter_v3          123  16640
-//   (no spills, no local memory; v2 and v3 blocks are 256 threads; v3 is capped
-//   at 128 registers by __launch_bounds__(256, 2); sm_80..89 use 124..127)
+//   conv2d_fwd_v3_m64              95  12544
+//   conv2d_bwd_data_v3_m64         95  12544
+//   conv2d_bwd_data_v3_s1_m64      95  12544
+//   conv2d_bwd_filter_v3_m64      105  12544
+//   (no spills, no local memory on sm_80/86/89/90; v2 and v3 blocks are 256 threads;
+//   v3 is capped at 128 registers by __launch_bounds__(256, 2); sm_80..89 use
+//   124..127 for the 128-row kernels, 93..103 for *_m64)
 #include "common.cuh"
 
 namespace conv {
@@ -527,8 +534,39 @@ struct BwdFilterOp3 {
 };
 
 // v3 tile configuration (one place): 128 x 128 x 8 tile, 8 x 8 per thread.
+// Two row heights share the column tile: BM = 128 (TM = 8) and BM = 64 (TM = 4, the
+// *_m64 kernels) for GEMMs of few rows (M = 48, 192, ...); the launcher picks
+// per layer (convnet/kernel_ops/conv.py, _v3_rows).
 constexpr int V3_BM = 128, V3_BN = 128, V3_BK = 8, V3_TM = 8, V3_TN = 8;
+constexpr int V3_BM_SMALL = 64, V3_TM_SMALL = 4;
 constexpr int V3_THREADS = (V3_BM / V3_TM) * (V3_BN / V3_TN);   // 256 (V3_THREADS in conv.py)
+static_assert((V3_BM_SMALL / V3_TM_SMALL) * (V3_BN / V3_TN) == V3_THREADS, "both v3 tiles use 256 threads");
+
+// The v3 passes for a row tile of BM rows, TM per thread (kernels below).
+template <int BM, int TM>
+__device__ __forceinline__ void fwd_v3(const float* x, const float* wt, const float* b, float* y,
+                                       const Shape& s, int has_bias, int relu)
+{
+    const FwdOp3 op{wt, x, b, y, s, (int)blockIdx.z, has_bias, relu, s.Fg, s.N * s.OHW};
+    implicit_gemm_v3<BM, V3_BN, V3_BK, TM, V3_TN>(op, 0, s.Cg * s.KHW);
+}
+
+template <int BM, int TM, bool UNIT>
+__device__ __forceinline__ void bwd_data_v3(const float* dy, const float* wt, float* dx, const Shape& s)
+{
+    const BwdDataOp3<UNIT> op{wt, dy, dx, s, (int)blockIdx.z, s.Cg, s.N * s.HW};
+    implicit_gemm_v3<BM, V3_BN, V3_BK, TM, V3_TN>(op, 0, s.Fg * s.KHW);
+}
+
+template <int BM, int TM>
+__device__ __forceinline__ void bwd_filter_v3(const float* dy, const float* x, float* ws, const Shape& s,
+                                              int splits, int k_chunk)
+{
+    const int g = blockIdx.z / splits, slice = blockIdx.z % splits;
+    const BwdFilterOp3 op{dy, x, ws, s, g, slice, s.Fg, s.Cg * s.KHW};
+    const int K = s.N * s.OHW, k_begin = slice * k_chunk;
+    implicit_gemm_v3<BM, V3_BN, V3_BK, TM, V3_TN>(op, k_begin, min(K, k_begin + k_chunk));
+}
 
 }  // namespace conv
 
@@ -710,58 +748,78 @@ extern "C" __global__ void __launch_bounds__(conv::BIAS_THREADS) conv2d_bwd_bias
 // v3: implicit GEMM, 128 x 128 x 8 tile, block = conv::V3_THREADS (256), grids below.
 // ---------------------------------------------------------------------------
 
-// grid (ceil(N*OH*OW / 128), ceil(Fg / 128), G); relu != 0: y = max(0, conv + b).
+// BM = 128 for the plain names, 64 for *_m64. relu != 0: y = max(0, conv + b).
+// fwd grid (ceil(N*OH*OW / 128), ceil(Fg / BM), G)
 extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_fwd_v3(
     const float* __restrict__ x, const float* __restrict__ wt, const float* __restrict__ b,
     float* __restrict__ y,
     int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
     int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
 {
-    using namespace conv;
-    const Shape s(CONV_SHAPE_ARGS);
-    const FwdOp3 op{wt, x, b, y, s, (int)blockIdx.z, has_bias, relu, s.Fg, s.N * s.OHW};
-    implicit_gemm_v3<V3_BM, V3_BN, V3_BK, V3_TM, V3_TN>(op, 0, s.Cg * s.KHW);
+    conv::fwd_v3<conv::V3_BM, conv::V3_TM>(x, wt, b, y, conv::Shape(CONV_SHAPE_ARGS), has_bias, relu);
 }
 
-// grid (ceil(N*H*W / 128), ceil(Cg / 128), G); any stride (two integer divisions
-// per gathered dy element: stride > 1 is AlexNet's conv1 only, whose input
-// gradient training never needs).
+extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_fwd_v3_m64(
+    const float* __restrict__ x, const float* __restrict__ wt, const float* __restrict__ b,
+    float* __restrict__ y,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
+{
+    conv::fwd_v3<conv::V3_BM_SMALL, conv::V3_TM_SMALL>(x, wt, b, y, conv::Shape(CONV_SHAPE_ARGS), has_bias, relu);
+}
+
+// bwd_data grid (ceil(N*H*W / 128), ceil(Cg / BM), G); any stride (two integer
+// divisions per gathered dy element: stride > 1 is AlexNet's conv1 only, whose
+// input gradient training never needs). *_s1: stride 1 (sh == sw == 1, the
+// launcher picks it), no divisibility test.
 extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_data_v3(
     const float* __restrict__ dy, const float* __restrict__ wt, float* __restrict__ dx,
     int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
     int sh, int sw, int ph, int pw, int groups)
 {
-    using namespace conv;
-    const Shape s(CONV_SHAPE_ARGS);
-    const BwdDataOp3<false> op{wt, dy, dx, s, (int)blockIdx.z, s.Cg, s.N * s.HW};
-    implicit_gemm_v3<V3_BM, V3_BN, V3_BK, V3_TM, V3_TN>(op, 0, s.Fg * s.KHW);
+    conv::bwd_data_v3<conv::V3_BM, conv::V3_TM, false>(dy, wt, dx, conv::Shape(CONV_SHAPE_ARGS));
 }
 
-// The same for stride 1 (sh == sw == 1, the launcher picks it): no division.
 extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_data_v3_s1(
     const float* __restrict__ dy, const float* __restrict__ wt, float* __restrict__ dx,
     int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
     int sh, int sw, int ph, int pw, int groups)
 {
-    using namespace conv;
-    const Shape s(CONV_SHAPE_ARGS);
-    const BwdDataOp3<true> op{wt, dy, dx, s, (int)blockIdx.z, s.Cg, s.N * s.HW};
-    implicit_gemm_v3<V3_BM, V3_BN, V3_BK, V3_TM, V3_TN>(op, 0, s.Fg * s.KHW);
+    conv::bwd_data_v3<conv::V3_BM, conv::V3_TM, true>(dy, wt, dx, conv::Shape(CONV_SHAPE_ARGS));
 }
 
-// grid (ceil(Cg*KH*KW / 128), ceil(Fg / 128), G * splits), the v2 split-K scheme:
-// blockIdx.z = g * splits + slice; slice covers k in [slice*k_chunk, min(N*OH*OW,
-// (slice+1)*k_chunk)) and writes ws[slice] (splits == 1: ws is dw itself);
-// conv2d_bwd_filter_reduce adds the slices in a fixed order.
+extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_data_v3_m64(
+    const float* __restrict__ dy, const float* __restrict__ wt, float* __restrict__ dx,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups)
+{
+    conv::bwd_data_v3<conv::V3_BM_SMALL, conv::V3_TM_SMALL, false>(dy, wt, dx, conv::Shape(CONV_SHAPE_ARGS));
+}
+
+extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_data_v3_s1_m64(
+    const float* __restrict__ dy, const float* __restrict__ wt, float* __restrict__ dx,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups)
+{
+    conv::bwd_data_v3<conv::V3_BM_SMALL, conv::V3_TM_SMALL, true>(dy, wt, dx, conv::Shape(CONV_SHAPE_ARGS));
+}
+
+// bwd_filter grid (ceil(Cg*KH*KW / 128), ceil(Fg / BM), G * splits), the v2 split-K
+// scheme: blockIdx.z = g * splits + slice; slice covers k in [slice*k_chunk,
+// min(N*OH*OW, (slice+1)*k_chunk)) and writes ws[slice] (splits == 1: ws is dw
+// itself); conv2d_bwd_filter_reduce adds the slices in a fixed order.
 extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_filter_v3(
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
     int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
     int sh, int sw, int ph, int pw, int groups, int splits, int k_chunk)
 {
-    using namespace conv;
-    const Shape s(CONV_SHAPE_ARGS);
-    const int g = blockIdx.z / splits, slice = blockIdx.z % splits;
-    const BwdFilterOp3 op{dy, x, ws, s, g, slice, s.Fg, s.Cg * s.KHW};
-    const int K = s.N * s.OHW, k_begin = slice * k_chunk;
-    implicit_gemm_v3<V3_BM, V3_BN, V3_BK, V3_TM, V3_TN>(op, k_begin, min(K, k_begin + k_chunk));
+    conv::bwd_filter_v3<conv::V3_BM, conv::V3_TM>(dy, x, ws, conv::Shape(CONV_SHAPE_ARGS), splits, k_chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_filter_v3_m64(
+    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int splits, int k_chunk)
+{
+    conv::bwd_filter_v3<conv::V3_BM_SMALL, conv::V3_TM_SMALL>(dy, x, ws, conv::Shape(CONV_SHAPE_ARGS), splits, k_chunk);
 }

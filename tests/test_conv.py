@@ -58,14 +58,34 @@ def test_every_kernel_is_checked():
 
 
 def test_every_small_shape_has_v3_cases():
-    """v3 runs on every small shape (odd, partial tiles) for each pass it has, plus a full tile."""
+    """v3 runs on every small shape (odd, partial tiles) for each pass, with each row
+    tile, plus a full tile."""
     names = {c.name for c in SMALL}
     passes = {"conv2d_forward": "fwd", "conv2d_backward_data": "bwd_data",
               "conv2d_backward_filter": "bwd_filter"}
+    assert set(passes) == set(conv.V3_PASSES)
     for label, *_ in conv.SMALL_SHAPES + conv.V3_SHAPES:
-        assert f"conv2d_fwd_v3 relu {label}" in names
-        for op in conv.V3_PASSES:
-            assert f"conv2d_{passes[op]}_v3 {label}" in names
+        for rows in conv.V3_ROWS:
+            assert f"conv2d_fwd_v3 rows={rows} relu {label}" in names
+            for op in conv.V3_PASSES:
+                assert f"conv2d_{passes[op]}_v3 rows={rows} {label}" in names
+
+
+def test_v3_row_tile_heuristic():
+    # AlexNet's GEMM rows: 96, 128, 256, 384 keep 128; 48 and 192 pad less with 64
+    assert [conv._v3_rows(m) for m in (96, 128, 256, 384, 48, 192, 1, 64, 65, 130)] == \
+        [128, 128, 128, 128, 64, 64, 64, 64, 128, 64]
+    xs, ws, s, p, g = (2, 6, 9, 8), (8, 3, 3, 3), 1, 1, 2
+    x, w, b, dy = _data(xs, ws, s, p, seed=13)
+    for rows in (None, 64, 128):
+        np.testing.assert_allclose(conv.conv2d_forward(x, w, b, s, p, g, version="v3", tile_rows=rows),
+                                   conv.conv2d_forward(x, w, b, s, p, g, version="v1"), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="tile_rows"):
+        conv.conv2d_forward(x, w, b, s, p, g, version="v3", tile_rows=32)
+    with pytest.raises(ValueError, match="tile_rows"):
+        conv.conv2d_backward_data(dy, w, xs, s, p, g, version="v2", tile_rows=64)
+    with pytest.raises(ValueError, match="tile_rows"):
+        conv.conv2d_backward_filter(dy, x, ws, s, p, g, version="v1", tile_rows=128)
 
 
 def test_v3_fused_relu_equals_unfused():
@@ -160,10 +180,10 @@ def test_backward_filter_split_k_is_deterministic(version):
     assert splits == 5 and chunk % 8 == 0 and (splits - 1) * chunk < 3 * 9 * 10 <= splits * chunk
 
 
-@pytest.mark.parametrize("version", ["v2", "v3"])
-def test_split_heuristic_on_alexnet_shapes(version):
+@pytest.mark.parametrize("version, rows", [("v2", None), ("v3", None), ("v3", 64), ("v3", 128)])
+def test_split_heuristic_on_alexnet_shapes(version, rows):
     for label, xs, ws, s, p, g in conv.ALEXNET_SHAPES:
-        splits, chunk = conv.backward_filter_splits(conv._geometry(xs, ws, s, p, g), version)
+        splits, chunk = conv.backward_filter_splits(conv._geometry(xs, ws, s, p, g), version, rows)
         k_total = xs[0] * conv._out_shape(xs, ws, s, p)[2] * conv._out_shape(xs, ws, s, p)[3]
         assert 1 <= splits <= 64 and (splits - 1) * chunk < k_total <= splits * chunk, label
 

@@ -29,6 +29,9 @@ BIAS_KERNEL = {"v1": "v1", "v2": "v2", "v3": "v2"}
 # V3_THREADS) and the v1 block size.
 V2_TILE_M, V2_TILE_N, V2_THREADS = 64, 64, 256
 V3_TILE_M, V3_TILE_N, V3_THREADS = 128, 128, 256
+# v3 row heights: 128 (conv::V3_BM, kernels conv2d_*_v3) and 64 (conv::V3_BM_SMALL,
+# kernels conv2d_*_v3_m64); _v3_rows picks one per layer.
+V3_ROWS = {128: "", 64: "_m64"}
 V1_THREADS = 256
 # Backward-filter split-K: aim for this many blocks (two waves on a 132-SM
 # H100), with at least MIN_K_PER_SLICE reduction steps per slice.
@@ -96,9 +99,24 @@ def _version(op, version):
     return v
 
 
-def _tile(v):
-    """(rows, columns, threads) of the implicit-GEMM block tile of version v2 or v3."""
-    return (V3_TILE_M, V3_TILE_N, V3_THREADS) if v == "v3" else (V2_TILE_M, V2_TILE_N, V2_THREADS)
+def _v3_rows(m):
+    """The v3 row tile for a GEMM of m rows: the one that pads m the least (ties: 128).
+    AlexNet: 96, 128, 256, 384 rows -> 128; 48, 192 rows -> 64."""
+    return 64 if _cdiv(m, 64) * 64 < _cdiv(m, 128) * 128 else 128
+
+
+def _tile(v, m, rows=None):
+    """(rows, columns, threads, kernel name suffix) of the implicit-GEMM block tile of
+    version v2 or v3 for a GEMM of m rows; rows forces v3's row tile (None: _v3_rows)."""
+    if v != "v3":
+        if rows is not None:
+            raise ValueError(f"tile_rows is a v3 setting, got version {v!r}")
+        return (V2_TILE_M, V2_TILE_N, V2_THREADS, "") if v == "v2" else (0, 0, V1_THREADS, "")
+    if rows is None:
+        rows = _v3_rows(m)
+    if rows not in V3_ROWS:
+        raise ValueError(f"tile_rows must be one of {sorted(V3_ROWS)} (or None), got {rows!r}")
+    return rows, V3_TILE_N, V3_THREADS, V3_ROWS[rows]
 
 
 def _geometry(x_shape, w_shape, stride, pad, groups):
@@ -142,11 +160,12 @@ def _get(name, like):
 
 # --- launchers -------------------------------------------------------------
 
-def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None, relu=False):
+def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None, relu=False, tile_rows=None):
     """y = conv(x, w) + b.  x (N, C, H, W), w (F, C/groups, KH, KW), b (F,) or None -> (N, F, OH, OW).
 
     relu=True (v3 only) fuses the activation into the kernel's epilogue:
     y = max(0, conv(x, w) + b), the same as relu_forward of the unfused result.
+    tile_rows (v3 only): 128 or 64, force the row tile (None: chosen per layer).
     """
     v = _version("conv2d_forward", version)
     if not isinstance(relu, (bool, np.bool_)):
@@ -167,18 +186,19 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None, relu=F
     y = xp.empty((n, f, oh, ow), dtype=np.float32)
     if n == 0:
         return y
-    k = _get(f"conv2d_fwd_{v}", x)
+    tm, tn, threads, suffix = _tile(v, f // g, tile_rows)
+    k = _get(f"conv2d_fwd_{v}{suffix}", x)
     if v == "v1":
         k(_cdiv(y.size, V1_THREADS), V1_THREADS, (x, w, b, y) + geo + (has_bias,))
     else:
-        tm, tn, threads = _tile(v)
         grid = (_cdiv(n * oh * ow, tn), _cdiv(f // g, tm), g)
         k(grid, threads, (x, w, b, y) + geo + (has_bias,) + ((int(relu),) if v == "v3" else ()))
     return y
 
 
-def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, version=None):
-    """dx, the gradient of conv2d_forward's input.  dy (N, F, OH, OW), w -> dx of x_shape."""
+def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, version=None, tile_rows=None):
+    """dx, the gradient of conv2d_forward's input.  dy (N, F, OH, OW), w -> dx of x_shape.
+    tile_rows (v3 only): 128 or 64, force the row tile (None: chosen per layer)."""
     v = _version("conv2d_backward_data", version)
     dy, w = _array(dy, "dy", 4), _array(w, "w", 4)
     xp = _module(dy, w)
@@ -191,23 +211,23 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, version=None
     dx = xp.empty((n, c, h, wd), dtype=np.float32)
     if n == 0:
         return dx
-    unit = v == "v3" and sh == sw == 1       # v3's stride-1 kernel skips the divisibility test
-    k = _get(f"conv2d_bwd_data_{v}" + ("_s1" if unit else ""), dy)
+    tm, tn, threads, suffix = _tile(v, c // g, tile_rows)
+    unit = v == "v3" and sh == sw == 1       # v3's stride-1 kernels skip the divisibility test
+    k = _get(f"conv2d_bwd_data_{v}" + ("_s1" if unit else "") + suffix, dy)
     if v == "v1":
         k(_cdiv(dx.size, V1_THREADS), V1_THREADS, (dy, w, dx) + geo)
     else:
-        tm, tn, threads = _tile(v)
         grid = (_cdiv(n * h * wd, tn), _cdiv(c // g, tm), g)
         k(grid, threads, (dy, w, dx) + geo)
     return dx
 
 
-def backward_filter_splits(geo, version="v2"):
+def backward_filter_splits(geo, version="v2", tile_rows=None):
     """(splits, k_chunk) for conv2d_bwd_filter_v2/v3: the N*OH*OW reduction cut into
     `splits` slices of k_chunk (a multiple of 8), enough blocks to fill the GPU."""
     n, c, h, wd, f, kh, kw, oh, ow, sh, sw, ph, pw, g = geo
     k_total = n * oh * ow
-    tm, tn, _ = _tile(version)
+    tm, tn, _, _ = _tile(version, f // g, tile_rows)
     blocks = g * _cdiv(f // g, tm) * _cdiv((c // g) * kh * kw, tn)
     splits = max(1, min(_cdiv(TARGET_BLOCKS, blocks), k_total // MIN_K_PER_SLICE, MAX_SPLITS, 65535 // g))
     return _slices(k_total, splits)
@@ -218,12 +238,13 @@ def _slices(k_total, splits):
     return _cdiv(k_total, chunk), chunk
 
 
-def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None):
-    """dw, the gradient of conv2d_forward's weight.  dy (N, F, OH, OW), x (N, C, H, W) -> w_shape."""
-    return backward_filter(dy, x, w_shape, stride, pad, groups, version)
+def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, tile_rows=None):
+    """dw, the gradient of conv2d_forward's weight.  dy (N, F, OH, OW), x (N, C, H, W) -> w_shape.
+    tile_rows (v3 only): 128 or 64, force the row tile (None: chosen per layer)."""
+    return backward_filter(dy, x, w_shape, stride, pad, groups, version, tile_rows=tile_rows)
 
 
-def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, splits=None):
+def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, splits=None, tile_rows=None):
     """conv2d_backward_filter with the v2 split-K count exposed (tests, tuning).
 
     splits (v2, v3): cut the reduction over (n, oh, ow) into this many slices
@@ -240,12 +261,13 @@ def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, spl
     if n == 0:
         return xp.zeros(tuple(w_shape), dtype=np.float32)
     dw = xp.empty(tuple(w_shape), dtype=np.float32)
-    k = _get(f"conv2d_bwd_filter_{v}", dy)
+    tm, tn, threads, suffix = _tile(v, f // g, tile_rows)
+    k = _get(f"conv2d_bwd_filter_{v}{suffix}", dy)
     if v == "v1":
         k(_cdiv(dw.size, V1_THREADS), V1_THREADS, (dy, x, dw) + geo)
         return dw
     if splits is None:
-        splits, chunk = backward_filter_splits(geo, v)
+        splits, chunk = backward_filter_splits(geo, v, tile_rows)
     else:
         splits, chunk = _slices(n * oh * ow, _int(splits, "splits", 1))
         if g * splits > 65535:
@@ -253,7 +275,6 @@ def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, spl
     if splits * dw.size > INT32_LIMIT:
         raise ValueError(f"split-K workspace of {splits} x {dw.size} elements is too large for int32 indexing")
     ws = dw if splits == 1 else xp.empty((splits,) + tuple(w_shape), dtype=np.float32)
-    tm, tn, threads = _tile(v)
     grid = (_cdiv((c // g) * kh * kw, tn), _cdiv(f // g, tm), g * splits)
     k(grid, threads, (dy, x, ws) + geo + (splits, chunk))
     if splits > 1:
@@ -294,7 +315,7 @@ SMALL_SHAPES = [
     ("1x3x5x4 k5x4 s1 p0 g3", (1, 3, 5, 4), (3, 1, 5, 4), 1, 0, 3),
 ]
 
-# v3's 128 x 128 tile exactly full in M, N and K for every pass (1x1 kernel:
+# v3's 128 x 128 tile (and the 64 x 128 one) exactly full in M, N and K for every pass (1x1 kernel:
 # M = F = C = 128, columns = N*H*W = 128, K = 128), then one that spans several
 # tiles in M and N with partial last tiles (Fg = 130, N*OH*OW = 3*12*10 = 360).
 V3_SHAPES = [
@@ -330,27 +351,38 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, versions=VERSIONS,
     if tol is None:
         tol = 1e-5 if scale == "small" else 1e-4
     geo = dict(stride=stride, pad=pad, groups=groups)
-    cases = []
+    unit = _pair(stride, "stride", 1) == (1, 1)
+    # (version, v3 row tile, name prefix, kernel suffix): v3 runs with each row tile
+    variants = []
     for v in versions:
-        cases.append(checking.Case(f"conv2d_fwd_{v} {label}", [x, w, b],
-                                   lambda x, w, b: R.conv2d_forward(x, w, b, **geo),
-                                   lambda x, w, b, v=v: conv2d_forward(x, w, b, **geo, version=v),
-                                   tol, (f"conv2d_fwd_{v}",), scale))
         if v == "v3":
-            cases.append(checking.Case(f"conv2d_fwd_v3 relu {label}", [x, w, b],
+            variants += [("v3", rows, f"v3 rows={rows}", suffix) for rows, suffix in V3_ROWS.items()]
+        else:
+            variants.append((v, None, v, ""))
+    cases = []
+    for v, rows, name, suffix in variants:
+        cases.append(checking.Case(f"conv2d_fwd_{name} {label}", [x, w, b],
+                                   lambda x, w, b: R.conv2d_forward(x, w, b, **geo),
+                                   lambda x, w, b, v=v, rows=rows: conv2d_forward(x, w, b, **geo, version=v,
+                                                                                  tile_rows=rows),
+                                   tol, (f"conv2d_fwd_{v}{suffix}",), scale))
+        if v == "v3":
+            cases.append(checking.Case(f"conv2d_fwd_{name} relu {label}", [x, w, b],
                                        lambda x, w, b: np.maximum(R.conv2d_forward(x, w, b, **geo), 0),
-                                       lambda x, w, b: conv2d_forward(x, w, b, **geo, version="v3", relu=True),
-                                       tol, ("conv2d_fwd_v3",), scale))
-        unit = _pair(stride, "stride", 1) == (1, 1)
-        data_kernel = f"conv2d_bwd_data_{v}" + ("_s1" if v == "v3" and unit else "")
-        cases.append(checking.Case(f"conv2d_bwd_data_{v} {label}", [dy, w],
+                                       lambda x, w, b, rows=rows: conv2d_forward(x, w, b, **geo, version="v3",
+                                                                                 relu=True, tile_rows=rows),
+                                       tol, (f"conv2d_fwd_v3{suffix}",), scale))
+        data_kernel = f"conv2d_bwd_data_{v}" + ("_s1" if v == "v3" and unit else "") + suffix
+        cases.append(checking.Case(f"conv2d_bwd_data_{name} {label}", [dy, w],
                                    lambda dy, w: R.conv2d_backward_data(dy, w, x_shape, **geo),
-                                   lambda dy, w, v=v: conv2d_backward_data(dy, w, x_shape, **geo, version=v),
+                                   lambda dy, w, v=v, rows=rows: conv2d_backward_data(dy, w, x_shape, **geo, version=v,
+                                                                                      tile_rows=rows),
                                    tol, (data_kernel,), scale))
-        cases.append(checking.Case(f"conv2d_bwd_filter_{v} {label}", [dy, x],
+        cases.append(checking.Case(f"conv2d_bwd_filter_{name} {label}", [dy, x],
                                    lambda dy, x: R.conv2d_backward_filter(dy, x, w_shape, **geo),
-                                   lambda dy, x, v=v: conv2d_backward_filter(dy, x, w_shape, **geo, version=v),
-                                   tol, (f"conv2d_bwd_filter_{v}",)
+                                   lambda dy, x, v=v, rows=rows: conv2d_backward_filter(dy, x, w_shape, **geo,
+                                                                                        version=v, tile_rows=rows),
+                                   tol, (f"conv2d_bwd_filter_{v}{suffix}",)
                                    + (("conv2d_bwd_filter_reduce",) if v != "v1" else ()), scale))
         if BIAS_KERNEL[v] == v:          # v3 has no bias kernel of its own
             cases.append(checking.Case(f"conv2d_bwd_bias_{v} {label}", [dy],
@@ -385,8 +417,10 @@ def split_cases(splits=(2, 3, 7)):
     x_shape, w_shape, geo = (3, 4, 9, 10), (6, 2, 3, 2), dict(stride=(2, 1), pad=1, groups=2)
     x = rng.standard_normal(x_shape)
     dy = rng.standard_normal(_out_shape(x_shape, w_shape, geo["stride"], geo["pad"]))
-    return [checking.Case(f"conv2d_bwd_filter_{v} 3x4x9x10 k3x2 s(2,1) p1 g2 splits={sp}", [dy, x],
+    variants = [("v2", None, "v2", "")] + [("v3", rows, f"v3 rows={rows}", suffix) for rows, suffix in V3_ROWS.items()]
+    return [checking.Case(f"conv2d_bwd_filter_{name} 3x4x9x10 k3x2 s(2,1) p1 g2 splits={sp}", [dy, x],
                           lambda dy, x: R.conv2d_backward_filter(dy, x, w_shape, **geo),
-                          lambda dy, x, sp=sp, v=v: backward_filter(dy, x, w_shape, **geo, version=v, splits=sp),
-                          1e-5, (f"conv2d_bwd_filter_{v}", "conv2d_bwd_filter_reduce"))
-            for v in ("v2", "v3") for sp in splits]
+                          lambda dy, x, sp=sp, v=v, rows=rows: backward_filter(dy, x, w_shape, **geo, version=v,
+                                                                               splits=sp, tile_rows=rows),
+                          1e-5, (f"conv2d_bwd_filter_{v}{suffix}", "conv2d_bwd_filter_reduce"))
+            for v, rows, name, suffix in variants for sp in splits]
