@@ -23,7 +23,9 @@ and returns the gradient of the LRN's input, which the LRN passes back. A ReLU
 (or an fc/conv layer's ReLU neuron) fused into a dropout leaves its input
 (the pre-activation) as it is while the dropout is active (training, p > 0);
 the dropout runs relu_dropout_* and returns the gradient of the
-pre-activation. Otherwise both layers run unfused.
+pre-activation. Otherwise both layers run unfused. A conv layer with
+`fuse_epilogue` and a ReLU neuron (not left to a dropout) adds bias and ReLU in
+the convolution kernel's epilogue (kernel_ops.conv.conv2d_forward(relu=True)).
 
 Output sizes: conv (H + 2*pad - K) // stride + 1; pooling
 ceil((H - size) / stride) + 1 (the last window may be clipped), as in
@@ -84,6 +86,7 @@ class Layer:
     optional = {}
     n_inputs = (1, 1)
     has_neurons = False        # counted in Net.num_neurons (conv and fc)
+    fuse_epilogue = False      # conv: bias + ReLU run in the convolution kernel's epilogue
     fused_into = None          # the consumer layer that runs this layer's op in its kernel
     fused_from = None          # the producer layer whose op this layer runs in its kernel
     _fused_active = False      # this layer's last forward left its work to fused_into
@@ -294,9 +297,13 @@ class Conv(Layer):
         self._check_inputs(inputs)
         x = self._concat(inputs, flatten=False)
         w, b = self.params["w"].value, self.params["b"].value
-        y = ops.conv2d_forward(x, w, b, stride=self.stride, pad=self.pad, groups=self.groups,
-                               backend=self.backend)
-        y = self._neuron_forward(y, train)
+        geo = dict(stride=self.stride, pad=self.pad, groups=self.groups)
+        if self.fuse_epilogue and self.neuron == "relu" and not self._relu_deferred(train):
+            from convnet.kernel_ops import conv      # bias + ReLU in the convolution's epilogue
+            y = conv.conv2d_forward(x, w, b, **geo, relu=True)
+        else:
+            y = ops.conv2d_forward(x, w, b, **geo, backend=self.backend)
+            y = self._neuron_forward(y, train)
         self.x, self.y = x, y
         return y
 

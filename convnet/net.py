@@ -35,7 +35,9 @@ a relu layer or an fc/conv layer with neuron "relu" whose only consumer is a
 dropout layer on its column runs with it as relu_dropout_* while the dropout
 is active (convnet/kernel_ops/fused.py, kernels/fused.cu). The results equal
 the unfused layers' up to float32 rounding; net.fusions lists the pairs and
-net.summary() names them. fuse=False runs every layer on its own.
+net.summary() names them. A conv layer with neuron "relu" (not fused into a
+dropout) applies bias and ReLU in its convolution kernel's epilogue.
+fuse=False runs every layer on its own.
 
 Dropout: the seed of a dropout layer's mask at training step n is derived
 from (seed, n, the layer's index in the config); net.step counts training
@@ -211,6 +213,8 @@ class Net:
             if lrn_pool or relu_drop:
                 src.fused_into, layer.fused_from = layer, src
                 pairs.append((src.name, name))
+        for layer in self.layers.values():
+            layer.fuse_epilogue = layer.kind == "conv" and layer.neuron == "relu"
         return pairs
 
     def _layer_hyper(self, name):
@@ -293,6 +297,9 @@ class Net:
         lines.append(f"total: {self.num_params:,} parameters, {self.num_neurons:,} neurons")
         if self.fusions:
             lines.append("fused kernels: " + ", ".join(f"{a}+{b}" for a, b in self.fusions))
+        epilogue = [n for n, layer in self.layers.items() if layer.fuse_epilogue]
+        if epilogue:
+            lines.append("bias + ReLU in the conv epilogue: " + ", ".join(epilogue))
         cross = self.crossings()
         if not cross:
             lines.append("cross-column copies: none")

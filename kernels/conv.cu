@@ -16,6 +16,8 @@
 // Versions (the launcher convnet/kernel_ops/conv.py names the shipped one):
 //   v1 (fwd, bwd_data, bwd_filter, bwd_bias): one thread per output element,
 //      direct loops over the sum; obviously right, slow.
+//   Every forward takes `relu`: y = max(0, conv + b) in the epilogue (the fused
+//   bias + ReLU the layers use on the kernel backends; relu = 0 is the plain conv).
 //   v2 fwd/bwd_data/bwd_filter: implicit GEMM per group, C[m,col] = sum_k A[m,k] B[k,col],
 //      nothing materialised (im2col indices computed while loading tiles):
 //        fwd:        m = f (Fg),  col = (n,oh,ow), k = (c,i,j);   A = w,  B = x patches
@@ -34,7 +36,7 @@
 //      BM = BN = 64, BK = 8, TM = TN = 4 (conv::BM ... below), 256 threads.
 //   v2 bwd_bias: one block per filter, a strided sum per thread, then a shared-memory
 //      tree reduction (fixed order: deterministic).
-//   v3 fwd (+ optional fused ReLU epilogue), bwd_data (conv2d_bwd_data_v3_s1: the
+//   v3 fwd, bwd_data (conv2d_bwd_data_v3_s1: the
 //      stride-1 instantiation, no divisibility test), bwd_filter (the v2 split-K +
 //      conv2d_bwd_filter_reduce scheme): the v2 GEMM views on a bigger tile,
 //      BM = BN = 128, BK = 8, TM = TN = 8 (conv::V3_* below), 256 threads, at most
@@ -161,7 +163,7 @@ struct Shape {
 // fwd: C[f, (n,oh,ow)] = sum_{(c,i,j)} w[g*Fg+f, c, i, j] * x[n, g*Cg+c, oh*SH-PH+i, ow*SW-PW+j]
 struct FwdOp {
     const float* x; const float* w; const float* bias; float* y;
-    Shape s; int g, has_bias, M, NCOL;
+    Shape s; int g, has_bias, relu, M, NCOL;
     struct Col { const float* base; int ih0, iw0; bool valid; };
     __device__ float a(int m, int k) const { return w[(g * s.Fg + m) * (s.Cg * s.KHW) + k]; }
     __device__ Col col(int c) const {
@@ -182,7 +184,8 @@ struct FwdOp {
     }
     __device__ void store(int m, int c, float v) const {
         const int f = g * s.Fg + m, n = c / s.OHW, p = c - n * s.OHW;
-        y[(n * s.F + f) * s.OHW + p] = has_bias ? v + bias[f] : v;
+        if (has_bias) v += bias[f];
+        y[(n * s.F + f) * s.OHW + p] = relu ? fmaxf(v, 0.f) : v;
     }
 };
 
@@ -581,12 +584,13 @@ __device__ __forceinline__ void bwd_filter_v3(const float* dy, const float* x, f
 // v1: one thread per output element (1-D grid over the output, any block size).
 // ---------------------------------------------------------------------------
 
-// thread -> y[n, f, oh, ow] (flat NCHW index); b is read only when has_bias.
+// thread -> y[n, f, oh, ow] (flat NCHW index); b is read only when has_bias;
+// relu != 0: y = max(0, conv + b) (the fused epilogue).
 extern "C" __global__ void conv2d_fwd_v1(
     const float* __restrict__ x, const float* __restrict__ wt, const float* __restrict__ b,
     float* __restrict__ y,
     int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
-    int sh, int sw, int ph, int pw, int groups, int has_bias)
+    int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
 {
     const conv::Shape s(CONV_SHAPE_ARGS);
     const int idx = blockIdx.x * blockDim.x + threadIdx.x;
@@ -605,7 +609,8 @@ extern "C" __global__ void conv2d_fwd_v1(
                        x[((ni * s.C + g * s.Cg + ci) * s.H + ih) * s.W + iw];
             }
         }
-    y[idx] = has_bias ? acc + b[fi] : acc;
+    if (has_bias) acc += b[fi];
+    y[idx] = relu ? fmaxf(acc, 0.f) : acc;
 }
 
 // thread -> dx[n, c, ih, iw]: a gather over the taps (f, i, j) that read this pixel.
@@ -676,16 +681,16 @@ extern "C" __global__ void conv2d_bwd_bias_v1(const float* __restrict__ dy, floa
 // v2: implicit GEMM, block = conv::V2_THREADS (256) threads, grids below.
 // ---------------------------------------------------------------------------
 
-// grid (ceil(N*OH*OW / BN), ceil(Fg / BM), G)
+// grid (ceil(N*OH*OW / BN), ceil(Fg / BM), G); relu != 0: y = max(0, conv + b).
 extern "C" __global__ void __launch_bounds__(conv::V2_THREADS) conv2d_fwd_v2(
     const float* __restrict__ x, const float* __restrict__ wt, const float* __restrict__ b,
     float* __restrict__ y,
     int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
-    int sh, int sw, int ph, int pw, int groups, int has_bias)
+    int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
 {
     using namespace conv;
     const Shape s(CONV_SHAPE_ARGS);
-    const FwdOp op{x, wt, b, y, s, (int)blockIdx.z, has_bias, s.Fg, s.N * s.OHW};
+    const FwdOp op{x, wt, b, y, s, (int)blockIdx.z, has_bias, relu, s.Fg, s.N * s.OHW};
     implicit_gemm<BM, BN, BK, TM, TN>(op, 0, s.Cg * s.KHW);
 }
 

@@ -88,17 +88,16 @@ def test_v3_row_tile_heuristic():
         conv.conv2d_backward_filter(dy, x, ws, s, p, g, version="v1", tile_rows=128)
 
 
-def test_v3_fused_relu_equals_unfused():
+@pytest.mark.parametrize("version", conv.VERSIONS)
+def test_fused_relu_equals_unfused(version):
     xs, ws, s, p, g = (3, 6, 11, 9), (10, 3, 4, 3), (2, 1), (1, 2), 2
     x, w, b, _ = _data(xs, ws, s, p, seed=11)
-    plain = conv.conv2d_forward(x, w, b, s, p, g, version="v3")
-    fused = conv.conv2d_forward(x, w, b, s, p, g, version="v3", relu=True)
+    plain = conv.conv2d_forward(x, w, b, s, p, g, version=version)
+    fused = conv.conv2d_forward(x, w, b, s, p, g, version=version, relu=True)
     assert (plain < 0).any() and (plain > 0).any()          # the relu has something to do
     np.testing.assert_array_equal(fused, np.maximum(plain, 0))
-    nobias = conv.conv2d_forward(x, w, None, s, p, g, version="v3", relu=True)
-    np.testing.assert_array_equal(nobias, np.maximum(conv.conv2d_forward(x, w, None, s, p, g, version="v3"), 0))
-    with pytest.raises(ValueError, match="relu"):
-        conv.conv2d_forward(x, w, b, s, p, g, version="v2", relu=True)
+    nobias = conv.conv2d_forward(x, w, None, s, p, g, version=version, relu=True)
+    np.testing.assert_array_equal(nobias, np.maximum(conv.conv2d_forward(x, w, None, s, p, g, version=version), 0))
     with pytest.raises(TypeError, match="relu"):
         conv.conv2d_forward(x, w, b, s, p, g, version="v3", relu=1)
 

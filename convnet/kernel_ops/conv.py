@@ -163,15 +163,13 @@ def _get(name, like):
 def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None, relu=False, tile_rows=None):
     """y = conv(x, w) + b.  x (N, C, H, W), w (F, C/groups, KH, KW), b (F,) or None -> (N, F, OH, OW).
 
-    relu=True (v3 only) fuses the activation into the kernel's epilogue:
+    relu=True fuses the activation into the kernel's epilogue (every version):
     y = max(0, conv(x, w) + b), the same as relu_forward of the unfused result.
     tile_rows (v3 only): 128 or 64, force the row tile (None: chosen per layer).
     """
     v = _version("conv2d_forward", version)
     if not isinstance(relu, (bool, np.bool_)):
         raise TypeError(f"relu must be a bool, got {relu!r}")
-    if relu and v != "v3":
-        raise ValueError(f"conv2d_forward: relu=True (the fused epilogue) needs version='v3', got {v!r}")
     x, w = _array(x, "x", 4), _array(w, "w", 4)
     xp = _module(x, w) if b is None else _module(x, w, b)
     geo = _geometry(tuple(x.shape), tuple(w.shape), stride, pad, groups)
@@ -189,10 +187,10 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None, relu=F
     tm, tn, threads, suffix = _tile(v, f // g, tile_rows)
     k = _get(f"conv2d_fwd_{v}{suffix}", x)
     if v == "v1":
-        k(_cdiv(y.size, V1_THREADS), V1_THREADS, (x, w, b, y) + geo + (has_bias,))
+        k(_cdiv(y.size, V1_THREADS), V1_THREADS, (x, w, b, y) + geo + (has_bias, int(relu)))
     else:
         grid = (_cdiv(n * oh * ow, tn), _cdiv(f // g, tm), g)
-        k(grid, threads, (x, w, b, y) + geo + (has_bias,) + ((int(relu),) if v == "v3" else ()))
+        k(grid, threads, (x, w, b, y) + geo + (has_bias, int(relu)))
     return y
 
 
@@ -366,12 +364,12 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, versions=VERSIONS,
                                    lambda x, w, b, v=v, rows=rows: conv2d_forward(x, w, b, **geo, version=v,
                                                                                   tile_rows=rows),
                                    tol, (f"conv2d_fwd_{v}{suffix}",), scale))
-        if v == "v3":
-            cases.append(checking.Case(f"conv2d_fwd_{name} relu {label}", [x, w, b],
-                                       lambda x, w, b: np.maximum(R.conv2d_forward(x, w, b, **geo), 0),
-                                       lambda x, w, b, rows=rows: conv2d_forward(x, w, b, **geo, version="v3",
-                                                                                 relu=True, tile_rows=rows),
-                                       tol, (f"conv2d_fwd_v3{suffix}",), scale))
+        # the fused bias + ReLU epilogue, every version
+        cases.append(checking.Case(f"conv2d_fwd_{name} relu {label}", [x, w, b],
+                                   lambda x, w, b: np.maximum(R.conv2d_forward(x, w, b, **geo), 0),
+                                   lambda x, w, b, v=v, rows=rows: conv2d_forward(x, w, b, **geo, version=v,
+                                                                                  relu=True, tile_rows=rows),
+                                   tol, (f"conv2d_fwd_{v}{suffix}",), scale))
         data_kernel = f"conv2d_bwd_data_{v}" + ("_s1" if v == "v3" and unit else "") + suffix
         cases.append(checking.Case(f"conv2d_bwd_data_{name} {label}", [dy, w],
                                    lambda dy, w: R.conv2d_backward_data(dy, w, x_shape, **geo),
