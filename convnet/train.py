@@ -22,6 +22,8 @@ Run state and exactness:
 - A NaN or infinite loss stops the run with exit code 1 and a message
   naming the step; the last good checkpoint is kept (a non-finite state is
   never written).
+- Images larger than the net's input are cropped (random crops, flips and
+  PCA lighting in training, centre crops for validation: the paper's recipe).
 - The validation split is the dataset's "val" split (for Fashion-MNIST and
   CIFAR-10, which ship none, the readers give the test split).
 """
@@ -145,7 +147,7 @@ def _subset(ds, limit):
         return ds
     from convnet.data.readers import Dataset
     return Dataset(ds.name, ds.split, np.asarray(ds.images[:limit]), np.asarray(ds.labels[:limit]),
-                   ds.classes, mean=ds.mean, pca=getattr(ds, "pca", None))
+                   ds.classes, mean=ds.mean, pca=ds.pca, source=ds.source, prepared=ds.prepared)
 
 
 def load_data(run, cfg):
@@ -169,9 +171,9 @@ def check_data_fits(cfg, ds):
     if cc != c or hh < h or ww < w:
         raise UsageError(f"config '{cfg.get('name')}' takes {c}x{h}x{w} inputs but {ds.name} has "
                          f"{cc}x{hh}x{ww} images")
-    if hh != h or ww != w:
+    if (hh != h or ww != w) and (hh != ww or h != w):
         raise UsageError(f"config '{cfg.get('name')}' takes {h}x{w} inputs, {ds.name} images are "
-                         f"{hh}x{ww}: train.py feeds whole images (no random crops yet)")
+                         f"{hh}x{ww}: crops need square images and inputs")
     by_name = {L.get("name"): L for L in cfg["LAYERS"]}
     for L in cfg["LAYERS"]:
         if L.get("type") == "softmax_loss":
@@ -299,9 +301,14 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def _loader(self, ds, train, epoch):
-        from convnet.data import make_loader
+        """Images of the net's input size as they are (prepared sets: the loader's flips and
+        lighting); larger images: the paper's random crops of the input size, flips and
+        PCA lighting when training, centre crops for validation."""
+        from convnet.data import Augment, make_loader
+        size = input_shape(self.cfg)[1]
+        augment = Augment(crop=size) if ds.shape[0] > size else None
         return make_loader(ds, self.run["batch_size"], train=train, seed=self.run["seed"], epoch=epoch,
-                           augment=None, backend=self.backend)
+                           augment=augment, backend=self.backend)
 
     # -- loop ------------------------------------------------------------------
     def train(self, interrupt):

@@ -39,13 +39,13 @@ def write_idx(path, array):
         f.write(header + array.tobytes())
 
 
-def make_dataset(folder, n_train=100, n_test=30, seed=0):
-    """3 classes: a bright bar (horizontal, vertical, diagonal) on noise, 12 x 12."""
+def make_dataset(folder, n_train=100, n_test=30, seed=0, size=12):
+    """3 classes: a bright bar (horizontal, vertical, diagonal) on noise, size x size."""
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     for stem, n in (("train", n_train), ("t10k", n_test)):
         labels = rng.integers(0, 3, n).astype(np.uint8)
-        images = rng.integers(0, 80, (n, 12, 12)).astype(np.uint8)
+        images = rng.integers(0, 80, (n, size, size)).astype(np.uint8)
         for img, c in zip(images, labels):
             k = rng.integers(2, 10)
             if c == 0:
@@ -261,6 +261,13 @@ def test_resume_refuses_changed_settings_and_bad_files(setup, tmp_path, capsys):
     code, _ = run(setup, tmp_path, "--resume", str(tmp_path / "junk.ckpt"))
     err = capsys.readouterr().err
     assert code == 2 and "not a readable convnet checkpoint" in err and len(err.strip().splitlines()) == 1
+
+
+def test_larger_images_are_cropped_to_the_input(setup, tmp_path):
+    data = make_dataset(str(tmp_path / "bars14"), n_train=40, n_test=10, size=14)
+    code, lines = run({**setup, "data": data}, tmp_path / "ck", "--epochs", "1")
+    assert code == 0, lines
+    assert checkpoint.load(tmp_path / "ck" / "last.ckpt")["metrics"][0]["val_images"] == 10
 
 
 def test_data_that_does_not_fit_the_config(setup, tmp_path, capsys):
