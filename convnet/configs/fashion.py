@@ -1,46 +1,58 @@
 """The default net: a small AlexNet-style CNN for Fashion-MNIST (1 x 28 x 28, 10 classes).
 
-conv 5x5 -> ReLU -> max-pool 3/2 (overlapping, as in the paper) -> conv 5x5 ->
-ReLU -> max-pool 3/2 -> fc 256 ReLU -> dropout 0.5 -> fc 10 -> softmax.
-Sizes: 28 -> 24 -> 12 (pool: ceil((24 - 3) / 2) + 1) -> 8 -> 4.
+conv 5x5 24 -> ReLU -> max-pool 2/2 -> conv 5x5 48 -> ReLU -> max-pool 2/2 ->
+fc 256 ReLU -> dropout 0.25 -> fc 10 -> softmax. Sizes 28 -> 24 -> 12 -> 8 -> 4.
+Plain data: mean image subtracted, / 255, no augmentation.
 
-Plain data (mean image subtracted, / 255; no augmentation). Sized so that
-`python -m convnet.train` reaches >= 90% test accuracy on a 2-core CPU with
-the NumPy reference in a few minutes (measured: see the README/report).
+Sized for `python -m convnet.train` with no arguments: >= 90% test accuracy
+on a 2-core CPU with the NumPy reference in about 6 minutes. Choices,
+measured on Fashion-MNIST with the NumPy reference (single-thread CPU time
+per batch of 128, forward + backward + update):
+- 16/32 filters with overlapping 3/2 pooling: 174 ms, 90.1% after 5 epochs;
+  24/48 with 2/2 pooling: 174 ms, 90.5% after 5 epochs (90.4% after 4);
+  32/64 with 3/2 pooling: 403 ms. The reference's max-pool backward costs in
+  proportion to the window area, so non-overlapping pooling here buys 1.5x
+  the filters for the same time (the paper's ablation: overlapping pooling
+  is worth 0.4% top-1 on ImageNet).
+- dropout 0.5 learned visibly slower than none in a few epochs; 0.25 keeps
+  some of the regulariser.
+- The paper's N(0, 0.01^2) for every layer makes a net this shallow on
+  [-1, 1] inputs start very slowly: per-layer stds of about sqrt(2 / fan-in)
+  (He et al.) instead.
+- lr 0.05 beat 0.02 and 0.1 over the first quarter epoch (batch 64); the
+  step schedule divides it by 10 after epochs 3 and 4 (+1.4% at the first
+  drop). In a 5-epoch run the plateau rule would seldom fire.
 """
 
-POOL = {"mode": "max", "size": 3, "stride": 2}
+POOL = {"mode": "max", "size": 2, "stride": 2}
 
 LAYERS = [
     {"name": "data", "type": "data", "shape": [1, 28, 28]},
     {"name": "conv1", "type": "conv", "inputs": "data",
-     "filters": 32, "size": 5, "stride": 1, "pad": 0, "neuron": "relu"},
+     "filters": 24, "size": 5, "stride": 1, "pad": 0, "neuron": "relu"},
     {"name": "pool1", "type": "pool", "inputs": "conv1", **POOL},
     {"name": "conv2", "type": "conv", "inputs": "pool1",
-     "filters": 64, "size": 5, "stride": 1, "pad": 0, "neuron": "relu"},
+     "filters": 48, "size": 5, "stride": 1, "pad": 0, "neuron": "relu"},
     {"name": "pool2", "type": "pool", "inputs": "conv2", **POOL},
     {"name": "fc3", "type": "fc", "inputs": "pool2", "outputs": 256, "neuron": "relu"},
-    {"name": "drop3", "type": "dropout", "inputs": "fc3", "p": 0.5},
+    {"name": "drop3", "type": "dropout", "inputs": "fc3", "p": 0.25},
     {"name": "fc4", "type": "fc", "inputs": "drop3", "outputs": 10},
     {"name": "loss", "type": "softmax_loss", "inputs": "fc4"},
 ]
 
 HYPER = {
-    "lr": 0.02,
+    "lr": 0.05,
     "momentum": 0.9,
     "weight_decay": 0.0005,
-    "batch_size": 128,
-    "epochs": 3,
-    # The paper's N(0, 0.01^2) everywhere makes a net this shallow on [-1, 1] inputs
-    # start very slowly; per-layer stds of about sqrt(2 / fan-in) (He et al.) instead.
+    "batch_size": 64,
+    "epochs": 5,
     "init_std": 0.01,
     "bias_init": 0.0,
-    "lr_schedule": {"type": "plateau", "factor": 10.0, "patience": 1, "max_drops": 3},
+    "lr_schedule": {"type": "step", "epochs": [3, 4], "factor": 10.0},
     "layers": {
         "conv1": {"init_std": 0.28},    # fan-in 25
-        "conv2": {"init_std": 0.05},    # fan-in 800
-        "fc3": {"init_std": 0.044},     # fan-in 1024
+        "conv2": {"init_std": 0.058},   # fan-in 600
+        "fc3": {"init_std": 0.051, "bias_init": 0.1},   # fan-in 768
         "fc4": {"init_std": 0.06},      # fan-in 256
-        "fc3*": {"bias_init": 0.1},
     },
 }
