@@ -232,7 +232,7 @@ def cli(*args):
     (["--gpus", "0,1", "--device", "cpu"], "--gpus"),
     (["--resume", "/no/such.ckpt"], "checkpoint not found"),
     (["--lr", "-1"], "--lr"),
-    (["--lr-schedule", "step"], "--lr-steps"),
+    (["--lr-schedule", "plateau", "--lr-steps", "3"], "--lr-steps needs"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
     r = cli(*args, "--checkpoint-dir", str(tmp_path))
