@@ -209,7 +209,7 @@ def to_host(a):
     return a.get() if type(a).__module__.split(".")[0] == "cupy" else np.asarray(a)
 
 
-def evaluate_loader(net, loader, backend):
+def evaluate_loader(net, loader):
     """(top-1 errors, top-5 errors, images) of net over a loader (train=False)."""
     from convnet import reference
     top1 = top5 = n = 0
@@ -312,7 +312,7 @@ class Trainer:
 
     # -- loop ------------------------------------------------------------------
     def train(self, interrupt):
-        """Run the remaining epochs. Returns "done" or "interrupted"; raises Stop on NaN."""
+        """Run the remaining epochs. Raises Stop (NaN loss or state) or KeyboardInterrupt (Ctrl-C)."""
         total = self.run["epochs"]
         while self.epoch < total:
             if interrupt.requested:
@@ -355,7 +355,6 @@ class Trainer:
                 if bar is not None:
                     bar.close()
             self.end_epoch(e, total)
-        return "done"
 
     def train_step(self, x, labels):
         self.net.set_step(self.global_step)
@@ -369,7 +368,7 @@ class Trainer:
 
     def end_epoch(self, e, total):
         t0 = time.perf_counter()
-        top1, top5, n = evaluate_loader(self.net, self._loader(self.val_ds, False, 0), self.backend)
+        top1, top5, n = evaluate_loader(self.net, self._loader(self.val_ds, False, 0))
         val_seconds = time.perf_counter() - t0
         images, seconds = self.partial["images"], self.partial["seconds"]
         m = {"type": "epoch", "epoch": e, "train_loss": self.partial["loss_sum"] / max(images, 1),
