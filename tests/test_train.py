@@ -146,6 +146,19 @@ def test_ctrl_c_mid_epoch_saves_and_resume_is_exact(setup, tmp_path, how):
     assert a["metrics"][-1]["train_loss"] == b["metrics"][-1]["train_loss"]
 
 
+def test_emulated_kernels_train_like_the_numpy_reference(setup, tmp_path):
+    try:
+        import convnet._emu  # noqa: F401
+    except ImportError:
+        pytest.skip("CPU emulation extension not built")
+    assert run(setup, tmp_path / "numpy", "--epochs", "1")[0] == 0
+    code, lines = run(setup, tmp_path / "emu", "--epochs", "1", "--device", "emu")
+    assert code == 0, lines
+    a, b = step_losses(tmp_path / "numpy"), step_losses(tmp_path / "emu")
+    assert [s for s, _ in a] == [s for s, _ in b]
+    np.testing.assert_allclose([l for _, l in b], [l for _, l in a], rtol=1e-4)
+
+
 def test_nan_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(setup, tmp_path, capsys):
     def poison(trainer):
         if trainer.global_step == 6:                  # first step of epoch 2
