@@ -139,6 +139,21 @@ def save_run(directory, state, best=False):
     return paths
 
 
+def remove_stale_temporaries(directory):
+    """Delete the temporary files a killed save left in directory (".last.ckpt.*.tmp")."""
+    removed = []
+    if not os.path.isdir(directory):
+        return removed
+    for name in os.listdir(directory):
+        if name.startswith((f".{LAST}.", f".{BEST}.")) and name.endswith(".tmp"):
+            try:
+                os.unlink(os.path.join(directory, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
+
+
 # Only these classes may be rebuilt from a checkpoint: NumPy arrays, dtypes, scalars.
 _ALLOWED = {
     ("numpy", "ndarray"), ("numpy", "dtype"),

@@ -268,6 +268,7 @@ class Trainer:
             self._restore(resumed)
         self.dir = run["checkpoint_dir"]
         os.makedirs(self.dir, exist_ok=True)
+        checkpoint.remove_stale_temporaries(self.dir)        # left by a kill -9 mid-save
         log_dir = os.path.dirname(os.path.abspath(run["log"]))
         os.makedirs(log_dir, exist_ok=True)
 

@@ -207,10 +207,11 @@ def test_kill_9_then_resume(setup, tmp_path):
         proc.kill()                                   # SIGKILL, wherever it is
         proc.wait()
     epoch = checkpoint.load(ckdir / "last.ckpt")["epoch"]      # whole, even mid-write
-    assert not [p for p in os.listdir(ckdir) if p.endswith(".tmp") and not p.startswith(".")]
+    (ckdir / ".last.ckpt.abc123.tmp").write_bytes(b"half a checkpoint")   # as a kill mid-save leaves
     code, _ = run(setup, ckdir, "--resume", str(ckdir / "last.ckpt"), "--epochs", str(epoch + 1))
     assert code == 0
     assert checkpoint.load(ckdir / "last.ckpt")["epoch"] == epoch + 1
+    assert not [p for p in os.listdir(ckdir) if p.endswith(".tmp")]     # stale temporaries removed
 
 
 def test_sigint_to_a_running_command_saves_and_exits_130(setup, tmp_path):
