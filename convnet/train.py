@@ -25,7 +25,9 @@ Run state and exactness:
 - Images larger than the net's input are cropped (random crops, flips and
   PCA lighting in training, centre crops for validation: the paper's recipe).
 - The validation split is the dataset's "val" split (for Fashion-MNIST and
-  CIFAR-10, which ship none, the readers give the test split).
+  CIFAR-10, which ship none, the readers give the test split: the plateau
+  schedule and best.ckpt then look at test data), or with --holdout N a
+  fixed set of N training images kept out of training.
 """
 import json
 import math
@@ -45,7 +47,9 @@ DEFAULT_DATA = "fashion-mnist"
 DEFAULT_DIR = "runs/{config}"
 # settings fixed by the run that made a checkpoint; --resume refuses to change them
 EXIT_INTERRUPTED = 130          # the shell's code for a run stopped by Ctrl-C (SIGINT)
-RUN_KEYS = ("config", "data", "batch_size", "lr", "seed", "lr_schedule", "train_limit", "val_limit")
+RUN_KEYS = ("config", "data", "batch_size", "lr", "seed", "lr_schedule", "train_limit", "val_limit",
+            "holdout")
+HOLDOUT_SEED = 20120101         # the held-out images do not depend on --seed
 
 
 def build_parser():
@@ -69,6 +73,9 @@ def build_parser():
     p.add_argument("--log-every", type=cli.positive_int, default=50, help="steps between log lines")
     p.add_argument("--train-limit", type=cli.positive_int, help="use only the first N training images")
     p.add_argument("--val-limit", type=cli.positive_int, help="use only the first N validation images")
+    p.add_argument("--holdout", type=cli.positive_int,
+                   help="validate on N training images held out from training (a fixed choice) instead "
+                        "of the dataset's val split (which for Fashion-MNIST and CIFAR-10 is the test set)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -132,7 +139,7 @@ def resolve_settings(args):
                "seed": args.seed if args.seed is not None else 0,
                "epochs": args.epochs if args.epochs is not None else int(hyper.get("epochs", 10)),
                "lr_schedule": _schedule_spec(hyper, args.lr_schedule, args.lr_steps),
-               "train_limit": args.train_limit, "val_limit": args.val_limit,
+               "train_limit": args.train_limit, "val_limit": args.val_limit, "holdout": args.holdout,
                "checkpoint_dir": args.checkpoint_dir or DEFAULT_DIR.format(config=cfg["name"])}
     if run["batch_size"] <= 0:
         raise UsageError(f"--batch-size must be > 0, got {run['batch_size']}")
@@ -142,18 +149,33 @@ def resolve_settings(args):
     return cfg, run, resumed
 
 
-def _subset(ds, limit):
-    if limit is None or limit >= len(ds):
+def _subset(ds, limit=None, index=None):
+    """The first `limit` images of ds, or the images at `index`; same mean, classes and kind."""
+    if index is None and (limit is None or limit >= len(ds)):
         return ds
     from convnet.data.readers import Dataset
-    return Dataset(ds.name, ds.split, np.asarray(ds.images[:limit]), np.asarray(ds.labels[:limit]),
-                   ds.classes, mean=ds.mean, pca=ds.pca, source=ds.source, prepared=ds.prepared)
+    if index is None:
+        images, labels = np.asarray(ds.images[:limit]), np.asarray(ds.labels[:limit])
+    else:
+        images, labels = np.asarray(ds.images[index]), np.asarray(ds.labels[index])
+    return Dataset(ds.name, ds.split, images, labels, ds.classes, mean=ds.mean, pca=ds.pca,
+                   source=ds.source, prepared=ds.prepared)
 
 
 def load_data(run, cfg):
+    """(train, validation) datasets of the run (the mean image stays the whole train split's)."""
     from convnet.data import load_dataset
-    train = _subset(load_dataset(run["data"], "train"), run["train_limit"])
-    val = _subset(load_dataset(run["data"], "val"), run["val_limit"])
+    train = load_dataset(run["data"], "train")
+    holdout = run.get("holdout")
+    if holdout:
+        if holdout >= len(train):
+            raise UsageError(f"--holdout {holdout}: the training split has only {len(train)} images")
+        order = np.random.default_rng(HOLDOUT_SEED).permutation(len(train))
+        val = _subset(train, index=np.sort(order[:holdout]))
+        train = _subset(train, index=np.sort(order[holdout:]))
+    else:
+        val = load_dataset(run["data"], "val")
+    train, val = _subset(train, run["train_limit"]), _subset(val, run["val_limit"])
     check_data_fits(cfg, train)
     return train, val
 

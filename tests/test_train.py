@@ -277,6 +277,15 @@ def test_resume_refuses_changed_settings_and_bad_files(setup, tmp_path, capsys):
     assert code == 2 and "not a readable convnet checkpoint" in err and len(err.strip().splitlines()) == 1
 
 
+def test_holdout_validates_on_training_images_kept_out(setup, tmp_path, capsys):
+    code, lines = run(setup, tmp_path / "h", "--epochs", "1", "--holdout", "40")
+    assert code == 0, lines
+    state = checkpoint.load(tmp_path / "h" / "last.ckpt")
+    assert state["metrics"][0]["val_images"] == 40 and state["global_step"] == 3    # 60 left, batch 20
+    code, _ = run(setup, tmp_path / "bad", "--holdout", "100")
+    assert code == 2 and "only 100 images" in capsys.readouterr().err
+
+
 def test_larger_images_are_cropped_to_the_input(setup, tmp_path):
     data = make_dataset(str(tmp_path / "bars14"), n_train=40, n_test=10, size=14)
     code, lines = run({**setup, "data": data}, tmp_path / "ck", "--epochs", "1")
