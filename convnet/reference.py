@@ -379,18 +379,22 @@ def maxpool_backward(dy, x, y, size=3, stride=2):
     xp = np.full((n, c, hp, wp), -np.inf, dtype=x.dtype)
     xp[:, :, :h, :w] = x
     # Offset (p, q) = (0, 0) is always inside the image; later offsets win only when strictly larger.
+    # The window maxima, then each offset in row-major order claims the windows whose
+    # maximum it holds and that no earlier offset claimed (ties -> first maximum).
     best = _offset_view(xp, 0, 0, stride, out).copy()
-    arg = np.zeros(best.shape, dtype=np.int64)
     for p in range(size):
         for q in range(size):
-            v = _offset_view(xp, p, q, stride, out)
-            better = v > best
-            best[better] = v[better]
-            arg[better] = p * size + q
+            np.maximum(best, _offset_view(xp, p, q, stride, out), out=best)
     dxp = np.zeros((n, c, hp, wp), dtype=np.result_type(dy, x))
+    taken = np.zeros(best.shape, dtype=bool)
+    hit = np.empty(best.shape, dtype=bool)
     for p in range(size):
         for q in range(size):
-            _offset_view(dxp, p, q, stride, out)[...] += np.where(arg == p * size + q, dy, 0)
+            np.equal(_offset_view(xp, p, q, stride, out), best, out=hit)
+            np.greater(hit, taken, out=hit)          # hit and not taken
+            taken |= hit
+            view = _offset_view(dxp, p, q, stride, out)
+            view += dy * hit
     return np.ascontiguousarray(dxp[:, :, :h, :w])
 
 
