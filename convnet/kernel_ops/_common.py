@@ -121,3 +121,45 @@ class LazyInputs(Sequence):
 
 def shape_str(shape):
     return "x".join(str(s) for s in shape)
+
+
+# --- checks of the conv and GEMM launchers (no op prefix: the names say it) ---
+
+def array_module_of(*arrays):
+    """numpy or cupy, from the arrays (all from the same one)."""
+    mods = {type(a).__module__.split(".")[0] for a in arrays}
+    if mods == {"numpy"}:
+        return np
+    if mods == {"cupy"}:
+        import cupy
+        return cupy
+    raise TypeError(f"arrays must be all NumPy (emulation) or all CuPy (GPU), got {sorted(mods)}")
+
+
+def float32_input(a, name, ndim):
+    if not hasattr(a, "dtype") or not hasattr(a, "shape"):
+        raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(a).__name__}")
+    if a.dtype != np.float32:
+        raise TypeError(f"{name} must be float32, got {a.dtype}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(a.shape)}")
+    if a.size > INT32_LIMIT:
+        raise ValueError(f"{name} has {a.size} elements; the kernels index with int32 (< 2^31)")
+    return a
+
+
+def int_param(v, name, minimum):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {v!r}")
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return int(v)
+
+
+def pair_param(v, name, minimum):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name} must be an int or an (h, w) pair, got {v!r}")
+        return int_param(v[0], name, minimum), int_param(v[1], name, minimum)
+    v = int_param(v, name, minimum)
+    return v, v

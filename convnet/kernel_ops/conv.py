@@ -12,6 +12,8 @@ import numpy as np
 
 from convnet import checking
 from convnet import reference as R
+from convnet.kernel_ops._common import (INT32_LIMIT, array_module_of as _module, float32_input as _array,
+                                        int_param as _int, pair_param as _pair)
 
 # The version each op ships (the one place that names it).
 SHIPPED = {
@@ -39,50 +41,9 @@ TARGET_BLOCKS = 264
 MIN_K_PER_SLICE = 256
 # ... and at most this many slices (the workspace is splits x the weight size).
 MAX_SPLITS = 64
-INT32_LIMIT = 2**31 - 1
 
 
 # --- argument checks -------------------------------------------------------
-
-def _module(*arrays):
-    """numpy or cupy, from the arrays (all from the same one)."""
-    mods = {type(a).__module__.split(".")[0] for a in arrays}
-    if mods == {"numpy"}:
-        return np
-    if mods == {"cupy"}:
-        import cupy
-        return cupy
-    raise TypeError(f"arrays must be all NumPy (emulation) or all CuPy (GPU), got {sorted(mods)}")
-
-
-def _array(a, name, ndim):
-    if not hasattr(a, "dtype") or not hasattr(a, "shape"):
-        raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(a).__name__}")
-    if a.dtype != np.float32:
-        raise TypeError(f"{name} must be float32, got {a.dtype}")
-    if a.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(a.shape)}")
-    if a.size > INT32_LIMIT:
-        raise ValueError(f"{name} has {a.size} elements; the kernels index with int32 (< 2^31)")
-    return a
-
-
-def _int(v, name, minimum):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {v!r}")
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return int(v)
-
-
-def _pair(v, name, minimum):
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{name} must be an int or an (h, w) pair, got {v!r}")
-        return _int(v[0], name, minimum), _int(v[1], name, minimum)
-    v = _int(v, name, minimum)
-    return v, v
-
 
 def _shape4(shape, name):
     if not isinstance(shape, (tuple, list)) or len(shape) != 4:

@@ -14,6 +14,7 @@ import numpy as np
 
 from convnet import checking
 from convnet import reference as R
+from convnet.kernel_ops._common import array_module_of as _module, float32_input as _array
 
 # The version each op ships (the one place that names it): the SGEMM kernel
 # for the first three, the column-sum kernel for the bias gradient.
@@ -29,29 +30,6 @@ BIAS_GRAD_VERSIONS = ("v1",)
 V1_BLOCK = (16, 16)
 V2_TILE_M, V2_TILE_N, V2_THREADS = 64, 64, 256    # gemm.cu's gemm::BM, BN, V2_THREADS
 THREADS = 256
-INT32_LIMIT = 2**31 - 1
-
-
-def _module(*arrays):
-    mods = {type(a).__module__.split(".")[0] for a in arrays}
-    if mods == {"numpy"}:
-        return np
-    if mods == {"cupy"}:
-        import cupy
-        return cupy
-    raise TypeError(f"arrays must be all NumPy (emulation) or all CuPy (GPU), got {sorted(mods)}")
-
-
-def _array(a, name, ndim):
-    if not hasattr(a, "dtype") or not hasattr(a, "shape"):
-        raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(a).__name__}")
-    if a.dtype != np.float32:
-        raise TypeError(f"{name} must be float32, got {a.dtype}")
-    if a.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(a.shape)}")
-    if a.size > INT32_LIMIT:
-        raise ValueError(f"{name} has {a.size} elements; the kernels index with int32 (< 2^31)")
-    return a
 
 
 def _version(op, version, kept):
