@@ -72,14 +72,14 @@ def main(argv=None):
     if backend == "auto":
         backend = "cuda" if kernels.gpu_available() else "emu"
     if backend == "cuda" and not kernels.gpu_available():
-        print("error: --backend cuda but no CUDA GPU is available", file=sys.stderr)
+        print("convnet.check: error: --backend cuda but no CUDA GPU is available", file=sys.stderr)
         return 2
     shapes = args.shapes or ("all" if backend == "cuda" else "small")
     scales = ["small", "alexnet"] if shapes == "all" else [shapes]
     try:
         failures = run(backend, scales, only=args.only)
     except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"convnet.check: error: {e}", file=sys.stderr)
         return 2
     return 1 if failures else 0
 
