@@ -162,7 +162,7 @@ def _subset(ds, limit=None, index=None):
                    source=ds.source, prepared=ds.prepared)
 
 
-def load_data(run, cfg):
+def load_data(run):
     """(train, validation) datasets of the run (the mean image stays the whole train split's)."""
     from convnet.data import load_dataset
     train = load_dataset(run["data"], "train")
@@ -175,9 +175,7 @@ def load_data(run, cfg):
         train = _subset(train, index=np.sort(order[holdout:]))
     else:
         val = load_dataset(run["data"], "val")
-    train, val = _subset(train, run["train_limit"]), _subset(val, run["val_limit"])
-    check_data_fits(cfg, train)
-    return train, val
+    return _subset(train, run["train_limit"]), _subset(val, run["val_limit"])
 
 
 def input_shape(cfg):
@@ -187,7 +185,9 @@ def input_shape(cfg):
     raise UsageError(f"config {cfg.get('name')}: no data layer")
 
 
-def check_data_fits(cfg, ds):
+def fit_config_to_data(cfg, ds):
+    """Checks that the data fits the net's input; sets the output layer's width to the
+    dataset's number of classes when they differ (returns a note saying so, else None)."""
     c, h, w = input_shape(cfg)
     hh, ww, cc = ds.shape
     if cc != c or hh < h or ww < w:
@@ -202,8 +202,11 @@ def check_data_fits(cfg, ds):
             src = L.get("inputs")
             src = by_name.get(src[0] if isinstance(src, list) else src, {})
             if src.get("type") == "fc" and int(src["outputs"]) != len(ds.classes):
-                raise UsageError(f"config '{cfg.get('name')}' has {src['outputs']} outputs, "
-                                 f"{ds.name} has {len(ds.classes)} classes")
+                note = (f"{src['name']}: {src['outputs']} -> {len(ds.classes)} outputs, "
+                        f"the number of classes of {ds.name}")
+                src["outputs"] = len(ds.classes)
+                return note
+    return None
 
 
 def build(cfg, run, backend, devices):
@@ -277,7 +280,8 @@ class Trainer:
         self.progress = progress
         self.on_step = on_step                  # callback(trainer) after every step (tests)
         self.out = out
-        self.train_ds, self.val_ds = load_data(run, cfg)
+        self.train_ds, self.val_ds = load_data(run)
+        self.note = fit_config_to_data(cfg, self.train_ds)   # before the net is built from cfg
         self.net, self.opt, self.schedule = build(cfg, run, backend, devices)
         self.epoch = 0                          # epochs completed
         self.step_in_epoch = 0                  # batches of epoch self.epoch + 1 already trained
@@ -441,6 +445,8 @@ def main(argv=None, on_step=None, out=print):
         out(f"nothing to do: the checkpoint has {trainer.epoch} epochs, --epochs is {run['epochs']}")
         return cli.EXIT_OK
     out(trainer.net.summary())
+    if trainer.note:
+        out(trainer.note)
     out(f"training '{cfg['name']}' on {run['data']} ({len(trainer.train_ds)} train, {len(trainer.val_ds)} val "
         f"images) on {backend}{'' if not devices else ' GPUs ' + ','.join(map(str, devices))}, "
         f"batch {run['batch_size']}, {run['epochs']} epochs; checkpoints in {trainer.dir}")

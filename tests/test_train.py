@@ -297,3 +297,18 @@ def test_data_that_does_not_fit_the_config(setup, tmp_path, capsys):
     code, _ = run(setup, tmp_path, "--config", "fashion")      # 28x28 net, 12x12 data
     err = capsys.readouterr().err
     assert code == 2 and "takes 1x28x28 inputs" in err and len(err.strip().splitlines()) == 1
+
+
+def test_output_layer_follows_the_dataset_classes(setup, tmp_path):
+    """A config made for 10 classes trains on the 3-class set: the output layer is
+    resized (and says so), and the checkpoint keeps the resized config."""
+    wide = tmp_path / "ten.py"
+    wide.write_text(TINY_CONFIG.replace('"outputs": 3', '"outputs": 10'))
+    lines = []
+    code = train_mod.main(["--config", str(wide), "--data", setup["data"], "--device", "cpu",
+                           "--checkpoint-dir", str(tmp_path / "run"), "--epochs", "1", "--no-progress"],
+                          out=lines.append)
+    assert code == 0, lines
+    assert any(l.startswith("fc3: 10 -> 3 outputs") for l in lines), lines
+    state = checkpoint.load(tmp_path / "run" / "last.ckpt")
+    assert state["net"]["fc3.w"].shape == (3, 16)
