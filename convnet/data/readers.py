@@ -27,7 +27,9 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CIFAR10_TARBALL = os.path.join(REPO_ROOT, "..", "shared", "data", "cifar10-jpg.tar.gz")
+# Where the name "cifar10" looks (first that exists), unless CONVNET_CIFAR10 is set: data/README.md
+CIFAR10_DEFAULTS = [os.path.join(REPO_ROOT, "data", "cifar10"),
+                    os.path.join(REPO_ROOT, "data", "cifar10-jpg.tar.gz")]
 SPLITS = ("train", "test", "val")
 
 
@@ -566,9 +568,11 @@ def resolve_source(source):
                             "or set CONVNET_FASHION_MNIST to a folder of its IDX files)")
         return "idx", folder, "fashion-mnist"
     if source in ("cifar10", "cifar-10"):
-        path = os.environ.get("CONVNET_CIFAR10") or os.path.normpath(CIFAR10_TARBALL)
+        path = os.environ.get("CONVNET_CIFAR10") or next(
+            (p for p in CIFAR10_DEFAULTS if os.path.exists(p)), CIFAR10_DEFAULTS[0])
         if not os.path.exists(path):
-            raise DataError(f"{path}: CIFAR-10 not found (set CONVNET_CIFAR10 to its folder or .tar.gz)")
+            raise DataError(f"{path}: CIFAR-10 not found (put it in data/cifar10 or data/cifar10-jpg.tar.gz, "
+                            "or set CONVNET_CIFAR10 to its folder or .tar.gz)")
         source, name = path, "cifar10"
     source = os.fspath(source)
     if not os.path.exists(source):
