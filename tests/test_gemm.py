@@ -17,15 +17,8 @@ def _check(case, backend):
     assert err <= case.tol, f"{case.name} on {backend}: relative error {err:.2e} > {case.tol:.0e}"
 
 
-@pytest.mark.parametrize("case", SMALL, ids=[c.name for c in SMALL])
-def test_small_case_emu(case):
-    _check(case, "emu")
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("case", SMALL, ids=[c.name for c in SMALL])
-def test_small_case_gpu(case):
-    _check(case, "cuda")
+# Every small case runs on the emulation and the GPU in tests/test_kernels.py
+# (the table over all families); this file adds what a table cannot say.
 
 
 @pytest.mark.gpu
