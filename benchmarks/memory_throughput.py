@@ -309,6 +309,12 @@ def benches(scale, rng, ops=None):
         yield from BUILDERS[tag](rng, tag, SHAPES[scale][tag])
 
 
+def _device(spec):
+    """The convnet.backend device of a spec ("emu", "cuda")."""
+    from convnet import backend
+    return backend.parse(spec)[0]
+
+
 def _tuple(out):
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
@@ -337,7 +343,7 @@ def run_cpu(args, reason):
     t0 = time.perf_counter()
     for bench in benches("small", rng, args.ops):
         try:
-            err = check(bench, _to_float32(bench.inputs), "emu", np.asarray)
+            err = check(bench, _to_float32(bench.inputs), _device("emu"), np.asarray)
             status, detail = ("ok" if err < TOL else "FAIL"), f"rel err {err:.1e}"
         except Exception as e:   # one broken kernel must not hide the others
             status, detail = "FAIL", common._one_line(e)
@@ -368,7 +374,7 @@ def run_gpu(args, cupy, torch):
         g = {k: cupy.asarray(v) for k, v in host.items()}
         row = {"op": bench.name, "shape": bench.shape, "bytes_moved": bench.nbytes}
         try:
-            err = check(bench, g, GPU_BACKEND, cupy.asnumpy)
+            err = check(bench, g, _device(GPU_BACKEND), cupy.asnumpy)
         except Exception as e:
             err, row["error"] = float("inf"), common._one_line(e)
         row["rel_err"] = err
@@ -378,7 +384,8 @@ def run_gpu(args, cupy, torch):
             print(f"{bench.name} | {common.fmt_shape(bench.shape)} | FAIL "
                   f"({row.get('error', f'rel err {err:.1e} >= {TOL:.0e}')}): not timed")
             continue
-        times = common.time_cuda(cupy, lambda: bench.ours(g, GPU_BACKEND), args.repeat, args.warmup, flush)
+        device = _device(GPU_BACKEND)
+        times = common.time_cuda(cupy, lambda: bench.ours(g, device), args.repeat, args.warmup, flush)
         ms = common.median(times)
         row.update(status="ok", ms=ms, times_ms=times, gbs=bench.nbytes / (ms * 1e-3) / 1e9,
                    copy_pct=100 * bench.nbytes / (ms * 1e-3) / copy_bw)

@@ -65,7 +65,9 @@ def synthetic_set(folder, images, size, workers):
 
 def pipeline_rate(ds, batch, batches, backend):
     """images/s of make_loader(train=True) over `batches` batches after one warm-up batch."""
-    loader = make_loader(ds, batch, train=True, seed=0, epoch=0, backend=backend)
+    from convnet import backend as devices
+    loader = make_loader(ds, batch, train=True, seed=0, epoch=0,
+                         device=devices.cuda(0) if backend == "cuda" else devices.cpu())
     sync = (lambda: __import__("cupy").cuda.get_current_stream().synchronize()) if backend == "cuda" else (lambda: None)
     n, t = 0, None
     for b, (x, labels) in enumerate(loader):
@@ -87,8 +89,9 @@ def alexnet_rate(batch, steps, classes):
     from convnet.optim import SGD
     from convnet.configs import load_config
     cfg = load_config("alexnet")
-    net = Net(cfg, backend="cuda", seed=0)
-    opt = SGD(net.params(), lr=0.01, backend="cuda")
+    from convnet import backend as devices
+    net = Net(cfg, devices=devices.cuda(0), seed=0)
+    opt = SGD(net.params(), lr=0.01)
     rng = np.random.default_rng(0)
     x = cupy.asarray(rng.standard_normal((batch, 3, 227, 227)).astype(np.float32) * 0.1)
     labels = cupy.asarray(rng.integers(0, classes, batch).astype(np.int32))

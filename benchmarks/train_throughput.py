@@ -7,7 +7,7 @@ One training step = forward, loss, backward and the SGD update (momentum 0.9,
 weight decay 0.0005, the config's per-layer settings), in FP32 on synthetic
 data. Runs, in the same process:
 
-  ours, the two columns on one GPU    Net(alexnet, "cuda", devices=[0])
+  ours, the two columns on one GPU    Net(alexnet, devices=backend.cuda(0))
   ours, the two columns on two GPUs   devices=[0, 1], when two GPUs are present
   PyTorch                             the same network on one GPU: grouped
                                       convolutions, LRN within each column's
@@ -95,7 +95,7 @@ def run_cpu(args, reason):
     from convnet.net import Net
     cfg = load_config(args.cpu_config)
     n = args.batch or 8
-    net = Net(cfg, backend="numpy", seed=args.seed)
+    net = Net(cfg, seed=args.seed)
     opt = make_sgd(net, cfg)
     rng = np.random.default_rng(args.seed)
     shape = next(layer["shape"] for layer in cfg["LAYERS"] if layer["type"] == "data")
@@ -224,7 +224,8 @@ def check_same_step(cupy, torch, cfg, x, labels, seed):
     """One step of each from the same weights and batch, dropout off: same losses and updates?"""
     from convnet.net import Net
     cfg0 = without_dropout(cfg)
-    net = Net(cfg0, backend="cuda", devices=[0], seed=seed)
+    from convnet import backend
+    net = Net(cfg0, devices=backend.cuda(0), seed=seed)
     opt = make_sgd(net, cfg0)
     model = build_torch_alexnet(torch, lrn_settings(cfg), 0.0).cuda()
     copy_weights_to_torch(torch, net, model)
@@ -344,7 +345,8 @@ def run_ours(cupy, cfg, devices, x, labels, args, per_layer):
     """Times our training step on `devices`; returns a result dict."""
     from convnet.net import Net
     free_pool(cupy, devices)
-    net = Net(cfg, backend=NET_BACKEND, devices=devices if NET_BACKEND == "cuda" else None, seed=args.seed)
+    from convnet import backend
+    net = Net(cfg, devices=backend.parse(f"{NET_BACKEND}:{','.join(map(str, devices))}"), seed=args.seed)
     opt = make_sgd(net, cfg)
     losses = []
     times = time_steps(lambda: losses.append(train_step(net, opt, x, labels)),
@@ -369,7 +371,7 @@ def run_ours(cupy, cfg, devices, x, labels, args, per_layer):
 
 def run_torch(cupy, torch, cfg, x, labels, args):
     from convnet.net import Net
-    net = Net(cfg, backend="numpy", seed=args.seed)     # the same initial weights, on the host
+    net = Net(cfg, seed=args.seed)     # the same initial weights, on the host
     model = build_torch_alexnet(torch, lrn_settings(cfg), 0.5).cuda()
     copy_weights_to_torch(torch, net, model)
     opt = torch_sgd(torch, net, model, cfg)

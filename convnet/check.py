@@ -14,10 +14,11 @@ import sys
 import time
 from collections import OrderedDict
 
+from convnet import backend as devices
 from convnet import checking, kernels
 
 
-def run(backend, scales, out=sys.stdout, only=None):
+def run(device, scales, out=sys.stdout, only=None):
     cases = []
     for scale in scales:
         cases.extend(checking.all_cases(scale))
@@ -27,7 +28,7 @@ def run(backend, scales, out=sys.stdout, only=None):
     for case in cases:
         t0 = time.perf_counter()
         try:
-            err, _ = checking.run_case(case, backend)
+            err, _ = checking.run_case(case, device)
             failed = not (err <= case.tol)
             why = f"{case.name}: error {err:.2e} > tolerance {case.tol:.0e}" if failed else ""
         except Exception as e:  # a crash in one kernel must not hide the others
@@ -43,7 +44,7 @@ def run(backend, scales, out=sys.stdout, only=None):
     shipped = set(kernels.signatures())
     failures = 0
     width = max([len(k) for k in shipped | set(per_kernel)] + [10])
-    print(f"convnet.check on {backend}: {len(cases)} cases, {len(shipped)} kernels", file=out)
+    print(f"convnet.check on {device.name}: {len(cases)} cases, {len(shipped)} kernels", file=out)
     for name in sorted(shipped | set(per_kernel)):
         if name not in per_kernel:
             print(f"{name:<{width}}  {'-':>9}  {'0 cases':>8}  FAIL (no check exercises this kernel)", file=out)
@@ -77,7 +78,7 @@ def main(argv=None):
     shapes = args.shapes or ("all" if backend == "cuda" else "small")
     scales = ["small", "alexnet"] if shapes == "all" else [shapes]
     try:
-        failures = run(backend, scales, only=args.only)
+        failures = run(devices.parse(backend)[0], scales, only=args.only)
     except RuntimeError as e:
         print(f"convnet.check: error: {e}", file=sys.stderr)
         return 2

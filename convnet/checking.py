@@ -29,22 +29,20 @@ def _as_tuple(out):
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
-def to_backend(value, backend):
-    """float64 NumPy -> float32 on the backend; ints -> int32; others unchanged."""
+def to_device(value, device):
+    """float64 NumPy -> float32 on the device; wide ints -> int32; others unchanged."""
     if isinstance(value, np.ndarray):
         if value.dtype.kind == "f":
             value = value.astype(np.float32)
-        elif value.dtype.kind in "iu" and value.dtype.itemsize > 4 and value.dtype.kind == "i":
+        elif value.dtype.kind == "i" and value.dtype.itemsize > 4:
             value = value.astype(np.int32)
-        if backend == "cuda":
-            import cupy
-            value = cupy.asarray(value)
+        value = device.asarray(value)
     return value
 
 
 def to_numpy(value):
     if isinstance(value, np.ndarray) or np.isscalar(value):
-        return np.asarray(value)
+        return np.asarray(value).view(np.ndarray) if isinstance(value, np.ndarray) else np.asarray(value)
     if hasattr(value, "get"):
         return value.get()
     return np.asarray(value)
@@ -61,12 +59,14 @@ def relative_error(got, ref):
     return float(np.max(np.abs(got - ref))) / scale if ref.size else 0.0
 
 
-def run_case(case, backend):
-    """Returns (worst relative error, list of per-output errors)."""
+def run_case(case, device):
+    """Runs case.kern on a device that runs kernels (convnet.backend.emu() or .cuda(i)), with
+    that device current. Returns (worst relative error, list of per-output errors)."""
     ref_in = [v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
               for v in case.inputs]
     ref = _as_tuple(case.ref(*ref_in))
-    got = _as_tuple(case.kern(*[to_backend(v, backend) for v in case.inputs]))
+    with device.context():
+        got = _as_tuple(case.kern(*[to_device(v, device) for v in case.inputs]))
     if len(got) != len(ref):
         raise AssertionError(f"{case.name}: {len(got)} outputs, reference has {len(ref)}")
     errs = [relative_error(to_numpy(g), r) for g, r in zip(got, ref)]

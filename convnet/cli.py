@@ -67,36 +67,33 @@ def int_list(text):
     return values
 
 
-def gpu_count():
-    """CUDA devices CuPy sees (0 without CuPy, driver or device)."""
-    try:
-        import cupy
-        return int(cupy.cuda.runtime.getDeviceCount())
-    except Exception:           # no CuPy, no driver, no device all mean "no GPU"
-        return 0
-
-
 def resolve_device(device, gpus=None):
-    """(--device, --gpus) -> (backend, devices) for Net.
+    """(--device, --gpus) -> the list of convnet.backend devices a Net runs on.
 
-    device: "auto" (a GPU when CuPy sees one, else the NumPy CPU path), "cpu"
-    (NumPy reference), "emu" (the CUDA kernels on the CPU emulation; slow) or
-    "cuda". gpus: list of device ids, only with a GPU.
+    device: "auto" (GPUs when CuPy sees one, else the host), "cpu" (the NumPy
+    reference), "emu" (the CUDA kernels on the CPU emulation; slow) or "cuda".
+    gpus: device ids, e.g. [0, 1] (the net's columns go to them in turn): GPUs, or
+    emulated devices with --device emu (which needs no GPU).
     """
+    from convnet import backend
     if device not in ("auto", "cpu", "emu", "cuda"):
         raise UsageError(f"--device {device!r}: choose auto, cpu, emu or cuda")
-    n = gpu_count() if device in ("auto", "cuda") or gpus else 0
+    n = backend.gpu_count() if device in ("auto", "cuda") else 0
     if device == "cuda" and n == 0:
         raise UsageError("--device cuda: no CUDA GPU found (CuPy sees none)")
-    backend = {"cpu": "numpy", "emu": "emu", "cuda": "cuda"}.get(device) or ("cuda" if n else "numpy")
+    kind = {"cpu": "cpu", "emu": "emu", "cuda": "cuda"}.get(device) or ("cuda" if n else "cpu")
+    listed = ",".join(map(str, gpus)) if gpus is not None else ""
     if gpus is not None:
-        if backend != "cuda":
-            raise UsageError(f"--gpus {','.join(map(str, gpus))}: needs a GPU, but the run is on the "
-                             f"{'CPU' if n == 0 else backend + ' backend'} ({n} GPU(s) present)")
+        if kind == "cpu":
+            raise UsageError(f"--gpus {listed}: needs a GPU (or --device emu for emulated ones), but the "
+                             f"run is on the CPU ({n} GPU(s) present)")
         if len(set(gpus)) != len(gpus):
-            raise UsageError(f"--gpus {','.join(map(str, gpus))}: a GPU is listed twice")
-        if len(gpus) > n or any(g < 0 or g >= n for g in gpus):
-            raise UsageError(f"--gpus {','.join(map(str, gpus))}: only {n} GPU(s) present "
-                             f"(ids 0..{n - 1})")
-        return backend, list(gpus)
-    return backend, ([0] if backend == "cuda" else None)
+            raise UsageError(f"--gpus {listed}: a device is listed twice")
+        if any(g < 0 for g in gpus):
+            raise UsageError(f"--gpus {listed}: ids must be >= 0")
+        if kind == "cuda" and any(g >= n for g in gpus):
+            raise UsageError(f"--gpus {listed}: only {n} GPU(s) present (ids 0..{n - 1})")
+    try:
+        return backend.parse(kind if kind == "cpu" else f"{kind}:{listed or 0}")
+    except ValueError as e:
+        raise UsageError(f"--device {device}: {e}") from None

@@ -36,7 +36,8 @@ def build_parser():
 
 
 def _to_host(a):
-    return a.get() if type(a).__module__.split(".")[0] == "cupy" else np.asarray(a)
+    from convnet.backend import to_host
+    return to_host(a)
 
 
 def predict(net, images, mean, crop, crops="center", batch_size=128):
@@ -74,7 +75,7 @@ def main(argv=None, out=print):
             raise UsageError(f"{args.checkpoint}: the checkpoint holds no network config")
         run = state.get("run") or {}
         data = args.data or run.get("data") or "fashion-mnist"
-        backend, devices = cli.resolve_device(args.device, args.gpus)
+        devices = cli.resolve_device(args.device, args.gpus)
         from convnet.data import load_dataset
         from convnet.net import Net
         ds = load_dataset(data, args.split)
@@ -85,7 +86,7 @@ def main(argv=None, out=print):
         if s != s2:
             raise UsageError(f"{ds.name}: crops need square images, got {s}x{s2}")
         try:
-            net = Net(cfg, backend=backend, devices=devices, seed=0)
+            net = Net(cfg, devices=devices, seed=0)
             net.load_state_dict(state["net"])
         except (TypeError, ValueError) as e:
             raise UsageError(f"{args.checkpoint}: {e}") from None

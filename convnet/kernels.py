@@ -4,8 +4,10 @@
     k = kernels.get_function("lrn_fwd", like=x)   # x: NumPy -> emulation, CuPy -> its GPU
     k(grid, block, (x, y, n, c, hw, size, alpha, beta, kk), shared_mem=0)
 
-`like` is a NumPy array (the emulation), a CuPy array (the GPU holding it),
-or one of the strings "emu" and "cuda" (the current GPU). grid and block are
+`like` is a NumPy array (the emulation; an EmuArray of convnet.backend names
+its emulated device, and every array of the launch must then be on it), a
+CuPy array (the GPU holding it), or one of the strings "emu" and "cuda" (the
+current GPU). grid and block are
 ints or tuples of up to three ints. args follow the kernel's C signature,
 parsed from its source (convnet/kernel_sig.py, the parser the emulation's
 registry is generated with): an array per pointer parameter (C-contiguous,
@@ -202,7 +204,7 @@ class Kernel:
         self.sig = sig
         self.name = sig.name
         self.backend = backend      # "emu" or "cuda"
-        self.device = device        # GPU id for "cuda"
+        self.device = device        # GPU id for "cuda"; emulated device id (None: host arrays) for "emu"
         self._launch = launch
 
     @property
@@ -210,7 +212,8 @@ class Kernel:
         return self.sig.params
 
     def __repr__(self):
-        where = f"cuda:{self.device}" if self.backend == "cuda" else self.backend
+        where = f"cuda:{self.device}" if self.backend == "cuda" else (
+            "emu" if self.device is None else f"emu{self.device}")
         return f"<Kernel {self.name}({', '.join(p.ctype for p in self.sig.params)}) on {where}>"
 
     def __call__(self, grid, block, args, shared_mem=0):
@@ -229,6 +232,9 @@ class Kernel:
                 if cuda and a.device.id != self.device:
                     raise ValueError(f"{_pname(self.name, i, p)}: the array is on GPU {a.device.id}, "
                                      f"the kernel on GPU {self.device}")
+                if not cuda and _emu_id(a) != self.device:
+                    raise ValueError(f"{_pname(self.name, i, p)}: the array is on "
+                                     f"{_emu_where(_emu_id(a))}, the kernel on {_emu_where(self.device)}")
                 conv.append(a)
             else:
                 v = _convert_scalar(self.name, i, p, a)
@@ -304,7 +310,7 @@ class Library:
             if k is None:
                 sig = self.signature(name)
                 if backend == "emu":
-                    k = Kernel(sig, "emu", self._emu_launcher(sig))
+                    k = Kernel(sig, "emu", self._emu_launcher(sig), device)
                 else:
                     k = Kernel(sig, "cuda", self._cuda_launcher(sig, device), device)
                 self._functions[key] = k
@@ -380,8 +386,18 @@ class Library:
         return launch
 
 
+def _emu_id(a):
+    """The emulated device of a NumPy array: its id for an EmuArray, None for host memory."""
+    return getattr(a, "_emu_id", None)
+
+
+def _emu_where(device):
+    return "the host" if device is None else f"emulated device {device}"
+
+
 def _resolve(like):
-    """(backend, device) for a `like` argument."""
+    """(backend, device) for a `like` argument: the GPU of a CuPy array, the emulated
+    device of an EmuArray (convnet.backend), None for a host NumPy array."""
     if isinstance(like, str):
         if like == "emu":
             return "emu", None
@@ -392,7 +408,7 @@ def _resolve(like):
             return "cuda", cupy.cuda.Device().id
         raise ValueError(f"like must be an array, 'emu' or 'cuda', got {like!r}")
     if isinstance(like, np.ndarray):
-        return "emu", None
+        return "emu", _emu_id(like)
     if _is_cupy(like):
         return "cuda", like.device.id
     raise TypeError(f"like must be a NumPy or CuPy array, 'emu' or 'cuda', got {type(like).__name__}")

@@ -1,41 +1,35 @@
-"""Layers: one forward/backward interface for every layer type, over a backend.
+"""Layers: one forward/backward interface for every layer type, on a device.
 
-    layer = make_layer(spec, in_shapes, backend="numpy")   # spec: one LAYERS dict
-    y = layer.forward(inputs, train)                       # inputs: list of arrays, one per spec input
-    dinputs = layer.backward(dy)                           # list, one per input; parameter
-                                                           # gradients go to layer.params[k].grad
+    layer = make_layer(spec, in_shapes, device)    # spec: one LAYERS dict; device: convnet.backend
+    y = layer.forward(inputs, train)               # inputs: list of arrays, one per spec input
+    dinputs = layer.backward(dy)                   # list, one per input; parameter
+                                                   # gradients go to layer.params[k].grad
 
 Shapes exclude the batch: (C, H, W) for images, (features,) for fc outputs.
-Every computation goes through convnet.ops with the layer's backend: "numpy"
-(the NumPy reference), "emu" (the CUDA kernels on the CPU emulation) or "cuda"
-(the kernels on a GPU, CuPy arrays). A layer holds what its backward needs
-from the last forward (its inputs or outputs), nothing else.
+Every computation goes through convnet.ops on the layer's device (the host's
+NumPy reference, or the CUDA kernels on an emulated device or a GPU). A layer
+holds what its backward needs from the last forward (its inputs or outputs),
+nothing else, and knows nothing of its neighbours.
 
 Several inputs are concatenated along channels (conv; they must share H x W)
 or along flattened features (fc), in the order the spec lists them; the
 backward pass splits the gradient the same way.
 
-Fusion (set up by the Net on the "emu" and "cuda" backends, convnet/kernel_ops/fused.py):
-a layer's `fused_into` names the one layer that consumes it and does its work
-in the same kernel, that layer's `fused_from` is the producer. An LRN fused
-into a max pool passes its input through; the pool runs lrn_maxpool_* on it
-and returns the gradient of the LRN's input, which the LRN passes back. A ReLU
-(or an fc/conv layer's ReLU neuron) fused into a dropout leaves its input
-(the pre-activation) as it is while the dropout is active (training, p > 0);
-the dropout runs relu_dropout_* and returns the gradient of the
-pre-activation. Otherwise both layers run unfused. A conv layer with
-`fuse_epilogue` and a ReLU neuron (not left to a dropout) adds bias and ReLU in
-the convolution kernel's epilogue (kernel_ops.conv.conv2d_forward(relu=True)).
+A conv layer with a ReLU neuron runs it in the convolution (ops.conv2d_forward
+with relu=True: on the kernels, bias and ReLU in the epilogue). The fused
+layers at the end of this file (LRNMaxPool, ReLUDropout) are not written in
+configs: the Net's fusion pass (convnet/net.py, `fuse_layers`) puts them in
+place of the pairs they run as one kernel.
 
-Output sizes: conv (H + 2*pad - K) // stride + 1; pooling
-ceil((H - size) / stride) + 1 (the last window may be clipped), as in
-docs/design.md.
+Output sizes: conv (H + 2*pad - K) // stride + 1 (reference.conv_output_size);
+pooling reference.pool_output_size, as in docs/design.md.
 """
 import math
 
 import numpy as np
 
-from convnet import ops
+from convnet import backend as _backend
+from convnet import ops, reference
 
 NEURONS = ("relu", "tanh")
 COMMON_KEYS = ("name", "type", "inputs", "column")
@@ -43,7 +37,8 @@ COMMON_KEYS = ("name", "type", "inputs", "column")
 
 class Param:
     """A trainable tensor: .name ("conv1a.w"), .shape, .value, .grad, .layer (layer name),
-    .hyper ({"lr_mult", "weight_decay", "momentum"}), .device (None: host, else GPU id)."""
+    .hyper ({"lr_mult", "weight_decay", "momentum"}), .device (the convnet.backend device
+    holding .value and .grad)."""
 
     def __init__(self, name, shape, layer, hyper=None, device=None):
         self.name = name
@@ -59,14 +54,7 @@ class Param:
         return math.prod(self.shape)
 
     def __repr__(self):
-        return f"Param({self.name!r}, shape={self.shape}, device={self.device})"
-
-
-def _xp(backend):
-    if backend == "cuda":
-        import cupy
-        return cupy
-    return np
+        return f"Param({self.name!r}, shape={self.shape}, device={getattr(self.device, 'name', None)})"
 
 
 def _is_int(v):
@@ -86,16 +74,14 @@ class Layer:
     optional = {}
     n_inputs = (1, 1)
     has_neurons = False        # counted in Net.num_neurons (conv and fc)
-    fuse_epilogue = False      # conv: bias + ReLU run in the convolution kernel's epilogue
-    fused_into = None          # the consumer layer that runs this layer's op in its kernel
-    fused_from = None          # the producer layer whose op this layer runs in its kernel
-    _fused_active = False      # this layer's last forward left its work to fused_into
+    needs_seed = False         # the net sets .seed before each training forward (dropout)
+    members = None             # fused layers: the names of the config layers they run
 
-    def __init__(self, spec, in_shapes, backend="numpy"):
+    def __init__(self, spec, in_shapes, device=None):
         self.name = spec["name"]
         self.spec = dict(spec)
-        self.backend = backend
-        self.xp = _xp(backend)
+        self.device = device if device is not None else _backend.cpu()
+        self.xp = self.device.xp
         self.column = spec.get("column", 0)
         inputs = spec.get("inputs", [])
         self.inputs = [inputs] if isinstance(inputs, str) else list(inputs)
@@ -145,28 +131,18 @@ class Layer:
             raise self.error(f"unknown neuron {n!r}: choose one of {', '.join(NEURONS)} or None")
         return n
 
-    def _relu_deferred(self, train):
-        """Whether this forward leaves its ReLU to the dropout layer it is fused into."""
-        into = self.fused_into
-        self._fused_active = bool(into is not None and into.kind == "dropout" and train and into.p > 0)
-        return self._fused_active
-
-    def _neuron_forward(self, y, train=False):
-        if self.neuron == "relu" and self._relu_deferred(train):
-            return y
+    def _neuron_forward(self, y):
         if self.neuron == "relu":
-            return ops.relu_forward(y, backend=self.backend)
+            return ops.relu_forward(y, backend=self.device)
         if self.neuron == "tanh":
-            return ops.tanh_forward(y, backend=self.backend)
+            return ops.tanh_forward(y, backend=self.device)
         return y
 
     def _neuron_backward(self, dy, y):
-        if self._fused_active:          # dy is already the gradient of the pre-activation
-            return dy
         if self.neuron == "relu":
-            return ops.relu_backward(dy, y, backend=self.backend)
+            return ops.relu_backward(dy, y, backend=self.device)
         if self.neuron == "tanh":
-            return ops.tanh_backward(dy, y, backend=self.backend)
+            return ops.tanh_backward(dy, y, backend=self.device)
         return dy
 
     def _concat(self, inputs, flatten):
@@ -277,8 +253,8 @@ class Conv(Layer):
         ph, pw = self.pad
         if kh > h + 2 * ph or kw > w + 2 * pw:
             raise self.error(f"kernel {kh}x{kw} is larger than the padded input {h + 2 * ph}x{w + 2 * pw}")
-        oh = (h + 2 * ph - kh) // self.stride[0] + 1
-        ow = (w + 2 * pw - kw) // self.stride[1] + 1
+        oh = reference.conv_output_size(h, kh, self.stride[0], ph)
+        ow = reference.conv_output_size(w, kw, self.stride[1], pw)
         self.kernel = (kh, kw)
         self.params = {"w": Param(f"{self.name}.w", (f, c // self.groups, kh, kw), self.name),
                        "b": Param(f"{self.name}.b", (f,), self.name)}
@@ -298,12 +274,10 @@ class Conv(Layer):
         x = self._concat(inputs, flatten=False)
         w, b = self.params["w"].value, self.params["b"].value
         geo = dict(stride=self.stride, pad=self.pad, groups=self.groups)
-        if self.fuse_epilogue and self.neuron == "relu" and not self._relu_deferred(train):
-            from convnet.kernel_ops import conv      # bias + ReLU in the convolution's epilogue
-            y = conv.conv2d_forward(x, w, b, **geo, relu=True)
+        if self.neuron == "relu":               # bias + ReLU in the convolution's epilogue
+            y = ops.conv2d_forward(x, w, b, **geo, relu=True, backend=self.device)
         else:
-            y = ops.conv2d_forward(x, w, b, **geo, backend=self.backend)
-            y = self._neuron_forward(y, train)
+            y = self._neuron_forward(ops.conv2d_forward(x, w, b, **geo, backend=self.device))
         self.x, self.y = x, y
         return y
 
@@ -313,12 +287,12 @@ class Conv(Layer):
         dy = self._neuron_backward(dy, self.y)
         w = self.params["w"]
         w.grad = ops.conv2d_backward_filter(dy, self.x, w.shape, stride=self.stride, pad=self.pad,
-                                            groups=self.groups, backend=self.backend)
-        self.params["b"].grad = ops.conv2d_backward_bias(dy, backend=self.backend)
+                                            groups=self.groups, backend=self.device)
+        self.params["b"].grad = ops.conv2d_backward_bias(dy, backend=self.device)
         dx = None
         if any(need):
             dx = ops.conv2d_backward_data(dy, w.value, self.x.shape, stride=self.stride, pad=self.pad,
-                                          groups=self.groups, backend=self.backend)
+                                          groups=self.groups, backend=self.device)
         return self._split(dx, need, flatten=False) if dx is not None else [None] * len(need)
 
 
@@ -346,7 +320,7 @@ class FC(Layer):
         self._check_inputs(inputs)
         x = self._concat(inputs, flatten=True)
         w, b = self.params["w"].value, self.params["b"].value
-        y = self._neuron_forward(ops.fc_forward(x, w, b, backend=self.backend), train)
+        y = self._neuron_forward(ops.fc_forward(x, w, b, backend=self.device))
         self.x, self.y = x, y
         return y
 
@@ -355,11 +329,11 @@ class FC(Layer):
         need = self._need(need)
         dy = self._neuron_backward(dy, self.y)
         w = self.params["w"]
-        w.grad = ops.fc_backward_filter(dy, self.x, backend=self.backend)
-        self.params["b"].grad = ops.fc_backward_bias(dy, backend=self.backend)
+        w.grad = ops.fc_backward_filter(dy, self.x, backend=self.device)
+        self.params["b"].grad = ops.fc_backward_bias(dy, backend=self.device)
         if not any(need):
             return [None] * len(need)
-        return self._split(ops.fc_backward_data(dy, w.value, backend=self.backend), need, flatten=True)
+        return self._split(ops.fc_backward_data(dy, w.value, backend=self.device), need, flatten=True)
 
 
 class _Neuron(Layer):
@@ -371,29 +345,36 @@ class _Neuron(Layer):
 
     def forward(self, inputs, train=True):
         self._check_inputs(inputs)
-        if self.kind == "relu" and self._relu_deferred(train):
-            self.y = inputs[0]
-            return self.y
-        self.y = getattr(ops, f"{self.kind}_forward")(inputs[0], backend=self.backend)
+        self.y = self._forward(inputs[0])
         return self.y
 
     def backward(self, dy, need=None):
         self._require_forward("y")
         if not self._need(need)[0]:
             return [None]
-        if self._fused_active:
-            return [dy]
-        return [getattr(ops, f"{self.kind}_backward")(dy, self.y, backend=self.backend)]
+        return [self._backward(dy, self.y)]
 
 
 class ReLU(_Neuron):
     """y = max(0, x)."""
     kind = "relu"
 
+    def _forward(self, x):
+        return ops.relu_forward(x, backend=self.device)
+
+    def _backward(self, dy, y):
+        return ops.relu_backward(dy, y, backend=self.device)
+
 
 class Tanh(_Neuron):
     """y = tanh(x)."""
     kind = "tanh"
+
+    def _forward(self, x):
+        return ops.tanh_forward(x, backend=self.device)
+
+    def _backward(self, dy, y):
+        return ops.tanh_backward(dy, y, backend=self.device)
 
 
 class LRN(Layer):
@@ -433,12 +414,7 @@ class LRN(Layer):
     def forward(self, inputs, train=True):
         self._check_inputs(inputs)
         x = inputs[0]
-        if self.fused_into is not None:         # the max pool normalizes and pools in one kernel
-            self._fused_active = True
-            self.x = self.y = x
-            return x
-        self._fused_active = False
-        kw = dict(size=self.size, alpha=self.alpha, beta=self.beta, k=self.k, backend=self.backend)
+        kw = dict(size=self.size, alpha=self.alpha, beta=self.beta, k=self.k, backend=self.device)
         y = self._join([ops.lrn_forward(xg, **kw) for xg in self._blocks(x)])
         self.x, self.y = x, y
         return y
@@ -447,9 +423,7 @@ class LRN(Layer):
         self._require_forward("x", "y")
         if not self._need(need)[0]:
             return [None]
-        if self._fused_active:                  # the pool returned the gradient of our input
-            return [dy]
-        kw = dict(size=self.size, alpha=self.alpha, beta=self.beta, k=self.k, backend=self.backend)
+        kw = dict(size=self.size, alpha=self.alpha, beta=self.beta, k=self.k, backend=self.device)
         parts = zip(self._blocks(dy), self._blocks(self.x), self._blocks(self.y))
         return [self._join([ops.lrn_backward(d, x, y, **kw) for d, x, y in parts])]
 
@@ -468,27 +442,18 @@ class Pool(Layer):
         self.stride = self._int_opt("stride", 1)
         if self.size > h or self.size > w:
             raise self.error(f"pooling window {self.size}x{self.size} is larger than the input {h}x{w}")
-        self.x = self.y = self.arg = None
-        return (c, -(-(h - self.size) // self.stride) + 1, -(-(w - self.size) // self.stride) + 1)
+        self.x = self.y = None
+        return (c, reference.pool_output_size(h, self.size, self.stride),
+                reference.pool_output_size(w, self.size, self.stride))
 
     def describe(self):
         return f"{self.mode} {self.size}x{self.size} s{self.stride}"
 
-    def _lrn_kw(self):
-        lrn = self.fused_from
-        return dict(size=lrn.size, alpha=lrn.alpha, beta=lrn.beta, k=lrn.k, pool_size=self.size,
-                    pool_stride=self.stride, groups=lrn.groups)
-
     def forward(self, inputs, train=True):
         self._check_inputs(inputs)
         x = inputs[0]
-        if self.fused_from is not None:         # x is the LRN's input
-            from convnet.kernel_ops import fused
-            self.y, self.arg = fused.lrn_maxpool_forward(x, **self._lrn_kw())
-            self.x = x
-            return self.y
         fwd = ops.maxpool_forward if self.mode == "max" else ops.avgpool_forward
-        y = fwd(x, size=self.size, stride=self.stride, backend=self.backend)
+        y = fwd(x, size=self.size, stride=self.stride, backend=self.device)
         self.x, self.y = x, y
         return y
 
@@ -496,14 +461,11 @@ class Pool(Layer):
         self._require_forward("x", "y")
         if not self._need(need)[0]:
             return [None]
-        if self.fused_from is not None:         # the gradient of the LRN's input
-            from convnet.kernel_ops import fused
-            return [fused.lrn_maxpool_backward(dy, self.x, self.arg, **self._lrn_kw())]
         if self.mode == "max":
-            dx = ops.maxpool_backward(dy, self.x, self.y, size=self.size, stride=self.stride, backend=self.backend)
+            dx = ops.maxpool_backward(dy, self.x, self.y, size=self.size, stride=self.stride, backend=self.device)
         else:
             dx = ops.avgpool_backward(dy, tuple(self.x.shape), size=self.size, stride=self.stride,
-                                      backend=self.backend)
+                                      backend=self.device)
         return [dx]
 
 
@@ -512,6 +474,7 @@ class Dropout(Layer):
     before each training forward) and is regenerated in backward. Identity at test."""
     kind = "dropout"
     optional = {"p": 0.5}
+    needs_seed = True
 
     def setup(self):
         p = self.opts["p"]
@@ -520,7 +483,6 @@ class Dropout(Layer):
         self.p = float(p)
         self.seed = 0
         self._used_seed = None       # seed of the last forward; None: identity (test or p = 0)
-        self._y = None               # output of a fused ReLU + dropout forward
         self._done = False
         return self.in_shapes[0]
 
@@ -530,17 +492,9 @@ class Dropout(Layer):
     def forward(self, inputs, train=True):
         self._check_inputs(inputs)
         self._done = True
-        self._y = None
         if train and self.p > 0:
             self._used_seed = int(self.seed)
-            if self.fused_from is not None:
-                if not self.fused_from._fused_active:
-                    raise RuntimeError(f"layer '{self.name}': its input '{self.fused_from.name}' "
-                                       "applied its ReLU: fused layers must run in the same mode")
-                from convnet.kernel_ops import fused
-                self._y = fused.relu_dropout_forward(inputs[0], self.p, self._used_seed)
-                return self._y
-            return ops.dropout_forward(inputs[0], self.p, self._used_seed, backend=self.backend)
+            return ops.dropout_forward(inputs[0], self.p, self._used_seed, backend=self.device)
         self._used_seed = None
         return inputs[0]
 
@@ -551,10 +505,7 @@ class Dropout(Layer):
             return [None]
         if self._used_seed is None:
             return [dy]
-        if self._y is not None:                 # the gradient of the ReLU's input
-            from convnet.kernel_ops import fused
-            return [fused.relu_dropout_backward(dy, self._y, self.p)]
-        return [ops.dropout_backward(dy, self.p, self._used_seed, backend=self.backend)]
+        return [ops.dropout_backward(dy, self.p, self._used_seed, backend=self.device)]
 
 
 class SoftmaxLoss(Layer):
@@ -571,10 +522,11 @@ class SoftmaxLoss(Layer):
         return "softmax cross-entropy"
 
     def loss(self, logits, labels):
-        """Mean cross-entropy (float); keeps the probabilities for backward."""
-        loss, self.probs = ops.softmax_cross_entropy(logits, labels, backend=self.backend)
+        """Mean cross-entropy, as the op returns it (on the device: no host synchronization);
+        keeps the probabilities for backward."""
+        loss, self.probs = ops.softmax_cross_entropy(logits, labels, backend=self.device)
         self.labels = labels
-        return float(loss)
+        return loss
 
     def forward(self, inputs, train=True):
         return inputs[0]
@@ -582,16 +534,91 @@ class SoftmaxLoss(Layer):
     def backward(self, dy=None, need=None):
         if self.probs is None:
             raise RuntimeError("backward() needs a loss() first")
-        return [ops.softmax_cross_entropy_backward(self.probs, self.labels, backend=self.backend)]
+        return [ops.softmax_cross_entropy_backward(self.probs, self.labels, backend=self.device)]
+
+
+# --- fused layers: put in place of a pair by the Net's fusion pass ------------------------
+
+class LRNMaxPool(Layer):
+    """An lrn layer and the max pool that is its only consumer, as one kernel pair
+    (ops.lrn_maxpool_*): the LRN output is never stored; the backward recomputes it."""
+    kind = "lrn+pool"
+    optional = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0, "groups": 1,
+                "pool_size": 3, "pool_stride": 2}
+
+    def setup(self):
+        c, h, w = self._image_input()
+        self.lrn = {key: self.opts[key] for key in ("size", "alpha", "beta", "k", "groups")}
+        self.pool_size, self.pool_stride = self.opts["pool_size"], self.opts["pool_stride"]
+        self.x = self.arg = None
+        return (c, reference.pool_output_size(h, self.pool_size, self.pool_stride),
+                reference.pool_output_size(w, self.pool_size, self.pool_stride))
+
+    def describe(self):
+        return f"lrn size {self.lrn['size']} + max {self.pool_size}x{self.pool_size} s{self.pool_stride}"
+
+    def forward(self, inputs, train=True):
+        self._check_inputs(inputs)
+        self.x = inputs[0]
+        y, self.arg = ops.lrn_maxpool_forward(self.x, **self.lrn, pool_size=self.pool_size,
+                                              pool_stride=self.pool_stride, backend=self.device)
+        return y
+
+    def backward(self, dy, need=None):
+        self._require_forward("x", "arg")
+        if not self._need(need)[0]:
+            return [None]
+        return [ops.lrn_maxpool_backward(dy, self.x, self.arg, **self.lrn, pool_size=self.pool_size,
+                                         pool_stride=self.pool_stride, backend=self.device)]
+
+
+class ReLUDropout(Layer):
+    """A ReLU (a relu layer, or an fc layer's ReLU neuron) and the dropout that is its only
+    consumer, as one kernel (ops.relu_dropout_*) while training with p > 0; at test time, or
+    with p = 0, a plain ReLU. The seed is set by the net, as for a dropout layer."""
+    kind = "relu+dropout"
+    optional = {"p": 0.5}
+    needs_seed = True
+
+    def setup(self):
+        self.p = float(self.opts["p"])
+        self.seed = 0
+        self.y = None
+        self._dropped = False
+        return self.in_shapes[0]
+
+    def describe(self):
+        return f"relu + dropout p {self.p:g}"
+
+    def forward(self, inputs, train=True):
+        self._check_inputs(inputs)
+        self._dropped = bool(train and self.p > 0)
+        if self._dropped:
+            self.y = ops.relu_dropout_forward(inputs[0], self.p, int(self.seed), backend=self.device)
+        else:
+            self.y = ops.relu_forward(inputs[0], backend=self.device)
+        return self.y
+
+    def backward(self, dy, need=None):
+        self._require_forward("y")
+        if not self._need(need)[0]:
+            return [None]
+        if self._dropped:
+            return [ops.relu_dropout_backward(dy, self.y, self.p, backend=self.device)]
+        return [ops.relu_backward(dy, self.y, backend=self.device)]
 
 
 LAYER_TYPES = {cls.kind: cls for cls in (Data, Conv, FC, ReLU, Tanh, LRN, Pool, Dropout, SoftmaxLoss)}
 
 
-def make_layer(spec, in_shapes, backend="numpy"):
-    """The layer of a LAYERS dict, checked against its input shapes (clear ValueError if wrong)."""
+FUSED_TYPES = {cls.kind: cls for cls in (LRNMaxPool, ReLUDropout)}
+
+
+def make_layer(spec, in_shapes, device=None):
+    """The layer of a LAYERS dict on a device (default the host), checked against its input
+    shapes (clear ValueError if wrong)."""
     name = spec.get("name", "?")
     kind = spec.get("type")
     if kind not in LAYER_TYPES:
         raise ValueError(f"layer '{name}': unknown type {kind!r}: choose one of {', '.join(LAYER_TYPES)}")
-    return LAYER_TYPES[kind](spec, in_shapes, backend)
+    return LAYER_TYPES[kind](spec, in_shapes, device)

@@ -1,19 +1,18 @@
 """The layer graph: a network built from a config (convnet/configs), placed on devices.
 
-    net = Net(config, backend="numpy", devices=None, seed=0, input_shape=None)
+    net = Net(config, devices=None, seed=0, input_shape=None)
     print(net.summary())
     logits = net.forward(x, train=True)    # x float32 (N, C, H, W)
     loss = net.loss(logits, labels)        # mean softmax cross-entropy (float)
     net.backward()                         # gradients of that loss into every Param.grad
     net.params(); net.state_dict(); net.load_state_dict(d); net.set_step(n)
 
-config: a dict from convnet.configs.load_config, or a config name. backend:
-"numpy" (the NumPy reference: the CPU training path), "emu" (the CUDA kernels
-on the CPU emulation) or "cuda" (CuPy, the kernels on GPUs). devices: None
-(the CPU, or the current GPU for "cuda") or a list of GPU ids; column c runs
-on devices[c % len(devices)], and activations and gradients crossing columns
-go through convnet.devices.Placement (peer-to-peer, staged, same device or a
-host copy; net.summary() says which).
+config: a dict from convnet.configs.load_config, or a config name. devices:
+a convnet.backend device or a list of them (default the host, where the ops
+are the NumPy reference: the CPU training path); column c runs on
+devices[c % len(devices)], and activations and gradients crossing columns go
+through convnet.devices.Placement (peer-to-peer, staged, same device, an
+emulated peer copy or a host copy; net.summary() says which).
 
 Build-time checks (one-line ValueError naming the layer): unknown type or
 key, unknown input, a cycle, impossible shapes (kernel larger than the padded
@@ -23,21 +22,21 @@ than the image), layers that do not lead to the output.
 Initialisation: weights ~ N(0, init_std^2), biases = bias_init, both from
 HYPER with per-layer overrides, drawn in float32 from
 numpy.random.default_rng(seed), layer by layer in config order, weight then
-bias: the same seed gives the same weights on every backend and device.
+bias: the same seed gives the same weights on every device.
 materialize=False builds shapes only (no arrays: summary and counts).
-dtype=np.float64 (NumPy backend only) runs the whole net in float64, for
-gradient checks; float32 otherwise.
+dtype=np.float64 (host only) runs the whole net in float64, for gradient
+checks; float32 otherwise.
 
-Fusion (fuse=True, the default; "emu" and "cuda" only, the NumPy backend
-always runs the unfused references): an lrn layer whose only consumer is a max
-pool on its column runs with that pool as one kernel pair (lrn_maxpool_*), and
-a relu layer or an fc/conv layer with neuron "relu" whose only consumer is a
-dropout layer on its column runs with it as relu_dropout_* while the dropout
-is active (convnet/kernel_ops/fused.py, kernels/fused.cu). The results equal
-the unfused layers' up to float32 rounding; net.fusions lists the pairs and
-net.summary() names them. A conv layer with neuron "relu" (not fused into a
-dropout) applies bias and ReLU in its convolution kernel's epilogue.
-fuse=False runs every layer on its own.
+Fusion (fuse=True, the default): a graph rewrite (`fuse_layers`) that puts
+one fused layer in place of a pair whose first layer feeds only the second,
+on the same column: an lrn and a max pool -> LRNMaxPool (ops.lrn_maxpool_*);
+a relu layer, or the ReLU neuron of an fc layer, and a dropout ->
+ReLUDropout (ops.relu_dropout_*); a conv and a relu layer -> a conv with the
+ReLU neuron, which every conv layer with it runs in the convolution's
+epilogue. The fused layer takes the second layer's name, so the rest of the
+graph is unchanged; net.fusions lists the pairs and net.summary() names them.
+The results equal the unfused layers' up to float32 rounding. fuse=False
+runs every layer on its own.
 
 Dropout: the seed of a dropout layer's mask at training step n is derived
 from (seed, n, the layer's index in the config); net.step counts training
@@ -50,18 +49,16 @@ import math
 
 import numpy as np
 
-from convnet import ops
+from convnet import backend
 from convnet.devices import Placement
-from convnet.layers import Dropout, make_layer
+from convnet.layers import LRNMaxPool, ReLUDropout, SoftmaxLoss, make_layer
 
-BACKENDS = ("numpy", "emu", "cuda")
 OVERRIDE_KEYS = ("init_std", "bias_init", "lr_mult", "bias_lr_mult", "weight_decay",
                  "bias_weight_decay", "momentum")
 HYPER_DEFAULTS = {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005, "init_std": 0.01, "bias_init": 0.0}
 
 
-def _to_numpy(a):
-    return a.get() if ops.is_cupy(a) else np.asarray(a)
+MAX_POOL_AREA = 256        # the fused LRN + max pool kernel keeps the argmax in one byte
 
 
 def _graph_order(specs):
@@ -88,40 +85,43 @@ def _graph_order(specs):
 
 
 class Net:
-    def __init__(self, config, backend="numpy", devices=None, seed=0, input_shape=None,
+    def __init__(self, config, devices=None, seed=0, input_shape=None,
                  dtype=np.float32, materialize=True, fuse=True):
         if isinstance(config, str):
             from convnet.configs import load_config
             config = load_config(config)
         if not isinstance(config, dict) or "LAYERS" not in config:
             raise TypeError("config must be a dict with LAYERS (and HYPER), or a config name")
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        devices = backend.parse(devices) if devices is not None else [backend.cpu()]
         dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64) or (dtype == np.float64 and backend != "numpy"):
-            raise ValueError(f"dtype {dtype} not supported on backend {backend!r} "
-                             "(float32 everywhere, float64 on numpy)")
+        if dtype not in (np.float32, np.float64) or (dtype == np.float64 and devices[0].runs_kernels):
+            raise ValueError(f"dtype {dtype} not supported on {devices[0].name} "
+                             "(float32 everywhere, float64 on the host)")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         self.name = config.get("name", "net")
-        self.backend = backend
         self.dtype = dtype
         self.seed = int(seed)
         self.step = 0
         self.hyper = copy.deepcopy(config.get("HYPER", {}))
         specs = self._check_specs(config["LAYERS"], input_shape)
 
-        self.placement = Placement(backend, devices, [s.get("column", 0) for s in specs])
+        self.placement = Placement(devices, [s.get("column", 0) for s in specs])
         self.order = _graph_order(specs)
         by_name = {s["name"]: s for s in specs}
         self.layers = {}
         for name in self.order:
             s = by_name[name]
             clean = {k: v for k, v in s.items() if k != "_inputs"}
-            self.layers[name] = make_layer(clean, [self.layers[i].out_shape for i in s["_inputs"]], backend)
+            self.layers[name] = make_layer(clean, [self.layers[i].out_shape for i in s["_inputs"]],
+                                           self.placement.device(s["column"]))
         self.config_order = [s["name"] for s in specs]
         self._find_output()
-        self.fusions = self._link_fusions() if fuse and backend != "numpy" else []
+        # what forward runs: the layers of run_order, or fused layers in place of pairs
+        self.nodes = [self.layers[n] for n in self.run_order]
+        self.fusions = []
+        if fuse:
+            self.nodes, self.fusions = fuse_layers(self.nodes, self.consumers, self.output)
         self._init_params(materialize)
         self._acts = None
         self._loss_ready = False
@@ -195,28 +195,6 @@ class Net:
                           if n != self.data and self.layers[n] is not self.loss_layer and n in live]
         self.consumers = consumers
 
-    def _link_fusions(self):
-        """Pairs (producer, consumer) that run as one fused kernel pair; links the layers."""
-        from convnet.kernel_ops.fused import MAX_POOL_AREA
-        pairs = []
-        for name in self.run_order:
-            layer = self.layers[name]
-            if len(layer.inputs) != 1 or layer.inputs[0] == self.data:
-                continue
-            src = self.layers[layer.inputs[0]]
-            if self.consumers[src.name] != [name] or src.column != layer.column or src.name == self.output:
-                continue
-            lrn_pool = (layer.kind == "pool" and layer.mode == "max" and src.kind == "lrn"
-                        and layer.size * layer.size <= MAX_POOL_AREA)
-            relu_drop = (layer.kind == "dropout"
-                         and (src.kind == "relu" or (src.kind in ("conv", "fc") and src.neuron == "relu")))
-            if lrn_pool or relu_drop:
-                src.fused_into, layer.fused_from = layer, src
-                pairs.append((src.name, name))
-        for layer in self.layers.values():
-            layer.fuse_epilogue = layer.kind == "conv" and layer.neuron == "relu"
-        return pairs
-
     def _layer_hyper(self, name):
         """HYPER defaults with every matching per-layer override applied in order."""
         h = dict(HYPER_DEFAULTS)
@@ -245,7 +223,7 @@ class Net:
             lr_mult = float(h.get("lr_mult", 1.0))
             for key, p in layer.params.items():
                 is_bias = key == "b"
-                p.device = self.placement.device(layer.column)
+                p.device = layer.device
                 p.hyper = {
                     "lr_mult": float(h.get("bias_lr_mult", lr_mult)) if is_bias else lr_mult,
                     "weight_decay": float(h.get("bias_weight_decay", h["weight_decay"]) if is_bias
@@ -280,9 +258,13 @@ class Net:
         return [(src, n) for n in self.run_order for src in self.layers[n].inputs
                 if self.layers[src].column != self.layers[n].column]
 
+    @property
+    def devices(self):
+        return self.placement.devices
+
     def summary(self):
         """One line per layer, the totals, and how activations cross columns."""
-        devs = "cpu" if not self.placement.on_gpu else ", ".join(f"gpu{d}" for d in self.placement.devices)
+        devs = ", ".join(d.name for d in self.placement.devices)
         rows = [("layer", "type", "column", "device", "output", "params", "")]
         for name in self.config_order:
             l = self.layers[name]
@@ -290,14 +272,14 @@ class Net:
             rows.append((name, l.kind, str(l.column), self.placement.device_name(l.column),
                          "x".join(str(d) for d in l.out_shape), f"{n_params:,}", l.describe()))
         widths = [max(len(r[i]) for r in rows) for i in range(6)]
-        lines = [f"{self.name}: {len(self.layers)} layers, backend {self.backend}, devices {devs}"]
+        lines = [f"{self.name}: {len(self.layers)} layers, devices {devs}"]
         for r in rows:
             line = "  ".join(c.ljust(w) if i != 5 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
             lines.append((line + "  " + r[6]).rstrip())
         lines.append(f"total: {self.num_params:,} parameters, {self.num_neurons:,} neurons")
         if self.fusions:
-            lines.append("fused kernels: " + ", ".join(f"{a}+{b}" for a, b in self.fusions))
-        epilogue = [n for n, layer in self.layers.items() if layer.fuse_epilogue]
+            lines.append("fused layers: " + ", ".join(f"{a}+{b}" for a, b in self.fusions))
+        epilogue = [n.name for n in self.nodes if n.kind == "conv" and n.neuron == "relu"]
         if epilogue:
             lines.append("bias + ReLU in the conv epilogue: " + ", ".join(epilogue))
         cross = self.crossings()
@@ -332,11 +314,11 @@ class Net:
         if not hasattr(x, "shape") or tuple(x.shape[1:]) != data.out_shape or len(x.shape) < 2:
             shape = tuple(getattr(x, "shape", ()))
             raise ValueError(f"input must have shape N x {'x'.join(map(str, data.out_shape))}, got {shape}")
-        self.placement.begin()                 # GPU: previous copies done, caller's stream waited for
+        self.placement.begin()                 # GPU: the column streams wait for the caller's stream
         acts = {self.data: self.placement.to_device(x, data.column, self.dtype)}
         copies = {}                            # (source, destination column) -> copied array
-        for name in self.run_order:
-            layer = self.layers[name]
+        for layer in self.nodes:
+            name = layer.name
             ins = []
             for src in layer.inputs:
                 a = acts[src]
@@ -347,7 +329,7 @@ class Net:
                         copies[key] = self.placement.transfer(a, src_col, layer.column)
                     a = copies[key]
                 ins.append(a)
-            if isinstance(layer, Dropout):
+            if layer.needs_seed:
                 layer.seed = self.dropout_seed(name, self.step)
             with self.placement.context(layer.column):
                 acts[name] = layer.forward(ins, train)
@@ -358,19 +340,20 @@ class Net:
         self._loss_ready = False
         return acts[self.output]
 
-    def loss(self, logits, labels):
-        """Mean softmax cross-entropy of logits against int labels (N,); keeps the probabilities."""
+    def loss(self, logits, labels, sync=True):
+        """Mean softmax cross-entropy of logits against int labels (N,); keeps the probabilities.
+        A float; with sync=False the value as it lies on the output's device (no host
+        synchronization: float() of it waits for the step)."""
         if self.loss_layer is None:
-            from convnet.layers import SoftmaxLoss
+            out = self.layers[self.output]
             self.loss_layer = SoftmaxLoss({"name": "loss", "type": "softmax_loss", "inputs": self.output,
-                                           "column": self.layers[self.output].column},
-                                          [self.layers[self.output].out_shape], self.backend)
+                                           "column": out.column}, [out.out_shape], out.device)
         col = self.layers[self.output].column
         labels = self.placement.to_device(labels, col, np.int32)
         with self.placement.context(col):
             value = self.loss_layer.loss(logits, labels)
         self._loss_ready = True
-        return value
+        return float(value) if sync else value
 
     def backward(self):
         """Gradients of the last loss() into every Param.grad (overwritten, not accumulated)."""
@@ -379,8 +362,8 @@ class Net:
         col = self.layers[self.output].column
         with self.placement.context(col):
             grads = {self.output: self.loss_layer.backward()[0]}
-        for name in reversed(self.run_order):
-            layer = self.layers[name]
+        for layer in reversed(self.nodes):
+            name = layer.name
             dy = grads.pop(name)
             need = [src != self.data for src in layer.inputs]
             with self.placement.context(layer.column):
@@ -396,15 +379,14 @@ class Net:
                         grads[src] = grads[src] + dx
                 else:
                     grads[src] = dx
-        if self.placement.on_gpu:
-            self.placement.synchronize()
+        self.placement.end_backward()
         self._loss_ready = False
         return None
 
     # --- state ----------------------------------------------------------
     def state_dict(self):
         """{param name: NumPy array copy}."""
-        return {p.name: np.array(_to_numpy(p.value), copy=True) for p in self._params}
+        return {p.name: np.array(backend.to_host(p.value), copy=True) for p in self._params}
 
     def load_state_dict(self, state):
         """Copies arrays into the parameters; missing, unexpected or mis-shaped entries -> ValueError."""
@@ -418,16 +400,72 @@ class Net:
                              f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                              f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}")
         for p in self._params:
-            a = np.asarray(_to_numpy(state[p.name]))
+            a = backend.to_host(state[p.name])
             if a.shape != p.shape:
                 raise ValueError(f"state '{p.name}' has shape {a.shape}, the network has {p.shape}")
         for p in self._params:
-            a = np.asarray(_to_numpy(state[p.name]))
+            host = np.ascontiguousarray(backend.to_host(state[p.name]), dtype=self.dtype)
             col = self.layers[p.layer].column
             if p.value is None:
-                p.value = self.placement.to_device(a, col, self.dtype)
-            elif ops.is_cupy(p.value):
+                p.value = self.placement.to_device(host, col, self.dtype)
+            elif backend.is_cupy(p.value):
                 with self.placement.context(col):
-                    p.value.set(np.ascontiguousarray(a, dtype=self.dtype))
+                    p.value.set(host)
             else:
-                p.value[...] = a
+                np.copyto(p.value.view(np.ndarray), host)
+
+
+def fuse_layers(nodes, consumers, output):
+    """The fusion pass: (nodes with fused layers in place of pairs, [(first, second) names]).
+
+    nodes: the layers in run order; consumers: {name: names of the layers reading it};
+    output: the net's output (never fused away). A pair fuses when its first layer is read
+    only by the second, both are on one column, and the second has that single input."""
+    by_name = {n.name: n for n in nodes}
+    out, pairs = [], []
+    for layer in nodes:
+        src = by_name.get(layer.inputs[0]) if len(layer.inputs) == 1 else None
+        if (src is None or consumers[src.name] != [layer.name] or src.column != layer.column
+                or src.name == output or src not in out):
+            out.append(layer)
+            continue
+        fused = _fused_pair(src, layer)
+        if fused is None:
+            out.append(layer)
+            continue
+        first, second = fused
+        out.remove(src)
+        if first is not None:
+            out.append(first)
+        out.append(second)
+        by_name[second.name] = second
+        pairs.append(((src.members or (src.name,))[0], layer.name))
+    return out, pairs
+
+
+def _fused_pair(src, layer):
+    """(replacement of src or None, replacement of layer) for a fusable pair, else None."""
+    col = {"column": layer.column}
+    if src.kind == "lrn" and layer.kind == "pool" and layer.mode == "max" and layer.size ** 2 <= MAX_POOL_AREA:
+        spec = {"name": layer.name, "type": LRNMaxPool.kind, "inputs": list(src.inputs), **col,
+                "size": src.size, "alpha": src.alpha, "beta": src.beta, "k": src.k, "groups": src.groups,
+                "pool_size": layer.size, "pool_stride": layer.stride}
+        return None, _member(LRNMaxPool(spec, src.in_shapes, layer.device), src, layer)
+    if layer.kind == "dropout" and src.kind == "relu":
+        spec = {"name": layer.name, "type": ReLUDropout.kind, "inputs": list(src.inputs), **col, "p": layer.p}
+        return None, _member(ReLUDropout(spec, src.in_shapes, layer.device), src, layer)
+    if layer.kind == "dropout" and src.kind == "fc" and src.neuron == "relu":
+        plain = make_layer(dict(src.spec, neuron=None), src.in_shapes, src.device)
+        plain.params = src.params
+        spec = {"name": layer.name, "type": ReLUDropout.kind, "inputs": [src.name], **col, "p": layer.p}
+        return plain, _member(ReLUDropout(spec, [src.out_shape], layer.device), src, layer)
+    if layer.kind == "relu" and src.kind == "conv" and src.neuron is None:
+        conv = make_layer(dict(src.spec, name=layer.name, neuron="relu"), src.in_shapes, src.device)
+        conv.params = src.params
+        return None, _member(conv, src, layer)
+    return None
+
+
+def _member(fused, src, layer):
+    fused.members = tuple(src.members or (src.name,)) + (layer.name,)
+    return fused

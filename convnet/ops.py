@@ -1,83 +1,234 @@
-"""The functional API: one name per op, backend chosen explicitly or by array type.
+"""The functional API: one plain function per op, run on a device.
 
-    from convnet import ops
-    y = ops.lrn_forward(x)                    # NumPy in -> NumPy reference
-    y = ops.lrn_forward(x, backend="emu")     # the CUDA kernel on the CPU emulation
-    y = ops.lrn_forward(x_gpu)                # CuPy in -> the CUDA kernel on that GPU
+    from convnet import ops, backend
+    y = ops.lrn_forward(x)                          # NumPy in -> the NumPy reference
+    y = ops.lrn_forward(x, backend=backend.emu())   # the CUDA kernel on the CPU emulation
+    y = ops.lrn_forward(x_gpu)                      # CuPy in -> the CUDA kernel on its GPU
 
-Every op has the signature of the same name in convnet.reference, plus
-`backend` ("numpy", "emu", "cuda" or None: CuPy arrays -> "cuda", anything
-else -> "numpy"). Conventions are in docs/design.md.
+Every op has the signature of the same name in convnet.reference plus a
+keyword `backend`: a device of convnet.backend, or None for the device the
+arrays live on (backend.of). A device that runs kernels (emulated or GPU)
+calls the launcher in convnet/kernel_ops/<family>.py; the host runs the NumPy
+reference. Arrays that are not on the device -> ValueError, before any work.
+Conventions are in docs/design.md.
 """
-import importlib
-
-import numpy as np
-
+from convnet import backend as _backend
 from convnet import reference
-
-BACKENDS = ("numpy", "emu", "cuda")
-
-# op name -> kernel_ops module that launches its kernels
-FAMILY = {
-    "conv2d_forward": "conv", "conv2d_backward_data": "conv",
-    "conv2d_backward_filter": "conv", "conv2d_backward_bias": "conv",
-    "fc_forward": "gemm", "fc_backward_data": "gemm",
-    "fc_backward_filter": "gemm", "fc_backward_bias": "gemm",
-    "lrn_forward": "lrn", "lrn_backward": "lrn",
-    "maxpool_forward": "pool", "maxpool_backward": "pool",
-    "avgpool_forward": "pool", "avgpool_backward": "pool",
-    "relu_forward": "activation", "relu_backward": "activation",
-    "tanh_forward": "activation", "tanh_backward": "activation",
-    "dropout_forward": "dropout", "dropout_backward": "dropout",
-    "softmax_forward": "softmax", "softmax_cross_entropy": "softmax",
-    "softmax_cross_entropy_backward": "softmax", "topk_errors": "softmax",
-    "sgd_update": "sgd",
-}
-
-
-def is_cupy(a):
-    return type(a).__module__.split(".")[0] == "cupy"
-
-
-def resolve_backend(backend, *arrays):
-    """The backend an op runs on: the one asked for, or the arrays' own."""
-    if backend is None:
-        return "cuda" if any(is_cupy(a) for a in arrays) else "numpy"
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    return backend
-
-
-def _check_arrays(name, backend, arrays):
-    for a in arrays:
-        if backend == "cuda" and isinstance(a, np.ndarray):
-            raise TypeError(f"{name}: backend 'cuda' needs CuPy arrays, got a NumPy array")
-        if backend != "cuda" and is_cupy(a):
-            raise TypeError(f"{name}: backend {backend!r} needs NumPy arrays, got a CuPy array")
-
-
-def _make_op(name):
-    ref = getattr(reference, name)
-
-    def op(*args, backend=None, **kwargs):
-        arrays = [a for a in args if hasattr(a, "shape") and hasattr(a, "dtype")]
-        backend = resolve_backend(backend, *arrays)
-        _check_arrays(name, backend, arrays)
-        if backend == "numpy":
-            return ref(*args, **kwargs)
-        family = importlib.import_module(f"convnet.kernel_ops.{FAMILY[name]}")
-        return getattr(family, name)(*args, **kwargs)
-
-    op.__name__ = name
-    op.__qualname__ = name
-    op.__doc__ = ref.__doc__
-    return op
-
-
-for _name in FAMILY:
-    globals()[_name] = _make_op(_name)
+from convnet.kernel_ops import activation, conv, dropout, fused, gemm, lrn, pool, sgd, softmax
 
 pool_output_size = reference.pool_output_size
 conv_output_size = reference.conv_output_size
 
-__all__ = sorted(FAMILY) + ["pool_output_size", "conv_output_size", "resolve_backend"]
+
+def _on(device, *arrays):
+    """The device an op runs on, after checking that its arrays live there."""
+    if device is None:
+        return _backend.of(*arrays)
+    if not isinstance(device, _backend.Device):
+        raise TypeError(f"backend must be a device of convnet.backend (e.g. backend.emu()) or None, "
+                        f"got {device!r}")
+    for a in arrays:
+        if a is not None and hasattr(a, "dtype") and not device.owns(a):
+            raise ValueError(f"an array on {_backend.of(a).name} was given to an op on {device.name}: "
+                             "copy it to that device first")
+    return device
+
+
+# --- convolution (kernels/conv.cu) --------------------------------------------------------
+
+def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, *, backend=None):
+    if _on(backend, x, w, b).runs_kernels:
+        return conv.conv2d_forward(x, w, b, stride, pad, groups, relu=relu)
+    return reference.conv2d_forward(x, w, b, stride, pad, groups, relu=relu)
+
+
+def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, *, backend=None):
+    if _on(backend, dy, w).runs_kernels:
+        return conv.conv2d_backward_data(dy, w, x_shape, stride, pad, groups)
+    return reference.conv2d_backward_data(dy, w, x_shape, stride, pad, groups)
+
+
+def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, *, backend=None):
+    if _on(backend, dy, x).runs_kernels:
+        return conv.conv2d_backward_filter(dy, x, w_shape, stride, pad, groups)
+    return reference.conv2d_backward_filter(dy, x, w_shape, stride, pad, groups)
+
+
+def conv2d_backward_bias(dy, *, backend=None):
+    if _on(backend, dy).runs_kernels:
+        return conv.conv2d_backward_bias(dy)
+    return reference.conv2d_backward_bias(dy)
+
+
+# --- fully connected (kernels/gemm.cu) -----------------------------------------------------
+
+def fc_forward(x, w, b=None, *, backend=None):
+    if _on(backend, x, w, b).runs_kernels:
+        return gemm.fc_forward(x, w, b)
+    return reference.fc_forward(x, w, b)
+
+
+def fc_backward_data(dy, w, *, backend=None):
+    if _on(backend, dy, w).runs_kernels:
+        return gemm.fc_backward_data(dy, w)
+    return reference.fc_backward_data(dy, w)
+
+
+def fc_backward_filter(dy, x, *, backend=None):
+    if _on(backend, dy, x).runs_kernels:
+        return gemm.fc_backward_filter(dy, x)
+    return reference.fc_backward_filter(dy, x)
+
+
+def fc_backward_bias(dy, *, backend=None):
+    if _on(backend, dy).runs_kernels:
+        return gemm.fc_backward_bias(dy)
+    return reference.fc_backward_bias(dy)
+
+
+# --- local response normalization (kernels/lrn.cu) ---------------------------------------
+
+def lrn_forward(x, size=5, alpha=1e-4, beta=0.75, k=2.0, *, backend=None):
+    if _on(backend, x).runs_kernels:
+        return lrn.lrn_forward(x, size, alpha, beta, k)
+    return reference.lrn_forward(x, size, alpha, beta, k)
+
+
+def lrn_backward(dy, x, y, size=5, alpha=1e-4, beta=0.75, k=2.0, *, backend=None):
+    if _on(backend, dy, x, y).runs_kernels:
+        return lrn.lrn_backward(dy, x, y, size, alpha, beta, k)
+    return reference.lrn_backward(dy, x, y, size, alpha, beta, k)
+
+
+# --- pooling (kernels/pool.cu) -------------------------------------------------------------
+
+def maxpool_forward(x, size=3, stride=2, *, backend=None):
+    if _on(backend, x).runs_kernels:
+        return pool.maxpool_forward(x, size, stride)
+    return reference.maxpool_forward(x, size, stride)
+
+
+def maxpool_backward(dy, x, y, size=3, stride=2, *, backend=None):
+    if _on(backend, dy, x, y).runs_kernels:
+        return pool.maxpool_backward(dy, x, y, size, stride)
+    return reference.maxpool_backward(dy, x, y, size, stride)
+
+
+def avgpool_forward(x, size=3, stride=2, *, backend=None):
+    if _on(backend, x).runs_kernels:
+        return pool.avgpool_forward(x, size, stride)
+    return reference.avgpool_forward(x, size, stride)
+
+
+def avgpool_backward(dy, x_shape, size=3, stride=2, *, backend=None):
+    if _on(backend, dy).runs_kernels:
+        return pool.avgpool_backward(dy, x_shape, size, stride)
+    return reference.avgpool_backward(dy, x_shape, size, stride)
+
+
+# --- activations (kernels/activation.cu) ------------------------------------------------------
+
+def relu_forward(x, *, backend=None):
+    if _on(backend, x).runs_kernels:
+        return activation.relu_forward(x)
+    return reference.relu_forward(x)
+
+
+def relu_backward(dy, y, *, backend=None):
+    if _on(backend, dy, y).runs_kernels:
+        return activation.relu_backward(dy, y)
+    return reference.relu_backward(dy, y)
+
+
+def tanh_forward(x, *, backend=None):
+    if _on(backend, x).runs_kernels:
+        return activation.tanh_forward(x)
+    return reference.tanh_forward(x)
+
+
+def tanh_backward(dy, y, *, backend=None):
+    if _on(backend, dy, y).runs_kernels:
+        return activation.tanh_backward(dy, y)
+    return reference.tanh_backward(dy, y)
+
+
+# --- dropout (kernels/dropout.cu) ---------------------------------------------------------------
+
+def dropout_forward(x, p, seed, *, backend=None):
+    if _on(backend, x).runs_kernels:
+        return dropout.dropout_forward(x, p, seed)
+    return reference.dropout_forward(x, p, seed)
+
+
+def dropout_backward(dy, p, seed, *, backend=None):
+    if _on(backend, dy).runs_kernels:
+        return dropout.dropout_backward(dy, p, seed)
+    return reference.dropout_backward(dy, p, seed)
+
+
+# --- fused pairs (kernels/fused.cu) ---------------------------------------------------------------
+
+def lrn_maxpool_forward(x, size=5, alpha=1e-4, beta=0.75, k=2.0, pool_size=3, pool_stride=2, groups=1, *,
+                        backend=None):
+    if _on(backend, x).runs_kernels:
+        return fused.lrn_maxpool_forward(x, size, alpha, beta, k, pool_size, pool_stride, groups)
+    return reference.lrn_maxpool_forward(x, size, alpha, beta, k, pool_size, pool_stride, groups)
+
+
+def lrn_maxpool_backward(dy, x, arg, size=5, alpha=1e-4, beta=0.75, k=2.0, pool_size=3, pool_stride=2,
+                         groups=1, *, backend=None):
+    if _on(backend, dy, x, arg).runs_kernels:
+        return fused.lrn_maxpool_backward(dy, x, arg, size, alpha, beta, k, pool_size, pool_stride, groups)
+    return reference.lrn_maxpool_backward(dy, x, arg, size, alpha, beta, k, pool_size, pool_stride, groups)
+
+
+def relu_dropout_forward(x, p, seed, *, backend=None):
+    if _on(backend, x).runs_kernels:
+        return fused.relu_dropout_forward(x, p, seed)
+    return reference.relu_dropout_forward(x, p, seed)
+
+
+def relu_dropout_backward(dy, y, p, *, backend=None):
+    if _on(backend, dy, y).runs_kernels:
+        return fused.relu_dropout_backward(dy, y, p)
+    return reference.relu_dropout_backward(dy, y, p)
+
+
+# --- softmax, loss, errors (kernels/softmax.cu) -----------------------------------------------------
+
+def softmax_forward(logits, *, backend=None):
+    if _on(backend, logits).runs_kernels:
+        return softmax.softmax_forward(logits)
+    return reference.softmax_forward(logits)
+
+
+def softmax_cross_entropy(logits, labels, *, backend=None):
+    if _on(backend, logits, labels).runs_kernels:
+        return softmax.softmax_cross_entropy(logits, labels)
+    return reference.softmax_cross_entropy(logits, labels)
+
+
+def softmax_cross_entropy_backward(probs, labels, *, backend=None):
+    if _on(backend, probs, labels).runs_kernels:
+        return softmax.softmax_cross_entropy_backward(probs, labels)
+    return reference.softmax_cross_entropy_backward(probs, labels)
+
+
+def topk_errors(logits, labels, k, *, backend=None):
+    if _on(backend, logits, labels).runs_kernels:
+        return softmax.topk_errors(logits, labels, k)
+    return reference.topk_errors(logits, labels, k)
+
+
+# --- the update (kernels/sgd.cu) --------------------------------------------------------------------
+
+def sgd_update(w, dw, v, lr, momentum=0.9, weight_decay=0.0005, *, backend=None):
+    if _on(backend, w, dw, v).runs_kernels:
+        return sgd.sgd_update(w, dw, v, lr, momentum, weight_decay)
+    return reference.sgd_update(w, dw, v, lr, momentum, weight_decay)
+
+
+OPS = sorted(name for name, f in list(globals().items())
+             if callable(f) and not name.startswith("_") and f.__module__ == __name__)
+for _name in OPS:                   # each op documents itself with its reference's docstring
+    globals()[_name].__doc__ = getattr(reference, _name).__doc__

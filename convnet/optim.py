@@ -2,9 +2,10 @@
 
     v <- momentum * v - weight_decay * lr * w - lr * dw ;  w <- w + v
 
-applied to every parameter through `ops.sgd_update` on the parameter's own
-backend (NumPy reference, CUDA kernel on the emulation, or on the GPU that
-holds the parameter). Each parameter may override the global settings in
+applied to every parameter through `ops.sgd_update` on the device that holds
+it (convnet.backend: the NumPy reference on the host, the CUDA kernel on an
+emulated device or a GPU), with that device current; the velocity lives
+beside the parameter on the same device. Each parameter may override the global settings in
 `Param.hyper`:
 
     lr_mult       multiplies the global learning rate (default 1)
@@ -21,32 +22,28 @@ Schedules (`make_schedule`):
 """
 import numpy as np
 
-from convnet import ops
+from convnet import backend, ops
 
 
-def _to_numpy(a):
-    return a.get() if ops.is_cupy(a) else np.array(a, copy=True)
-
-
-def _copy_into(dst, src):
-    """dst[...] = src for a NumPy or CuPy destination and a NumPy source."""
+def _copy_into(dst, src, device):
+    """dst[...] = src for a destination on `device` and a host source."""
     src = np.asarray(src)
     if src.shape != tuple(dst.shape):
         raise ValueError(f"optimizer state has shape {src.shape}, parameter has {tuple(dst.shape)}")
-    if ops.is_cupy(dst):
-        dst.set(np.ascontiguousarray(src, dtype=dst.dtype))
+    if backend.is_cupy(dst):
+        with device.context():
+            dst.set(np.ascontiguousarray(src, dtype=dst.dtype))
     else:
-        dst[...] = src
+        np.copyto(dst.view(np.ndarray), src)
 
 
 class SGD:
     """Momentum SGD with weight decay over a list of Params (.name, .value, .grad, .hyper).
 
-    backend: the ops backend for the update ("numpy", "emu", "cuda"), or None
-    to follow each parameter's array type.
+    Each parameter is updated on the device its value lives on (backend.of(p.value)).
     """
 
-    def __init__(self, params, lr=0.01, momentum=0.9, weight_decay=0.0005, backend=None):
+    def __init__(self, params, lr=0.01, momentum=0.9, weight_decay=0.0005):
         params = list(params)
         names = [p.name for p in params]
         if len(set(names)) != len(names):
@@ -61,13 +58,13 @@ class SGD:
         self.lr = float(lr)
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
-        self.backend = backend
-        # velocity per parameter, same array type, shape, dtype and device as the value
+        # velocity per parameter: zeros of the value's shape and dtype, on its device
+        self.devices = {p.name: backend.of(p.value) for p in params}
         self.velocity = {}
         for p in params:
-            v = p.value.copy()
-            v.fill(0)
-            self.velocity[p.name] = v
+            device = self.devices[p.name]
+            with device.context():
+                self.velocity[p.name] = device.xp.zeros(p.value.shape, dtype=p.value.dtype)
 
     def settings(self, p):
         """(lr, momentum, weight_decay) for one parameter."""
@@ -83,16 +80,14 @@ class SGD:
             if p.grad is None:
                 raise ValueError(f"SGD: parameter {p.name} has no gradient; call backward() first")
             lr, momentum, weight_decay = self.settings(p)
-            args = (p.value, p.grad, self.velocity[p.name], lr, momentum, weight_decay)
-            if ops.is_cupy(p.value):
-                with p.value.device:        # launch on the GPU that holds the parameter
-                    ops.sgd_update(*args, backend=self.backend)
-            else:
-                ops.sgd_update(*args, backend=self.backend)
+            device = self.devices[p.name]
+            with device.context():
+                ops.sgd_update(p.value, p.grad, self.velocity[p.name], lr, momentum, weight_decay,
+                               backend=device)
 
     def state_dict(self):
         return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
-                "velocity": {name: _to_numpy(v) for name, v in self.velocity.items()}}
+                "velocity": {name: np.array(backend.to_host(v), copy=True) for name, v in self.velocity.items()}}
 
     def load_state_dict(self, state):
         missing = set(self.velocity) - set(state["velocity"])
@@ -104,7 +99,7 @@ class SGD:
         self.momentum = float(state["momentum"])
         self.weight_decay = float(state["weight_decay"])
         for name, v in self.velocity.items():
-            _copy_into(v, state["velocity"][name])
+            _copy_into(v, state["velocity"][name], self.devices[name])
 
 
 class Schedule:

@@ -18,7 +18,8 @@ What each op computes (x input, y output, dy = dL/dy, dx = dL/dx):
               (the paper's convention: alpha multiplies the plain sum).
   max/avg     windows of size x size, stride `stride`; output size
   pooling     ceil((H - size) / stride) + 1 (pool_output_size), so the last
-              window may be clipped at the border. Max: the gradient goes to the
+              window may be clipped at the border; a last window that would start
+              outside the input (stride > size) is dropped, as PyTorch's ceil mode does. Max: the gradient goes to the
               first maximal element of a window in row-major order; windows that
               overlap add their gradients. Average: divides by the number of
               in-image elements of the (possibly clipped) window.
@@ -34,6 +35,10 @@ What each op computes (x input, y output, dy = dL/dy, dx = dL/dx):
   top-k       a row is an error when k or more classes have a strictly larger
               score than its label's.
   sgd         v <- momentum*v - weight_decay*lr*w - lr*dw ; w <- w + v (in place).
+
+The fused ops (one kernel where the GPU runs two layers) are defined here as
+the compositions they equal: conv2d_forward(relu=True), lrn_maxpool_* and
+relu_dropout_*.
 
 The implementations are vectorized (im2col-style windows from
 sliding_window_view contracted with BLAS through tensordot; loops only over
@@ -57,6 +62,8 @@ __all__ = [
     "dropout_backward",
     "softmax_forward", "softmax_cross_entropy", "softmax_cross_entropy_backward",
     "topk_errors", "sgd_update",
+    "window_argmax", "lrn_maxpool_forward", "lrn_maxpool_backward",
+    "relu_dropout_forward", "relu_dropout_backward",
 ]
 
 
@@ -140,10 +147,11 @@ def _conv_windows(x, kernel, stride, pad, out):
     return win[:, :, : sh * (oh - 1) + 1 : sh, : sw * (ow - 1) + 1 : sw]
 
 
-def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1):
+def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False):
     """y[n, f] = b[f] + sum over the group's channels c of xpad[n, c] cross-correlated with w[f, c].
 
     x (N, C, H, W), w (F, C/groups, KH, KW), b (F,) or None -> y (N, F, OH, OW).
+    relu=True returns relu_forward(y) (the kernels apply it in the convolution's epilogue).
     """
     x = _float_array(x, "x", 4)
     w = _float_array(w, "w", 4)
@@ -163,6 +171,8 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1):
         if b.shape != (f,):
             raise ValueError(f"bias must have shape ({f},), got {b.shape}")
         y += b[None, :, None, None]
+    if relu:
+        np.maximum(y, y.dtype.type(0), out=y)
     return y
 
 
@@ -325,22 +335,23 @@ def lrn_backward(dy, x, y, size=5, alpha=1e-4, beta=0.75, k=2.0):
 # --- pooling --------------------------------------------------------------
 
 def pool_output_size(n, size, stride):
-    """Pooling output length: ceil((n - size) / stride) + 1 for n >= size (the last window may be clipped)."""
+    """Pooling output length for n >= size: ceil((n - size) / stride) + 1, less one when that
+    last window would start outside the input (possible only for stride > size). This is
+    PyTorch's ceil mode without padding; the last window may be clipped at the border."""
     n, size, stride = _int(n, "input size", 1), _int(size, "pool size", 1), _int(stride, "pool stride", 1)
     if n < size:
         raise ValueError(f"pooling window {size} is larger than the input {n}")
     out = -(-(n - size) // stride) + 1
-    if (out - 1) * stride >= n:   # only possible when stride > size
-        raise ValueError(f"pool stride {stride} > size {size} leaves the last window of an input "
-                         f"of {n} empty")
+    if (out - 1) * stride >= n:   # a last window starting outside the input is dropped
+        out -= 1
     return out
 
 
 def _pool_geometry(shape, size, stride):
     n, c, h, w = shape
     oh, ow = pool_output_size(h, size, stride), pool_output_size(w, size, stride)
-    # Padded extent that holds every (unclipped) window.
-    return (oh, ow), ((oh - 1) * stride + size, (ow - 1) * stride + size)
+    # Padded extent that holds the input and every (unclipped) window.
+    return (oh, ow), (max(h, (oh - 1) * stride + size), max(w, (ow - 1) * stride + size))
 
 
 def _offset_view(a, p, q, stride, out):
@@ -625,3 +636,76 @@ def sgd_update(w, dw, v, lr, momentum=0.9, weight_decay=0.0005):
     v -= dt(weight_decay * lr) * w
     v -= dt(lr) * dw
     w += v
+
+
+# --- fused pairs: the compositions the fused kernels compute ------------------
+
+def _lrn_blocks(x, groups):
+    if groups < 1 or x.shape[1] % groups:
+        raise ValueError(f"{x.shape[1]} channels must be divisible by groups={groups}")
+    step = x.shape[1] // groups
+    return [np.ascontiguousarray(x[:, g * step:(g + 1) * step]) for g in range(groups)]
+
+
+def window_argmax(z, size, stride):
+    """uint8 (N, C, OH, OW): the row-major position (row * size + column, within the window)
+    of the first maximum of every (clipped) pooling window of z."""
+    z = _float_array(z, "z", 4)
+    if size * size > 256:
+        raise ValueError(f"pool size {size}: a one-byte argmax needs size^2 <= 256")
+    out, (hp, wp) = _pool_geometry(z.shape, size, stride)
+    n, c, h, w = z.shape
+    zp = np.full((n, c, hp, wp), -np.inf, dtype=z.dtype)
+    zp[:, :, :h, :w] = z
+    best = _offset_view(zp, 0, 0, stride, out).copy()
+    arg = np.zeros(best.shape, dtype=np.uint8)
+    for p in range(size):
+        for q in range(size):
+            v = _offset_view(zp, p, q, stride, out)
+            better = v > best
+            best[better] = v[better]
+            arg[better] = p * size + q
+    return arg
+
+
+def lrn_maxpool_forward(x, size=5, alpha=1e-4, beta=0.75, k=2.0, pool_size=3, pool_stride=2, groups=1):
+    """(maxpool_forward(lrn(x)), window_argmax(lrn(x))): LRN within each of `groups` channel
+    blocks, then max pooling; the argmax is what the backward needs."""
+    x = _float_array(x, "x", 4)
+    z = np.concatenate([lrn_forward(g, size, alpha, beta, k) for g in _lrn_blocks(x, groups)], axis=1)
+    return maxpool_forward(z, pool_size, pool_stride), window_argmax(z, pool_size, pool_stride)
+
+
+def lrn_maxpool_backward(dy, x, arg, size=5, alpha=1e-4, beta=0.75, k=2.0, pool_size=3, pool_stride=2,
+                         groups=1):
+    """The gradient of lrn_maxpool_forward with respect to x: each window's dy goes to the
+    position `arg` names (overlaps add), then through the LRN, recomputed from x."""
+    dy, x = _float_array(dy, "dy", 4), _float_array(x, "x", 4)
+    arg = np.asarray(arg)
+    out, (hp, wp) = _pool_geometry(x.shape, pool_size, pool_stride)
+    n, c, h, w = x.shape
+    if dy.shape != (n, c) + out or arg.shape != dy.shape:
+        raise ValueError(f"dy {dy.shape} and arg {arg.shape} must have the pooled shape {(n, c) + out}")
+    dzp = np.zeros((n, c, hp, wp), dtype=dy.dtype)
+    for p in range(pool_size):
+        for q in range(pool_size):
+            _offset_view(dzp, p, q, pool_stride, out)[...] += np.where(arg == p * pool_size + q, dy, 0)
+    dz = dzp[:, :, :h, :w]
+    parts = []
+    for d, xx in zip(_lrn_blocks(dz, groups), _lrn_blocks(x, groups)):
+        parts.append(lrn_backward(d, xx, lrn_forward(xx, size, alpha, beta, k), size, alpha, beta, k))
+    return np.ascontiguousarray(np.concatenate(parts, axis=1))
+
+
+def relu_dropout_forward(x, p, seed):
+    """dropout_forward(relu_forward(x), p, seed)."""
+    return dropout_forward(relu_forward(x), p, seed)
+
+
+def relu_dropout_backward(dy, y, p):
+    """The gradient of relu_dropout_forward from its output y: dy / (1 - p) where y > 0, else 0
+    (y > 0 exactly where the mask kept a positive input, so no seed is needed)."""
+    dy, y = _float_array(dy, "dy"), _float_array(y, "y")
+    _same_shape(dy, y, "dy", "y")
+    _check_p(p)
+    return np.where(y > 0, dy * dy.dtype.type(1.0 / (1.0 - p)), dy.dtype.type(0))

@@ -209,16 +209,16 @@ def fit_config_to_data(cfg, ds):
     return None
 
 
-def build(cfg, run, backend, devices):
+def build(cfg, run, devices):
     from convnet.net import Net
     from convnet.optim import SGD
     try:
-        net = Net(cfg, backend=backend, devices=devices, seed=run["seed"])
+        net = Net(cfg, devices=devices, seed=run["seed"])
     except (TypeError, ValueError) as e:
         raise UsageError(f"config '{cfg.get('name')}': {e}") from None
     hyper = cfg["HYPER"]
     opt = SGD(net.params(), lr=run["lr"], momentum=float(hyper.get("momentum", 0.9)),
-              weight_decay=float(hyper.get("weight_decay", 0.0005)), backend=backend)
+              weight_decay=float(hyper.get("weight_decay", 0.0005)))
     schedule = make_schedule(run["lr_schedule"], run["lr"])
     return net, opt, schedule
 
@@ -230,13 +230,10 @@ class Stop(Exception):
     """The run cannot go on; str(e) says why (exit 1)."""
 
 
-def to_host(a):
-    return a.get() if type(a).__module__.split(".")[0] == "cupy" else np.asarray(a)
-
-
 def evaluate_loader(net, loader):
     """(top-1 errors, top-5 errors, images) of net over a loader (train=False)."""
     from convnet import reference
+    from convnet.backend import to_host
     top1 = top5 = n = 0
     for x, labels in loader:
         logits = to_host(net.forward(x, train=False))
@@ -275,20 +272,21 @@ class Interrupt:
 
 
 class Trainer:
-    def __init__(self, cfg, run, backend, devices, resumed=None, progress=True, on_step=None, out=print):
-        self.cfg, self.run, self.backend, self.devices = cfg, run, backend, devices
+    def __init__(self, cfg, run, devices, resumed=None, progress=True, on_step=None, out=print):
+        self.cfg, self.run, self.devices = cfg, run, devices
         self.progress = progress
         self.on_step = on_step                  # callback(trainer) after every step (tests)
         self.out = out
         self.train_ds, self.val_ds = load_data(run)
         self.note = fit_config_to_data(cfg, self.train_ds)   # before the net is built from cfg
-        self.net, self.opt, self.schedule = build(cfg, run, backend, devices)
+        self.net, self.opt, self.schedule = build(cfg, run, devices)
         self.epoch = 0                          # epochs completed
         self.step_in_epoch = 0                  # batches of epoch self.epoch + 1 already trained
         self.global_step = 0
         self.metrics = []
         self.partial = {"loss_sum": 0.0, "images": 0, "seconds": 0.0}   # the unfinished epoch's sums
         self.best = math.inf
+        self.pending = []                       # (step, epoch, batch, loss on the device, images)
         self.in_step = False                    # True while the state is being changed (not saveable)
         if resumed is not None:
             self._restore(resumed)
@@ -321,6 +319,7 @@ class Trainer:
             step_in_epoch=self.step_in_epoch, global_step=self.global_step, partial=dict(self.partial))
 
     def save(self, best=False):
+        self.settle()
         return checkpoint.save_run(self.dir, self.state(), best=best)
 
     def log(self, record):
@@ -335,7 +334,7 @@ class Trainer:
         size = input_shape(self.cfg)[1]
         augment = Augment(crop=size) if ds.shape[0] > size else None
         return make_loader(ds, self.run["batch_size"], train=train, seed=self.run["seed"], epoch=epoch,
-                           augment=augment, backend=self.backend)
+                           augment=augment, device=self.net.devices[0])
 
     # -- loop ------------------------------------------------------------------
     def train(self, interrupt):
@@ -359,18 +358,21 @@ class Trainer:
                         continue
                     self.in_step = True
                     loss = self.train_step(x, labels)
-                    if not math.isfinite(loss):
-                        raise Stop(f"loss is {loss} at step {self.global_step + 1} (epoch {e}, batch {b + 1}); "
-                                   f"training stopped, last good checkpoint: {self._last_good()}")
                     self.global_step += 1
                     self.step_in_epoch = b + 1
-                    self.partial["loss_sum"] += loss * len(labels)
-                    self.partial["images"] += len(labels)
+                    self.pending.append((self.global_step, e, b + 1, loss, len(labels)))
                     self.in_step = False
+                    log_now = self.global_step % self.run.get("log_every", 50) == 0
+                    # GPU: read the losses on the host only every log_every steps, at the end of
+                    # the epoch and before a save; elsewhere every step (it costs nothing there)
+                    if (log_now or b + 1 == n_batches or interrupt.requested or self.on_step is not None
+                            or self.net.devices[0].kind != "cuda"):
+                        loss = self.settle()
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                    if self.global_step % self.run.get("log_every", 50) == 0:
+                    if log_now:
                         self.log({"type": "step", "epoch": e, "step": self.global_step, "batch": b + 1,
                                   "loss": loss, "lr": self.opt.lr, "time": time.time()})
                     if self.on_step is not None:
@@ -384,16 +386,32 @@ class Trainer:
             self.end_epoch(e, total)
 
     def train_step(self, x, labels):
+        """One step; returns the loss as it lies on the device (read later by settle())."""
         self.net.set_step(self.global_step)
         logits = self.net.forward(x, train=True)
-        loss = float(self.net.loss(logits, labels))
-        if not math.isfinite(loss):
-            return loss
+        loss = self.net.loss(logits, labels, sync=False)
         self.net.backward()
         self.opt.step()
         return loss
 
+    def settle(self):
+        """Reads the losses of the steps since the last call on the host (one synchronization),
+        adds them to the epoch's sums, and returns the last; a non-finite one raises Stop naming
+        its step (nothing after it is ever saved: the last good checkpoint stays)."""
+        last = math.nan
+        for step, e, b, value, n in self.pending:
+            last = float(value)
+            if not math.isfinite(last):
+                self.pending = []
+                raise Stop(f"loss is {last} at step {step} (epoch {e}, batch {b}); "
+                           f"training stopped, last good checkpoint: {self._last_good()}")
+            self.partial["loss_sum"] += last * n
+            self.partial["images"] += n
+        self.pending = []
+        return last
+
     def end_epoch(self, e, total):
+        self.settle()
         t0 = time.perf_counter()
         top1, top5, n = evaluate_loader(self.net, self._loader(self.val_ds, False, 0))
         val_seconds = time.perf_counter() - t0
@@ -432,8 +450,8 @@ def main(argv=None, on_step=None, out=print):
         args = parser.parse_args(argv)
         cfg, run, resumed = resolve_settings(args)
         run["log_every"] = args.log_every
-        backend, devices = cli.resolve_device(args.device, args.gpus)
-        trainer = Trainer(cfg, run, backend, devices, resumed, progress=not args.no_progress,
+        devices = cli.resolve_device(args.device, args.gpus)
+        trainer = Trainer(cfg, run, devices, resumed, progress=not args.no_progress,
                           on_step=on_step, out=out)
     except cli.user_errors() as e:
         return cli.report(PROG, e)
@@ -448,7 +466,7 @@ def main(argv=None, on_step=None, out=print):
     if trainer.note:
         out(trainer.note)
     out(f"training '{cfg['name']}' on {run['data']} ({len(trainer.train_ds)} train, {len(trainer.val_ds)} val "
-        f"images) on {backend}{'' if not devices else ' GPUs ' + ','.join(map(str, devices))}, "
+        f"images) on {', '.join(d.name for d in devices)}, "
         f"batch {run['batch_size']}, {run['epochs']} epochs; checkpoints in {trainer.dir}")
     # overflow on the way to a NaN loss is reported once, by the NaN check, not as warnings
     with Interrupt() as interrupt, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -472,6 +490,8 @@ def _save_interrupted(trainer):
                           f"the last checkpoint is {trainer._last_good()}", EXIT_INTERRUPTED)
     try:
         trainer.save()
+    except Stop as e:
+        return cli.report(PROG, e, cli.EXIT_FAILED)
     except checkpoint.NonFiniteStateError as e:
         return cli.report(PROG, f"interrupted; {e}; the last good checkpoint is kept", cli.EXIT_FAILED)
     print(f"{PROG}: interrupted at epoch {trainer.epoch + 1}, step {trainer.global_step}; saved {last} "

@@ -65,8 +65,9 @@ def lrn(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
 
 
 def pool_size(n, size, stride):
-    """ceil((n - size) / stride) + 1."""
-    return math.ceil((n - size) / stride) + 1
+    """ceil((n - size) / stride) + 1, less the last window when it would start at or past n."""
+    out = math.ceil((n - size) / stride) + 1
+    return out - 1 if (out - 1) * stride >= n else out
 
 
 def _pool(x, size, stride, reduce):

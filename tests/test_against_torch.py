@@ -9,6 +9,7 @@ dependency; the GPU machine has it).
 import numpy as np
 import pytest
 
+from convnet import backend as B
 from convnet import ops
 
 torch = pytest.importorskip("torch")
@@ -28,7 +29,7 @@ def _run(backend, fn, *arrays, **kw):
     """fn on the backend: float64 for the reference, float32 for the kernels."""
     dtype = np.float64 if backend == "numpy" else np.float32
     args = [a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in arrays]
-    return fn(*args, backend=backend, **kw)
+    return fn(*args, backend=B.cpu() if backend == "numpy" else B.emu(), **kw)
 
 
 def _close(ours, theirs, backend):
@@ -70,7 +71,7 @@ def test_conv2d_and_its_gradients(backend, seed):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("size,stride", [(3, 2), (2, 2), (3, 1), (4, 3)])
+@pytest.mark.parametrize("size,stride", [(3, 2), (2, 2), (3, 1), (4, 3), (1, 3), (2, 3), (2, 5)])
 def test_pooling_ceil_mode(backend, size, stride):
     _emu_or_skip(backend)
     rng = np.random.default_rng(size * 10 + stride)

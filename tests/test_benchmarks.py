@@ -528,109 +528,47 @@ def test_train_throughput_gpu_path_with_fakes(monkeypatch, tmp_path, capsys):
     assert all(len(r["fwd_times_ms"]) == 1 for r in doc["layers"] if r["layer"].startswith("conv"))
 
 
-def fake_torch_nn():
-    """Forward-only stand-ins for the torch.nn pieces build_torch_alexnet uses, on NumPy
-    and the reference ops, with PyTorch's conventions (LRN alpha divided by size)."""
-    import contextlib
-    from convnet import reference as R
-
-    class Param:
-        def __init__(self, shape):
-            self.data = np.full(shape, np.nan, np.float32)
-
-        @property
-        def shape(self):
-            return self.data.shape
-
-        def copy_(self, src):
-            assert src.shape == self.data.shape
-            self.data[...] = src
-
-    class Module:
-        def __init__(self):
-            pass
-
-        def __call__(self, *args):
-            return self.forward(*args)
-
-    class Conv2d(Module):
-        def __init__(self, cin, cout, k, stride, pad, groups=1):
-            self.weight, self.bias = Param((cout, cin // groups, k, k)), Param((cout,))
-            self.kw = dict(stride=stride, pad=pad, groups=groups)
-
-        def forward(self, x):
-            return R.conv2d_forward(x, self.weight.data, self.bias.data, **self.kw)
-
-    class Linear(Module):
-        def __init__(self, n_in, n_out):
-            self.weight, self.bias = Param((n_out, n_in)), Param((n_out,))
-
-        def forward(self, x):
-            return R.fc_forward(x, self.weight.data, self.bias.data)
-
-    class MaxPool2d(Module):
-        def __init__(self, size, stride, ceil_mode=False):
-            assert ceil_mode            # the reference's output size rule is ceil mode
-            self.size, self.stride = size, stride
-
-        def forward(self, x):
-            return R.maxpool_forward(x, self.size, self.stride)
-
-    class Dropout(Module):
-        def __init__(self, p):
-            self.p = p
-
-        def forward(self, x):
-            assert self.p == 0
-            return x
-
-    def local_response_norm(x, size, alpha, beta, k):
-        assert x.ndim == 4
-        return R.lrn_forward(x, size, alpha / size, beta, k)      # PyTorch: alpha / size * sum
-
-    ns = types.SimpleNamespace
-    functional = ns(relu=R.relu_forward, local_response_norm=local_response_norm)
-    return ns(nn=ns(Module=Module, Conv2d=Conv2d, Linear=Linear, MaxPool2d=MaxPool2d, Dropout=Dropout,
-                    functional=functional),
-              flatten=lambda x, dim: x.reshape(x.shape[0], -1), from_numpy=lambda a: a,
-              no_grad=contextlib.nullcontext)
-
-
 def test_torch_alexnet_is_our_alexnet():
     """The PyTorch model of train_throughput (grouped convolutions, LRN within each
-    column, our weights copied in) computes what our two-column net computes."""
+    column, our weights copied in), run by PyTorch itself on the CPU, computes what our
+    two-column net computes."""
+    torch = pytest.importorskip("torch")
     from benchmarks import train_throughput as tt
     from convnet.configs import load_config
     from convnet.net import Net
     cfg = load_config("alexnet")
-    net = Net(cfg, backend="numpy", seed=3)
+    net = Net(cfg, seed=3)
     for p in net.params():      # make every layer matter: the paper's std 0.01 lets the signal fade
         fan_in = int(np.prod(p.value.shape[1:])) if p.value.ndim > 1 else 1
         if p.value.ndim > 1:
             p.value *= np.float32(1.0 / (0.01 * np.sqrt(fan_in)))
-    torch = fake_torch_nn()
-    model = tt.build_torch_alexnet(torch, tt.lrn_settings(cfg), 0.0)
+    model = tt.build_torch_alexnet(torch, tt.lrn_settings(cfg), 0.0).eval()
     tt.copy_weights_to_torch(torch, net, model)
     x = np.random.default_rng(0).standard_normal((1, 3, 227, 227), dtype=np.float32) * 20
+
+    def theirs():
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
     ours = net.forward(x, train=False)
-    theirs = model(x)
-    assert common.relative_error(theirs, ours) < 1e-4
+    assert common.relative_error(theirs(), ours) < 1e-4
     assert np.std(ours) > 1e-3 * np.abs(ours).max()        # not a constant output
     # LRN across the column boundary is another network, and is caught
     model.lrn.columns = 1
-    assert common.relative_error(model(x), ours) > 1e-3
+    assert common.relative_error(theirs(), ours) > 1e-3
     model.lrn.columns = 2
     # swapping the two columns' halves of conv2 is caught: the mapping is checked
-    w = model.conv2.weight.data
-    w[...] = np.concatenate([w[128:], w[:128]])
-    assert common.relative_error(model(x), ours) > 1e-2
+    with torch.no_grad():
+        w = model.conv2.weight
+        w.copy_(torch.cat([w[128:], w[:128]]))
+    assert common.relative_error(theirs(), ours) > 1e-2
 
 
 def test_torch_mapping_rejects_another_net():
     from benchmarks import train_throughput as tt
     from convnet.net import Net
-    net = Net("alexnet-1col", backend="numpy", seed=0)
-    torch = fake_torch_nn()
+    torch = pytest.importorskip("torch")
+    net = Net("alexnet-1col", seed=0)
     model = tt.build_torch_alexnet(torch, tt.lrn_settings({"LAYERS": []}), 0.0)
     with pytest.raises(ValueError, match="the PyTorch model mirrors the paper's alexnet only|has shape"):
         tt.copy_weights_to_torch(torch, net, model)

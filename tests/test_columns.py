@@ -8,6 +8,7 @@ import types
 import numpy as np
 import pytest
 
+from convnet import backend as B
 from convnet.gradcheck import check_gradients
 from convnet.net import Net
 
@@ -113,9 +114,11 @@ def run_step(net, x, labels, train):
     return np.asarray(logits), loss, grads_of(net)
 
 
-def compare_two_columns_with_grouped(backend, dtype, tol, devices=None, p=0.5, train=False):
-    two = Net(two_columns(p), backend=backend, dtype=dtype, seed=3, devices=devices)
-    one = Net(grouped(p), backend=backend, dtype=dtype, seed=99)
+def compare_two_columns_with_grouped(devices, dtype, tol, p=0.5, train=False):
+    """The two-column net on `devices` (a spec: its columns go to them in turn) against the
+    grouped one-column net on the first of them."""
+    two = Net(two_columns(p), devices=B.parse(devices), dtype=dtype, seed=3)
+    one = Net(grouped(p), devices=B.parse(devices)[0], dtype=dtype, seed=99)
     one.load_state_dict(to_grouped(two.state_dict()))
     x, labels = batch(dtype)
     logits2, loss2, g2 = run_step(two, x, labels, train)
@@ -131,16 +134,16 @@ def compare_two_columns_with_grouped(backend, dtype, tol, devices=None, p=0.5, t
 
 
 def test_two_columns_equal_grouped_numpy_float64():
-    compare_two_columns_with_grouped("numpy", np.float64, 1e-12)
+    compare_two_columns_with_grouped("cpu", np.float64, 1e-12)
 
 
 def test_two_columns_equal_grouped_numpy_train_without_dropout():
-    compare_two_columns_with_grouped("numpy", np.float64, 1e-12, p=0.0, train=True)
+    compare_two_columns_with_grouped("cpu", np.float64, 1e-12, p=0.0, train=True)
 
 
-def test_two_columns_equal_grouped_numpy_float32_logical_devices():
-    """devices=[0, 1] on the NumPy backend: the same placement on the CPU, copies are host copies."""
-    two, _ = compare_two_columns_with_grouped("numpy", np.float32, 2e-5, devices=[0, 1])
+def test_two_columns_equal_grouped_numpy_float32_host_copies():
+    """Both columns on the host: the crossings are host copies."""
+    two, _ = compare_two_columns_with_grouped("cpu", np.float32, 2e-5)
     assert "host" in two.summary() and "peer-to-peer" not in two.summary()
 
 
@@ -184,10 +187,12 @@ def _emu_built():
 @pytest.mark.skipif(not _emu_built(), reason="the CUDA emulation (convnet._emu) is not built: run make")
 def test_two_columns_equal_grouped_on_emulation():
     compare_two_columns_with_grouped("emu", np.float32, 1e-4, p=0.0, train=True)
-    compare_two_columns_with_grouped("emu", np.float32, 1e-4, p=0.5, train=False)
+    two, _ = compare_two_columns_with_grouped("emu:0,1", np.float32, 1e-4, p=0.5, train=False)
+    assert "emulated peer copy" in two.summary()
+    assert {p.value.device.id for p in two.params()} == {0, 1}
     # and with dropout in training, the emulated kernels agree with the NumPy reference
-    two = Net(two_columns(0.5), backend="emu", seed=3)
-    ref = Net(two_columns(0.5), backend="numpy", dtype=np.float32, seed=3)
+    two = Net(two_columns(0.5), devices=B.emu(), seed=3)
+    ref = Net(two_columns(0.5), dtype=np.float32, seed=3)
     x, labels = batch(np.float32)
     two.set_step(0)
     ref.set_step(0)
@@ -202,9 +207,9 @@ def test_two_columns_equal_grouped_on_emulation():
 
 @pytest.mark.gpu
 def test_two_columns_on_one_gpu_match_numpy():
-    two, _ = compare_two_columns_with_grouped("cuda", np.float32, 1e-4, devices=[0], p=0.0, train=True)
+    two, _ = compare_two_columns_with_grouped("cuda:0", np.float32, 1e-4, p=0.0, train=True)
     assert "same device" in two.summary()
-    ref = Net(two_columns(0.0), backend="numpy", seed=3)
+    ref = Net(two_columns(0.0), seed=3)
     x, labels = batch(np.float32)
     logits_g, loss_g, g_g = run_step(two, x, labels, True)
     logits_r, loss_r, g_r = run_step(ref, x, labels, True)
@@ -219,10 +224,10 @@ def test_two_columns_on_two_gpus():
     import cupy
     if cupy.cuda.runtime.getDeviceCount() < 2:
         pytest.skip("needs two GPUs")
-    two, _ = compare_two_columns_with_grouped("cuda", np.float32, 1e-4, devices=[0, 1])
+    two, _ = compare_two_columns_with_grouped("cuda:0,1", np.float32, 1e-4)
     text = two.summary()
     assert "peer-to-peer" in text or "staged" in text
-    assert {p.device for p in two.params()} == {0, 1}
+    assert {p.device.id for p in two.params()} == {0, 1}
     assert {p.value.device.id for p in two.params()} == {0, 1}
 
 
@@ -330,8 +335,9 @@ class _FakeCupy(types.ModuleType):
         self.cuda = types.SimpleNamespace(
             runtime=Runtime(), Device=lambda i: _FakeDevice(fake, i),
             Stream=lambda non_blocking=False: _FakeStream(fake, non_blocking),
-            get_current_stream=lambda: types.SimpleNamespace(
-                record=lambda: types.SimpleNamespace(stream=("caller", fake.current), synchronize=lambda: None)))
+            get_current_stream=lambda: fake.stream_stack[-1] if fake.stream_stack else types.SimpleNamespace(
+                record=lambda: types.SimpleNamespace(stream=("caller", fake.current), synchronize=lambda: None),
+                wait_event=lambda event: fake.log.append(("wait", ("caller", fake.current), event.stream))))
 
     def empty(self, shape, dtype):
         return _FakeArray(self, np.empty(shape, dtype))
@@ -353,6 +359,7 @@ def fake_cupy(monkeypatch):
     def install(n_gpus=2, peer=True):
         fake = _FakeCupy(n_gpus, peer)
         monkeypatch.setitem(sys.modules, "cupy", fake)
+        monkeypatch.setattr(B, "_devices", {})      # device objects made with the fake, not a real CuPy
         return fake
     return install
 
@@ -362,7 +369,7 @@ def fake_cupy(monkeypatch):
 def test_placement_transfers_on_gpus(fake_cupy, devices, peer, kind):
     from convnet.devices import Placement
     fake = fake_cupy(n_gpus=2, peer=peer)
-    pl = Placement("cuda", devices, columns=[0, 1])
+    pl = Placement(B.parse("cuda:" + ",".join(map(str, devices))), columns=[0, 1])
     assert [s.device for s in pl.streams.values()] == [devices[0], devices[-1]]
     assert pl.copy_kind(0, 1) == kind and pl.copy_kind(1, 1) == "same device"
     with fake.cuda.Device(devices[0]):
@@ -377,8 +384,9 @@ def test_placement_transfers_on_gpus(fake_cupy, devices, peer, kind):
         assert ("to host", 0, s0) in fake.log and ("sync", s0) in fake.log and ("set", 1, 1) in fake.log
     else:
         assert ("wait", s1, s0) in fake.log and ("d2d", s1) in fake.log
-    pl.synchronize()
+    pl.end_backward()                         # no host wait: the streams wait for each other
     assert pl._in_flight == []
+    assert ("wait", s0, s1) in fake.log and ("wait", s1, s0) in fake.log
     with pl.context(1):                       # the column's device and stream become current
         assert fake.current == devices[-1] and fake.stream_stack == [pl.streams[1]]
     pl.begin()                               # each stream waits for the caller's stream on its GPU
@@ -391,8 +399,8 @@ def test_placement_errors_and_input_from_another_gpu(fake_cupy):
     from convnet.devices import Placement
     fake = fake_cupy(n_gpus=2)
     with pytest.raises(ValueError, match="GPU 2 requested but 2 GPU"):
-        Placement("cuda", [0, 2])
-    pl = Placement("cuda", [1], columns=[0])
+        Placement(B.parse("cuda:0,2"))
+    pl = Placement(B.parse("cuda:1"), columns=[0])
     with fake.cuda.Device(0):
         x = fake.asarray(np.ones((2, 3), np.float32))
     y = pl.to_device(x, 0, np.float32)
@@ -401,13 +409,13 @@ def test_placement_errors_and_input_from_another_gpu(fake_cupy):
 
 def test_gpu_summary_says_how_columns_cross(fake_cupy):
     fake_cupy(n_gpus=2, peer=True)
-    text = Net("alexnet", backend="cuda", devices=[0, 1], materialize=False).summary()
+    text = Net("alexnet", devices=B.parse("cuda:0,1"), materialize=False).summary()
     assert "devices gpu0, gpu1" in text
     assert "pool2b (column 1, gpu1) -> conv3a (column 0, gpu0): peer-to-peer" in text
     fake_cupy(n_gpus=2, peer=False)
-    assert "fc8 (column 0, gpu0): staged" in Net("alexnet", backend="cuda", devices=[0, 1],
+    assert "fc8 (column 0, gpu0): staged" in Net("alexnet", devices=B.parse("cuda:0,1"),
                                                   materialize=False).summary()
     fake_cupy(n_gpus=1)
-    net = Net("alexnet", backend="cuda", devices=[0], materialize=False)
+    net = Net("alexnet", devices=B.cuda(0), materialize=False)
     assert net.summary().count(": same device") == 8
-    assert {p.device for p in net.params()} == {0}
+    assert {p.device.id for p in net.params()} == {0}

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convnet import backend as devices
 from convnet import checking
 from convnet import reference as R
 from convnet.kernel_ops import conv
@@ -38,7 +39,7 @@ def test_alexnet_shape_gpu(shape):
     # the data is made here, not at collection: AlexNet-sized float64 arrays are large
     label, xs, ws, s, p, g = shape
     for case in conv.shape_cases(label, xs, ws, s, p, g, scale="alexnet"):
-        _check(case, "cuda")
+        _check(case, devices.cuda(0))
 
 
 def test_every_kernel_is_checked():
@@ -111,7 +112,7 @@ def test_random_geometry_emu(draw):
     xs, ws, s, p, g = _random_geometry(rng)
     label = f"random x{xs} w{ws} s{s} p{p} g{g}"
     for case in conv.shape_cases(label, xs, ws, s, p, g, seed=draw):
-        _check(case, "emu")
+        _check(case, devices.emu())
 
 
 def _data(x_shape, w_shape, stride, pad, seed=0):

@@ -210,14 +210,16 @@ def test_real_fashion_mnist():
 
 
 @pytest.mark.skipif(not os.path.isdir(FASHION), reason="Fashion-MNIST not installed")
-def test_fashion_mnist_loader_is_cheap():
-    """A whole epoch of batches must cost well under 5% of a training epoch (seconds)."""
+def test_fashion_mnist_epoch_of_batches_holds_every_image_once():
+    """A whole training epoch of batches: 469 batches, every image once (the class counts of
+    the split); its time is printed, not asserted."""
     tr = load_dataset("fashion-mnist", "train")
     loader = make_loader(tr, 128, train=True, seed=0, epoch=1)
     t = time.perf_counter()
-    n = sum(len(y) for _, y in loader)
+    labels = np.concatenate([np.asarray(y) for _, y in loader])
     elapsed = time.perf_counter() - t
-    assert n == 60000 and len(loader) == 469
+    assert len(labels) == 60000 and len(loader) == 469
+    assert np.bincount(labels, minlength=10).tolist() == np.bincount(tr.labels, minlength=10).tolist()
     print(f"\none Fashion-MNIST epoch of batches: {elapsed:.2f} s")   # read, not asserted
 
 
@@ -293,8 +295,8 @@ def test_loader_bad_arguments():
     for bs in (0, -3, 2.5, True):
         with pytest.raises(DataError, match="batch_size"):
             make_loader(ds, bs, train=True)
-    with pytest.raises(DataError, match="backend 'gpu'"):
-        make_loader(ds, 4, train=True, backend="gpu")
+    with pytest.raises(DataError, match="device 'gpu'"):
+        make_loader(ds, 4, train=True, device="gpu")
     with pytest.raises(DataError, match="augment"):
         make_loader(ds, 4, train=True, augment="yes")
 

@@ -45,7 +45,7 @@ def test_ten_crops_average_the_softmax_of_the_paper_views(tmp_path):
     path = tmp_path / "tiny.py"
     path.write_text(TINY_CONFIG)
     cfg = load_config(str(path))
-    net = Net(cfg, backend="numpy", seed=3)
+    net = Net(cfg, seed=3)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (9, 15, 15, 1)).astype(np.uint8)   # 15 > 12: crops
     labels = rng.integers(0, 3, 9).astype(np.int32)

@@ -8,7 +8,9 @@ differences in float64); bad arguments fail with one clear line.
 import numpy as np
 import pytest
 
+from convnet import backend as B
 from convnet.gradcheck import check_gradients
+from convnet import reference
 from convnet.kernel_ops import fused
 
 
@@ -48,7 +50,7 @@ def test_lrn_maxpool_equals_unfused_kernels_with_ties(shape, pool, groups):
     z = np.concatenate([lrn.lrn_forward(np.ascontiguousarray(p), **LRN) for p in parts], axis=1)
     y_ref = P.maxpool_forward(z, ps, st)
     np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=0)
-    np.testing.assert_array_equal(arg, fused.window_argmax(z, ps, st))
+    np.testing.assert_array_equal(arg, reference.window_argmax(z, ps, st))
     assert (y[0, :, 0, 0] == 0).all() and (arg[:2, :, 0, 0] == 0).all()   # ties: the first wins
     assert (arg > 0).any()
     dy = rng.standard_normal(y.shape).astype(np.float32)
@@ -69,11 +71,11 @@ def test_reference_composition_gradient_float64():
     params = dict(size=3, alpha=0.3, beta=0.75, k=1.0, pool_size=3, pool_stride=2, groups=2)
 
     def fwd(x):
-        return fused.ref_lrn_maxpool_forward(x, **params)[0]
+        return reference.lrn_maxpool_forward(x, **params)[0]
 
     def bwd(dy, y, x):
-        arg = fused.ref_lrn_maxpool_forward(x, **params)[1]
-        return {"x": fused.ref_lrn_maxpool_backward(dy, x, arg, **params)}
+        arg = reference.lrn_maxpool_forward(x, **params)[1]
+        return {"x": reference.lrn_maxpool_backward(dy, x, arg, **params)}
 
     check_gradients(fwd, bwd, {"x": x}, tol=1e-6, name="maxpool(lrn(x))")
 
@@ -85,10 +87,10 @@ def test_relu_dropout_reference_gradient_float64():
     p, seed = 0.4, 77
 
     def fwd(x):
-        return fused.ref_relu_dropout_forward(x, p, seed)
+        return reference.relu_dropout_forward(x, p, seed)
 
     def bwd(dy, y, x):
-        return {"x": fused.ref_relu_dropout_backward(dy, y, p, seed)}
+        return {"x": reference.relu_dropout_backward(dy, y, p)}
 
     check_gradients(fwd, bwd, {"x": x}, tol=1e-6, name="dropout(relu(x))")
 
@@ -153,13 +155,13 @@ def test_fused_net_equals_unfused_net_on_emulation(train):
     gradients with and without fusion, training (dropout active) and not."""
     from test_columns import batch, two_columns
     from convnet.net import Net
-    fused_net = Net(two_columns(0.5), backend="emu", seed=3)
-    plain = Net(two_columns(0.5), backend="emu", seed=3, fuse=False)
-    assert plain.fusions == [] and Net(two_columns(0.5), seed=3).fusions == []   # numpy: never
-    assert sorted(fused_net.fusions) == sorted(
-        [(f"lrn{i}{c}", f"pool{i}{c}") for i in (1, 2) for c in "ab"]
-        + [(f"fc{i}{c}", f"drop{i}{c}") for i in (6, 7) for c in "ab"])
-    assert "fused kernels: " in fused_net.summary() and "fused" not in plain.summary()
+    fused_net = Net(two_columns(0.5), devices=B.emu(), seed=3)
+    plain = Net(two_columns(0.5), devices=B.emu(), seed=3, fuse=False)
+    pairs = sorted([(f"lrn{i}{c}", f"pool{i}{c}") for i in (1, 2) for c in "ab"]
+                   + [(f"fc{i}{c}", f"drop{i}{c}") for i in (6, 7) for c in "ab"])
+    assert plain.fusions == [] and sorted(fused_net.fusions) == pairs
+    assert sorted(Net(two_columns(0.5), seed=3).fusions) == pairs      # the same rewrite on the host
+    assert "fused layers: " in fused_net.summary() and "fused" not in plain.summary()
     x, labels = batch(np.float32)
     lf, loss_f, gf = _step(fused_net, x, labels, train)
     lp, loss_p, gp = _step(plain, x, labels, train)
@@ -171,9 +173,13 @@ def test_fused_net_equals_unfused_net_on_emulation(train):
         assert scale > 0, name
         err = np.abs(gf[name] - gp[name]).max() / scale
         assert err <= 1e-5, f"gradient of {name}: relative difference {err:.2e}"
-    # the fused layers did run fused: the LRN passed its input through, the pool kept an argmax
-    assert fused_net.layers["pool1a"].arg is not None and plain.layers["pool1a"].arg is None
-    assert fused_net.layers["fc6a"]._fused_active == train
+    # the fused layers ran in place of the pairs: no lrn or dropout layer is left in the graph
+    kinds = {node.name: node.kind for node in fused_net.nodes}
+    assert kinds["pool1a"] == "lrn+pool" and kinds["drop6a"] == "relu+dropout" and kinds["fc6a"] == "fc"
+    assert "lrn1a" not in kinds and not {"lrn", "dropout"} & set(kinds.values())
+    by_name = {node.name: node for node in fused_net.nodes}
+    assert by_name["pool1a"].arg is not None and by_name["drop6a"]._dropped == train
+    assert by_name["fc6a"].params["w"] is fused_net.layers["fc6a"].params["w"]   # the same weights
 
 
 @emu
@@ -189,7 +195,7 @@ def test_relu_layer_fused_into_dropout():
          {"name": "fc4", "type": "fc", "inputs": "fc2", "outputs": 3},
          {"name": "fc5", "type": "fc", "inputs": ["fc3", "fc4"], "outputs": 4}]
     cfg = {"name": "mlp", "LAYERS": L, "HYPER": {"init_std": 0.3, "bias_init": 0.1}}
-    a, b = Net(cfg, backend="emu", seed=1), Net(cfg, backend="emu", seed=1, fuse=False)
+    a, b = Net(cfg, devices=B.emu(), seed=1), Net(cfg, devices=B.emu(), seed=1, fuse=False)
     assert a.fusions == [("relu1", "drop1")]
     x = np.random.default_rng(0).standard_normal((5, 11)).astype(np.float32)
     labels = np.array([0, 1, 2, 3, 1], np.int32)

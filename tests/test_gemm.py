@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convnet import backend as devices
 from convnet import checking
 from convnet.kernel_ops import gemm
 
@@ -26,7 +27,7 @@ def _check(case, backend):
 def test_alexnet_shape_gpu(shape):
     label, batch, n_in, n_out = shape      # the data is made here, not at collection
     for case in gemm.shape_cases(label, batch, n_in, n_out, scale="alexnet"):
-        _check(case, "cuda")
+        _check(case, devices.cuda(0))
 
 
 def test_every_kernel_is_checked():
@@ -41,7 +42,7 @@ def test_random_shapes_emu(draw):
     rng = np.random.default_rng(2000 + draw)
     batch, n_in, n_out = (int(v) for v in rng.integers(1, 150, size=3))
     for case in gemm.shape_cases(f"random {batch}x{n_in} -> {n_out}", batch, n_in, n_out, seed=draw):
-        _check(case, "emu")
+        _check(case, devices.emu())
 
 
 @pytest.mark.parametrize("version", gemm.SGEMM_VERSIONS)

@@ -7,6 +7,7 @@ error of each case is printed (pytest -s shows it).
 """
 import pytest
 
+from convnet import backend as devices
 from convnet import checking, kernels
 
 SMALL = checking.all_cases("small")
@@ -17,7 +18,7 @@ ALEXNET = checking.all_cases("alexnet") if kernels.gpu_available() else []
 
 def _check(case, backend):
     err, errs = checking.run_case(case, backend)
-    print(f"{case.name} [{backend}]: worst error {err:.2e} (per output "
+    print(f"{case.name} [{backend.name}]: worst error {err:.2e} (per output "
           f"{', '.join(f'{e:.1e}' for e in errs)}), tolerance {case.tol:.0e}")
     assert err <= case.tol, f"{case.name} on {backend}: error {err:.2e} > tolerance {case.tol:.0e}"
 
@@ -43,10 +44,10 @@ def test_every_kernel_is_exercised_by_a_small_case():
 
 @pytest.mark.parametrize("case", SMALL, ids=[c.name for c in SMALL])
 def test_small_on_emulation(case):
-    _check(case, "emu")
+    _check(case, devices.emu())
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", SMALL + ALEXNET, ids=[f"{c.scale}: {c.name}" for c in SMALL + ALEXNET])
 def test_on_gpu(case):
-    _check(case, "cuda")
+    _check(case, devices.cuda(0))

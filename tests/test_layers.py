@@ -21,7 +21,7 @@ def build(spec, in_shapes):
     spec = dict(spec)
     spec.setdefault("name", "L")
     spec.setdefault("inputs", [f"in{i}" for i in range(len(in_shapes))])
-    return make_layer(spec, in_shapes, backend="numpy")
+    return make_layer(spec, in_shapes)
 
 
 def gradcheck_layer(layer, xs, params, train=True, tol=1e-6, seed=0):

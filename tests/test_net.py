@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from convnet import backend as B
 from convnet import reference as R
 from convnet.configs import available, load_config
 from convnet.net import Net
@@ -157,12 +158,12 @@ def test_cycle_message_names_the_cycle():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="unknown backend 'gpu'"):
-        Net(small(), backend="gpu")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        Net(small(), devices="gpu")
     with pytest.raises(ValueError, match="seed must be an int >= 0"):
         Net(small(), seed=-1)
-    with pytest.raises(ValueError, match="dtype float64 not supported on backend 'emu'"):
-        Net(small(), backend="emu", dtype=np.float64)
+    with pytest.raises(ValueError, match="dtype float64 not supported on emu0"):
+        Net(small(), devices=B.emu(), dtype=np.float64)
     with pytest.raises(ValueError, match="devices must be a non-empty list"):
         Net(small(), devices=[])
     net = Net(small())
@@ -198,7 +199,7 @@ def test_init_same_seed_same_weights_and_hyper_overrides():
     assert p["conv2.w"].hyper == {"lr_mult": 2.0, "weight_decay": 0.0005, "momentum": 0.9}
     assert p["conv2.b"].hyper == {"lr_mult": 2.0, "weight_decay": 0.0, "momentum": 0.9}
     assert p["conv1.b"].hyper["lr_mult"] == 1.0 and p["fc1.w"].layer == "fc1"
-    assert all(q.device is None for q in a.params())
+    assert all(q.device is B.cpu() for q in a.params())
 
 
 # --- the step --------------------------------------------------------------
@@ -308,7 +309,7 @@ def _emu_built():
 def test_small_net_on_emulation_matches_numpy():
     """Every layer type of the small net (conv relu/tanh, max and avg pooling, LRN, fc, dropout,
     softmax) through the CUDA kernels on the CPU emulation, one training step."""
-    emu, ref = Net(small(), backend="emu", seed=6), Net(small(), backend="numpy", seed=6)
+    emu, ref = Net(small(), devices=B.emu(), seed=6), Net(small(), seed=6)
     x, y = data(n=3)
     out = []
     for net in (emu, ref):
@@ -327,8 +328,7 @@ def test_small_net_on_emulation_matches_numpy():
 
 
 def test_cuda_backend_without_a_gpu_is_a_clear_error():
-    from convnet.devices import gpu_count
-    if gpu_count():
+    if B.gpu_count():
         pytest.skip("a GPU is present")
-    with pytest.raises(ValueError, match="backend 'cuda' needs"):
-        Net(small(), backend="cuda")
+    with pytest.raises(ValueError, match="no CUDA GPU found"):
+        Net(small(), devices="cuda")

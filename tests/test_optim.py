@@ -4,6 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from convnet import backend as B
 from convnet.optim import SGD, PlateauSchedule, StepSchedule, Schedule, make_schedule
 
 
@@ -94,16 +95,53 @@ def test_sgd_on_the_emulated_kernel_matches_numpy():
         pytest.skip("CPU emulation extension not built")
     rng = np.random.default_rng(3)
     a = make_params(rng, np.float32)
-    b = [SimpleNamespace(name=p.name, value=p.value.copy(), grad=None, hyper=p.hyper) for p in a]
-    opt_a, opt_b = SGD(a, lr=0.03), SGD(b, lr=0.03, backend="emu")
+    for device in (B.emu(0), B.emu(1)):
+        b = [SimpleNamespace(name=p.name, value=device.asarray(p.value), grad=None, hyper=p.hyper) for p in a]
+        opt_b = SGD(b, lr=0.03)
+        assert all(v.device is device for v in opt_b.velocity.values())
+        check_same_steps(a, b, SGD(a, lr=0.03), opt_b, device, rng)
+
+
+def check_same_steps(a, b, opt_a, opt_b, device, rng):
     for _ in range(2):
         for pa, pb in zip(a, b):
             pa.grad = rng.standard_normal(pa.value.shape).astype(np.float32)
-            pb.grad = pa.grad.copy()
+            pb.grad = device.asarray(pa.grad)
         opt_a.step()
         opt_b.step()
     for pa, pb in zip(a, b):
-        np.testing.assert_allclose(pb.value, pa.value, rtol=1e-5, atol=1e-6)
+        assert pb.value.device is device
+        np.testing.assert_allclose(B.to_host(pb.value), pa.value, rtol=1e-5, atol=1e-6)
+
+
+def test_optimizer_state_lives_on_the_second_device_of_a_two_column_net(tmp_path):
+    """Two columns on emulated devices 0 and 1: every velocity is made on its parameter's
+    device (not the current one), the update runs there, and a checkpoint round trip keeps
+    it there. On GPUs the same mistake fails the first step on GPU 1."""
+    try:
+        import convnet._emu  # noqa: F401
+    except ImportError:
+        pytest.skip("CPU emulation extension not built")
+    from test_columns import batch, two_columns
+    from convnet.net import Net
+    net = Net(two_columns(0.5), devices=B.parse("emu:0,1"), seed=3)
+    opt = SGD(net.params(), lr=0.01)
+    assert {p.value.device.id for p in net.params()} == {0, 1}
+    for p in net.params():
+        assert opt.velocity[p.name].device is p.value.device, p.name
+    x, labels = batch(np.float32)
+    net.loss(net.forward(x, train=True), labels)
+    net.backward()
+    before = {p.name: B.to_host(p.value).copy() for p in net.params()}
+    opt.step()
+    changed = [p.name for p in net.params() if not np.array_equal(B.to_host(p.value), before[p.name])]
+    assert len(changed) == len(before)
+    state = opt.state_dict()
+    again = SGD(net.params(), lr=0.01)
+    again.load_state_dict(state)
+    for p in net.params():
+        v = again.velocity[p.name]
+        assert v.device is p.value.device and np.array_equal(B.to_host(v), state["velocity"][p.name])
 
 
 def test_plateau_divides_after_patience_at_most_max_drops():

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from convnet import backend as B
 from convnet.data.pipeline import Pipeline, PipelineError
 
 
@@ -186,8 +187,8 @@ def test_cuda_loader_matches_numpy(prepared):
     import cupy
     from convnet.data import make_loader
     for train in (True, False):
-        a = list(make_loader(prepared, 4, train=train, seed=1, backend="numpy"))
-        b = list(make_loader(prepared, 4, train=train, seed=1, backend="cuda"))
+        a = list(make_loader(prepared, 4, train=train, seed=1))
+        b = list(make_loader(prepared, 4, train=train, seed=1, device=B.cuda(0)))
         assert len(a) == len(b)
         for (x, y), (gx, gy) in zip(a, b):
             assert isinstance(gx, cupy.ndarray) and gx.dtype == cupy.float32 and gy.dtype == cupy.int32

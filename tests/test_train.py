@@ -257,7 +257,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
 
 
 def test_no_gpu_errors(tmp_path):
-    from convnet.cli import gpu_count
+    from convnet.backend import gpu_count
     if gpu_count():
         pytest.skip("a GPU is present")
     for args in (["--device", "cuda"], ["--gpus", "0,1"]):

@@ -1,5 +1,6 @@
 """The copy stage of the pipeline on a GPU: pinned host memory, its own
-CUDA stream, and the augmentation kernel run on that stream.
+CUDA stream, and the augmentation kernel run on that stream, all on the
+loader's device (the GPU of the net's first column, whatever GPU is current).
 
 Device memory safety: the consumer frees a batch when it moves on, and
 CuPy's pool may hand that block to this stage for a later batch while
@@ -19,15 +20,16 @@ class DeviceStage:
 
     __name__ = "copy"
 
-    def __init__(self, loader):
+    def __init__(self, loader, device):
         import cupy
         self.cp = cupy
         self.loader = loader
-        self.device = cupy.cuda.Device()
-        self.stream = cupy.cuda.Stream(non_blocking=True)
-        self.consumer_stream = cupy.cuda.get_current_stream()
-        self.mean = cupy.asarray(np.asarray(loader.dataset.mean, np.float32))
-        self.consumer_stream.synchronize()     # the mean is read on the copy stream
+        self.device = cupy.cuda.Device(device.id)
+        with self.device:
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+            self.consumer_stream = cupy.cuda.get_current_stream()
+            self.mean = cupy.asarray(np.asarray(loader.dataset.mean, np.float32))
+            self.consumer_stream.synchronize()     # the mean is read on the copy stream
         self._pinned = {}
         self._event = None
         self._lock = threading.Lock()

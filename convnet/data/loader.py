@@ -14,42 +14,46 @@ before the division (see convnet/data/augment.py).
   Without augmentation (and always when not training) images are centre
   crops of the same size (227 for 256-pixel images, the whole image
   otherwise).
-- backend "numpy" and "emu": NumPy batches, augmented by the NumPy version;
-  "cuda": CuPy batches; uint8 crops go to the GPU (pinned memory, their own
-  stream) and kernels/augment.cu runs there.
+- device (convnet.backend; default the host): the host and emulated devices
+  get NumPy batches, augmented by the NumPy version (the net copies them to
+  its first column's device); a GPU gets CuPy batches on that GPU: uint8
+  crops go there (pinned memory, their own stream) and kernels/augment.cu
+  runs there.
 - In-memory sets on the NumPy path are sliced in the caller's thread (a
   batch of 128 Fashion-MNIST images costs about 0.1 ms); prepared sets and
   the CUDA path go through the threaded pipeline (convnet/data/pipeline.py).
 """
 import numpy as np
 
+from convnet import backend
 from convnet.data import augment as aug
 from convnet.data.errors import DataError
 from convnet.data.pipeline import Pipeline
-
-BACKENDS = ("numpy", "emu", "cuda")
 
 
 class Loader:
     """An iterable of (x float32 (B, C, crop, crop), labels int32 (B,)) batches."""
 
     def __init__(self, dataset, batch_size, train, seed=0, epoch=0, augment=None,
-                 backend="numpy", drop_last=False, depth=2):
+                 device=None, drop_last=False, depth=2):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise DataError(f"batch_size {batch_size!r}: must be a positive int")
-        if backend not in BACKENDS:
-            raise DataError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        device = backend.cpu() if device is None else device
+        if not isinstance(device, backend.Device):
+            raise DataError(f"device {device!r}: must be a convnet.backend device")
+        gpu = device.kind == "cuda"
         if augment is not None and not isinstance(augment, (bool, aug.Augment)):
             raise DataError(f"augment {augment!r}: must be None, True, False or an Augment")
         n, h, w, c = dataset.images.shape
-        if h != w and (augment or dataset.prepared or backend == "cuda"):
+        if h != w and (augment or dataset.prepared or gpu):
             raise DataError(f"{dataset.name}: crops and the CUDA path need square images, got {h}x{w}")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.train = bool(train)
         self.seed = int(seed)
         self.epoch = int(epoch)
-        self.backend = backend
+        self.device = device
+        self.gpu = gpu
         self.drop_last = bool(drop_last)
         self.depth = depth
         spec = augment if isinstance(augment, aug.Augment) else aug.Augment()
@@ -117,7 +121,7 @@ class Loader:
         """Stage 2: augment on the CPU (NumPy backends) or pass uint8 on (CUDA)."""
         b, images, labels = item
         params = self.params(b, len(images))
-        if self.backend == "cuda":
+        if self.gpu:
             return b, images, labels, params
         return aug.augment_batch(images, self._mean, *params, self.crop), labels
 
@@ -133,15 +137,15 @@ class Loader:
     # -- iteration -----------------------------------------------------------
     def __iter__(self):
         self._mean = np.asarray(self.dataset.mean, np.float32)
-        if self.backend != "cuda" and not self.dataset.prepared:
+        if not self.gpu and not self.dataset.prepared:
             for b, idx in self.batches():
                 yield self._fast_batch(b, idx)
             return
         device = None
         stages = [self.read, self.prepare]
-        if self.backend == "cuda":
+        if self.gpu:
             from convnet.data.gpu import DeviceStage
-            device = DeviceStage(self)
+            device = DeviceStage(self, self.device)
             stages.append(device)
         self._pipeline = Pipeline(self.batches(), stages, depth=self.depth, name="loader")
         try:
@@ -170,8 +174,8 @@ class Loader:
         return False
 
 
-def make_loader(dataset, batch_size, train, seed=0, epoch=0, augment=None, backend="numpy",
+def make_loader(dataset, batch_size, train, seed=0, epoch=0, augment=None, device=None,
                 drop_last=False):
     """An iterable of (x, labels) batches of `dataset`; see the module docstring."""
     return Loader(dataset, batch_size, train, seed=seed, epoch=epoch, augment=augment,
-                  backend=backend, drop_last=drop_last)
+                  device=device, drop_last=drop_last)

@@ -23,16 +23,19 @@ def check_version(op, version, kept=("v1",)):
         raise ValueError(f"{op}: unknown kernel version {version!r}; kept versions: {', '.join(kept)}")
 
 
-def check_float32(op, name, a, ndim=None):
-    """a must be a float32, C-contiguous NumPy or CuPy array (of ndim dimensions)."""
+def check_float32(op, name, a, ndim=None, contiguous=True):
+    """a must be a float32 NumPy or CuPy array (of ndim dimensions; C-contiguous unless
+    contiguous=False, where the launcher makes a contiguous copy itself), indexable in int32."""
     if not (isinstance(a, np.ndarray) or is_cupy(a)):
         raise TypeError(f"{op}: {name} must be a NumPy or CuPy array, got {type(a).__name__}")
     if a.dtype != np.float32:
         raise TypeError(f"{op}: {name} must be float32 (the kernels run in float32), got {a.dtype}")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {tuple(a.shape)}")
-    if not a.flags.c_contiguous:
+    if contiguous and not a.flags.c_contiguous:
         raise ValueError(f"{op}: {name} must be C-contiguous (use ascontiguousarray)")
+    if a.size > INT32_LIMIT:
+        raise ValueError(f"{op}: {name} has {a.size} elements; the kernels index with int32 (< 2^31)")
     return a
 
 
@@ -43,14 +46,20 @@ def check_same_shape(op, **arrays):
         raise ValueError(f"{op}: {listed} must have the same shape")
 
 
+def _where(a):
+    if is_cupy(a):
+        return ("GPU", a.device.id)
+    emu = getattr(a, "_emu_id", None)
+    return ("host", None) if emu is None else ("emulated device", emu)
+
+
 def check_same_device(op, **arrays):
-    """All NumPy (emulation) or all CuPy on one device."""
-    kinds = {name: ("cupy", a.device.id) if is_cupy(a) else ("numpy", None)
-             for name, a in arrays.items()}
+    """All on the host (NumPy: the emulation reads it), or all on one emulated device or GPU."""
+    kinds = {name: _where(a) for name, a in arrays.items()}
     if len(set(kinds.values())) > 1:
-        listed = ", ".join(f"{n} on {k[0]}" + (f" device {k[1]}" if k[1] is not None else "")
+        listed = ", ".join(f"{n} on {k[0]}" + (f" {k[1]}" if k[1] is not None else "")
                            for n, k in kinds.items())
-        raise TypeError(f"{op}: arrays must all be NumPy or all CuPy on one device, got {listed}")
+        raise TypeError(f"{op}: arrays must all be on one device, got {listed}")
 
 
 def check_number(op, name, value, finite=True):
@@ -87,9 +96,13 @@ def launch(name, like, grid, block, args, shared_mem=0):
 
 
 def array_module(like):
+    """The module that allocates on like's device: cupy, convnet.backend.emu_xp, or numpy."""
     if is_cupy(like):
         import cupy
         return cupy
+    if getattr(like, "_emu_id", None) is not None:
+        from convnet.backend import emu_xp
+        return emu_xp
     return np
 
 
@@ -127,13 +140,11 @@ def shape_str(shape):
 
 def array_module_of(*arrays):
     """numpy or cupy, from the arrays (all from the same one)."""
-    mods = {type(a).__module__.split(".")[0] for a in arrays}
-    if mods == {"numpy"}:
-        return np
-    if mods == {"cupy"}:
-        import cupy
-        return cupy
-    raise TypeError(f"arrays must be all NumPy (emulation) or all CuPy (GPU), got {sorted(mods)}")
+    wheres = {_where(a) for a in arrays}
+    if len(wheres) > 1:
+        raise TypeError("arrays must all be on one device (host, one emulated device or one GPU), got "
+                        + ", ".join(f"{k} {i}" if i is not None else k for k, i in sorted(wheres, key=str)))
+    return array_module(arrays[0])
 
 
 def float32_input(a, name, ndim):

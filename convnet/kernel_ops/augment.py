@@ -14,19 +14,16 @@ import numpy as np
 
 from convnet.checking import Case
 from convnet.data import augment as aug
+from convnet.kernel_ops._common import BLOCK, array_module, check_same_device, grid_1d, is_cupy, launch
 
-SHIPPED = "v1"
+SHIPPED = {  # op -> the kernel version it runs (the only one kept)
+    "augment_crop": "v1",
+}
 KERNELS = {"v1": "augment_crop"}
-BLOCK = 256
-MAX_BLOCKS = {"gpu": 8192, "emu": 16}     # grid-stride loops cover the rest
-
-
-def _is_cupy(a):
-    return type(a).__module__.split(".")[0] == "cupy"
 
 
 def _check(name, a, dtype, shape):
-    if not (isinstance(a, np.ndarray) or _is_cupy(a)):
+    if not (isinstance(a, np.ndarray) or is_cupy(a)):
         raise TypeError(f"augment_crop: {name} must be a NumPy or CuPy array, got {type(a).__name__}")
     if a.dtype != dtype:
         raise TypeError(f"augment_crop: {name} must be {np.dtype(dtype).name}, got {a.dtype}")
@@ -38,7 +35,7 @@ def _check(name, a, dtype, shape):
 
 def augment_crop(images, mean, offsets, flips, light, crop, scale=aug.SCALE, *, out=None, version=None):
     """Crop, flip, subtract the mean, add lighting, scale: see kernels/augment.cu."""
-    version = version or SHIPPED
+    version = version or SHIPPED["augment_crop"]
     if version not in KERNELS:
         raise ValueError(f"augment_crop: unknown kernel version {version!r}; kept: {', '.join(KERNELS)}")
     if getattr(images, "ndim", 0) != 4 or images.shape[1] != images.shape[2]:
@@ -52,24 +49,20 @@ def augment_crop(images, mean, offsets, flips, light, crop, scale=aug.SCALE, *, 
     _check("offsets", offsets, np.int32, (n, 2))
     _check("flips", flips, np.int32, (n,))
     _check("light", light, np.float32, (n, c))
-    arrays = (images, mean, offsets, flips, light)
-    if len({_is_cupy(a) for a in arrays}) > 1:
-        raise TypeError("augment_crop: arrays must be all NumPy (emulation) or all CuPy")
-    gpu = _is_cupy(images)
+    check_same_device("augment_crop", images=images, mean=mean, offsets=offsets, flips=flips, light=light)
+    gpu = is_cupy(images)
     if not gpu:                                  # the emulation would read out of bounds
         if n and (offsets.min() < 0 or offsets.max() > s - crop):
             raise ValueError(f"augment_crop: crop offsets must lie in [0, {s - crop}]")
-    xp = __import__("cupy") if gpu else np
+    xp = array_module(images)
     if out is None:
         out = xp.empty((n, c, crop, crop), xp.float32)
     else:
         _check("out", out, np.float32, (n, c, crop, crop))
     total = n * c * crop * crop
     if total:
-        from convnet import kernels
-        grid = max(1, min(-(-total // BLOCK), MAX_BLOCKS["gpu" if gpu else "emu"]))
-        kernels.get_function(KERNELS[version], like=images)(
-            grid, BLOCK, (images, mean, offsets, flips, light, out, n, s, c, crop, np.float32(scale)))
+        launch(KERNELS[version], images, grid_1d(total, images), BLOCK,
+               (images, mean, offsets, flips, light, out, n, s, c, crop, np.float32(scale)))
     return out
 
 

@@ -18,7 +18,10 @@ from convnet.kernel_ops._common import (
     BLOCK, LazyInputs, array_module, check_float32, check_version, grid_1d, launch,
     randn, shape_str)
 
-SHIPPED = "v1"
+SHIPPED = {  # op -> the kernel version it runs (the only one kept)
+    "dropout_forward": "v1",
+    "dropout_backward": "v1",
+}
 
 
 def _threshold(op, p):

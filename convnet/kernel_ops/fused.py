@@ -7,7 +7,7 @@
     relu_dropout_forward(x, p, seed) -> y
     relu_dropout_backward(dy, y, p) -> dx
 
-lrn_maxpool_* equal maxpool(lrn(x)) and its gradient (convnet.reference
+lrn_maxpool_* equal reference.lrn_maxpool_* = maxpool(lrn(x)) and its gradient (convnet.reference
 conventions; groups > 1 normalizes within each of `groups` channel blocks, as
 the LRN layer does). `arg` (uint8, the pooled shape) is what the backward
 needs: the row-major position of each window's first maximum of the LRN
@@ -23,7 +23,12 @@ from convnet.kernel_ops._common import (
     BLOCK, LazyInputs, array_module, check_float32, check_int, check_int32_size, check_number,
     check_same_device, check_same_shape, check_version, grid_1d, launch, randn, shape_str)
 
-SHIPPED = "v1"
+SHIPPED = {  # op -> the kernel version it runs (the only one kept)
+    "lrn_maxpool_forward": "v1",
+    "lrn_maxpool_backward": "v1",
+    "relu_dropout_forward": "v1",
+    "relu_dropout_backward": "v1",
+}
 MAX_POOL_AREA = 256        # arg is one byte: pool_size * pool_size positions
 
 
@@ -126,71 +131,6 @@ def relu_dropout_backward(dy, y, p, *, version=None):
     return dx
 
 
-# --- the unfused references ---------------------------------------------------------
-
-def _lrn_groups(x, groups, size, alpha, beta, k):
-    from convnet import reference
-    parts = np.split(x, groups, axis=1)
-    return np.concatenate([reference.lrn_forward(np.ascontiguousarray(g), size, alpha, beta, k)
-                           for g in parts], axis=1)
-
-
-def window_argmax(z, pool_size, pool_stride):
-    """Row-major position of the first maximum of every (clipped) pooling window of z."""
-    from convnet import reference
-    n, c, h, w = z.shape
-    oh = reference.pool_output_size(h, pool_size, pool_stride)
-    ow = reference.pool_output_size(w, pool_size, pool_stride)
-    pad = np.full((n, c, (oh - 1) * pool_stride + pool_size, (ow - 1) * pool_stride + pool_size),
-                  -np.inf, dtype=z.dtype)
-    pad[:, :, :h, :w] = z
-    rows = slice(0, (oh - 1) * pool_stride + 1, pool_stride)
-    cols = slice(0, (ow - 1) * pool_stride + 1, pool_stride)
-    best = pad[:, :, rows, cols].copy()
-    arg = np.zeros(best.shape, dtype=np.uint8)
-    for p in range(pool_size):
-        for q in range(pool_size):
-            v = pad[:, :, p:, q:][:, :, rows, cols]
-            better = v > best
-            best[better] = v[better]
-            arg[better] = p * pool_size + q
-    return arg
-
-
-def ref_lrn_maxpool_forward(x, size=5, alpha=1e-4, beta=0.75, k=2.0, pool_size=3, pool_stride=2,
-                            groups=1):
-    """The unfused sequence: reference.maxpool_forward(reference.lrn_forward(x)) and the argmax."""
-    from convnet import reference
-    z = _lrn_groups(x, groups, size, alpha, beta, k)
-    return reference.maxpool_forward(z, pool_size, pool_stride), window_argmax(z, pool_size, pool_stride)
-
-
-def ref_lrn_maxpool_backward(dy, x, arg, size=5, alpha=1e-4, beta=0.75, k=2.0, pool_size=3,
-                             pool_stride=2, groups=1):
-    """The unfused gradient: reference.lrn_backward(reference.maxpool_backward(dy, z, y), x, z)
-    (arg is recomputed by the reference from z, not read)."""
-    from convnet import reference
-    z = _lrn_groups(x, groups, size, alpha, beta, k)
-    dz = reference.maxpool_backward(dy, z, reference.maxpool_forward(z, pool_size, pool_stride),
-                                    pool_size, pool_stride)
-    out = [reference.lrn_backward(np.ascontiguousarray(d), np.ascontiguousarray(xx),
-                                  np.ascontiguousarray(zz), size, alpha, beta, k)
-           for d, xx, zz in zip(np.split(dz, groups, 1), np.split(x, groups, 1), np.split(z, groups, 1))]
-    return np.concatenate(out, axis=1)
-
-
-def ref_relu_dropout_forward(x, p, seed):
-    from convnet import reference
-    return reference.dropout_forward(reference.relu_forward(x), p, seed)
-
-
-def ref_relu_dropout_backward(dy, y, p, seed):
-    """The unfused gradient: relu_backward(dropout_backward(dy, p, seed), y). Where the
-    mask keeps an element, y > 0 exactly where the ReLU output is > 0, so y stands in for it."""
-    from convnet import reference
-    return reference.relu_backward(reference.dropout_backward(dy, p, seed), y)
-
-
 # --- checks against the reference -------------------------------------------------
 
 def _lrn_pool_cases(shape, lrn, pool, groups, scale, seed, xscale=1.0):
@@ -212,19 +152,20 @@ def _lrn_pool_cases(shape, lrn, pool, groups, scale, seed, xscale=1.0):
         x = randn(rng, shape, xscale)
         dy = randn(rng, out_shape)
         # arg from the float32 forward of the reference: both sides agree on the maxima
-        z = _lrn_groups(x.astype(np.float32), groups, size, alpha, beta, k)
-        return [dy, x, window_argmax(z, pool_size, pool_stride)] + params
+        arg = reference.lrn_maxpool_forward(x.astype(np.float32), *params)[1]
+        return [dy, x, arg] + params
 
     lazy = (lambda make, m: LazyInputs(make, m)) if scale == "alexnet" else (lambda make, m: make())
     return [
-        Case(f"lrn_maxpool_fwd {tag}", lazy(make_fwd, 1 + len(params)), ref_lrn_maxpool_forward,
+        Case(f"lrn_maxpool_fwd {tag}", lazy(make_fwd, 1 + len(params)), reference.lrn_maxpool_forward,
              lrn_maxpool_forward, tol=2e-6, kernels=("lrn_maxpool_fwd",), scale=scale),
-        Case(f"lrn_maxpool_bwd {tag}", lazy(make_bwd, 3 + len(params)), ref_lrn_maxpool_backward,
+        Case(f"lrn_maxpool_bwd {tag}", lazy(make_bwd, 3 + len(params)), reference.lrn_maxpool_backward,
              lrn_maxpool_backward, tol=1e-5, kernels=("lrn_maxpool_bwd",), scale=scale),
     ]
 
 
 def _relu_dropout_cases(shape, p, seed, scale, data_seed):
+    from convnet import reference
     tag = f"{shape_str(shape)} p{p:g}"
 
     def make_fwd():
@@ -234,17 +175,15 @@ def _relu_dropout_cases(shape, p, seed, scale, data_seed):
         rng = np.random.default_rng(data_seed)
         x = randn(rng, shape)
         dy = randn(rng, shape)
-        y = ref_relu_dropout_forward(x.astype(np.float32), p, seed).astype(np.float64)
-        return [dy, y, p, seed]
-
-    def kern_bwd(dy, y, p, seed):       # the fused backward needs no seed: the mask is y > 0
-        return relu_dropout_backward(dy, y, p)
+        y = reference.relu_dropout_forward(x.astype(np.float32), p, seed).astype(np.float64)
+        return [dy, y, p]
 
     lazy = (lambda make, m: LazyInputs(make, m)) if scale == "alexnet" else (lambda make, m: make())
     return [
-        Case(f"relu_dropout_fwd {tag}", lazy(make_fwd, 3), ref_relu_dropout_forward, relu_dropout_forward,
-             tol=2.5e-7, kernels=("relu_dropout_fwd",), scale=scale),
-        Case(f"relu_dropout_bwd {tag}", lazy(make_bwd, 4), ref_relu_dropout_backward, kern_bwd,
+        Case(f"relu_dropout_fwd {tag}", lazy(make_fwd, 3), reference.relu_dropout_forward,
+             relu_dropout_forward, tol=2.5e-7, kernels=("relu_dropout_fwd",), scale=scale),
+        Case(f"relu_dropout_bwd {tag}", lazy(make_bwd, 3), reference.relu_dropout_backward,
+             relu_dropout_backward,
              tol=2.5e-7, kernels=("relu_dropout_bwd",), scale=scale),
     ]
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from convnet import checking
 from convnet import reference as R
-from convnet.kernel_ops._common import array_module_of as _module, float32_input as _array
+from convnet.kernel_ops._common import array_module, check_float32, check_same_device
 
 # The version each op ships (the one place that names it): the SGEMM kernel
 # for the first three, the column-sum kernel for the bias gradient.
@@ -37,6 +37,15 @@ def _version(op, version, kept):
     if v not in kept:
         raise ValueError(f"{op}: unknown version {version!r}; kept versions are {', '.join(kept)}")
     return v
+
+
+def _array(a, name, ndim, op="sgemm"):
+    return check_float32(op, name, a, ndim, contiguous=False)
+
+
+def _module(*arrays, op="sgemm"):
+    check_same_device(op, **{f"array {i}": a for i, a in enumerate(arrays)})
+    return array_module(arrays[0])
 
 
 def _cdiv(a, b):
@@ -97,16 +106,17 @@ def _check_fc(x, w, xname="x"):
 def fc_forward(x, w, b=None, version=None):
     """y = x @ w.T + b.  x (N, in), w (out, in), b (out,) or None -> (N, out)."""
     v = _version("fc_forward", version, SGEMM_VERSIONS)
-    x, w = _array(x, "x (reshape activations to (N, features))", 2), _array(w, "w", 2)
+    x = _array(x, "x (reshape activations to (N, features))", 2, "fc_forward")
+    w = _array(w, "w", 2, "fc_forward")
     _check_fc(x, w)
     if b is not None:
-        b = _array(b, "b", 1)
+        b = _array(b, "b", 1, "fc_forward")
         if tuple(b.shape) != (w.shape[0],):
-            raise ValueError(f"bias must have shape ({w.shape[0]},), got {tuple(b.shape)}")
-        _module(x, w, b)
+            raise ValueError(f"fc_forward: bias must have shape ({w.shape[0]},), got {tuple(b.shape)}")
+        _module(x, w, b, op="fc_forward")
     y = sgemm(x, w, trans_b=True, version=v)
     if b is not None and y.size:
-        xp = _module(y)
+        xp = array_module(y)
         _get("fc_bias_add", y)(_cdiv(y.size, THREADS), THREADS,
                                (y, xp.ascontiguousarray(b), y.shape[0], y.shape[1]))
     return y
@@ -115,7 +125,7 @@ def fc_forward(x, w, b=None, version=None):
 def fc_backward_data(dy, w, version=None):
     """dx = dy @ w.  dy (N, out), w (out, in) -> (N, in)."""
     v = _version("fc_backward_data", version, SGEMM_VERSIONS)
-    dy, w = _array(dy, "dy", 2), _array(w, "w", 2)
+    dy, w = _array(dy, "dy", 2, "fc_backward_data"), _array(w, "w", 2, "fc_backward_data")
     if dy.shape[1] != w.shape[0]:
         raise ValueError(f"dy has {dy.shape[1]} features, weight {tuple(w.shape)} has {w.shape[0]} outputs")
     return sgemm(dy, w, version=v)
@@ -124,7 +134,7 @@ def fc_backward_data(dy, w, version=None):
 def fc_backward_filter(dy, x, version=None):
     """dw = dy.T @ x.  dy (N, out), x (N, in) -> (out, in)."""
     v = _version("fc_backward_filter", version, SGEMM_VERSIONS)
-    dy, x = _array(dy, "dy", 2), _array(x, "x", 2)
+    dy, x = _array(dy, "dy", 2, "fc_backward_filter"), _array(x, "x", 2, "fc_backward_filter")
     if dy.shape[0] != x.shape[0]:
         raise ValueError(f"dy has batch {dy.shape[0]}, x has batch {x.shape[0]}")
     return sgemm(dy, x, trans_a=True, version=v)
@@ -133,8 +143,8 @@ def fc_backward_filter(dy, x, version=None):
 def fc_backward_bias(dy, version=None):
     """db = dy.sum(0).  dy (N, out) -> (out,)."""
     v = _version("fc_backward_bias", version, BIAS_GRAD_VERSIONS)
-    dy = _array(dy, "dy", 2)
-    xp = _module(dy)
+    dy = _array(dy, "dy", 2, "fc_backward_bias")
+    xp = array_module(dy)
     m, n = dy.shape
     db = xp.empty((n,), dtype=np.float32)
     if n:

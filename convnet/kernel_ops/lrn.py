@@ -14,7 +14,9 @@ from convnet.kernel_ops._common import (
     BLOCK, LazyInputs, array_module, check_float32, check_int, check_int32_size, check_number,
     check_same_device, check_same_shape, grid_1d, launch, randn, shape_str)
 
-SHIPPED = "v2"          # register shift-register window; v1 (direct sums) for size > V2_MAX_SIZE
+# op -> the kernel version it runs: v2 (register shift-register window), except that
+# v1 (direct sums) runs where v2 does not apply (size > V2_MAX_SIZE)
+SHIPPED = {"lrn_forward": "v2", "lrn_backward": "v2"}
 V2_MAX_SIZE = 9         # kernels/lrn.cu instantiates v2 for size // 2 <= 4
 KERNELS = {"v1": ("lrn_fwd", "lrn_bwd"), "v2": ("lrn_fwd_v2", "lrn_bwd_v2")}
 
@@ -22,7 +24,7 @@ KERNELS = {"v1": ("lrn_fwd", "lrn_bwd"), "v2": ("lrn_fwd_v2", "lrn_bwd_v2")}
 def _version(op, version, size):
     """The kernel version to run: the one asked for, or SHIPPED where it applies."""
     if version is None:
-        return SHIPPED if size <= V2_MAX_SIZE else "v1"
+        return SHIPPED[op] if size <= V2_MAX_SIZE else "v1"
     if version not in KERNELS:
         raise ValueError(f"{op}: unknown kernel version {version!r}; kept versions: {', '.join(KERNELS)}")
     if version == "v2" and size > V2_MAX_SIZE:

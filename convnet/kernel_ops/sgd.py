@@ -13,7 +13,9 @@ from convnet.kernel_ops._common import (
     BLOCK, LazyInputs, check_float32, check_number, check_same_device, check_same_shape,
     check_version, grid_1d, is_cupy, launch, randn, shape_str)
 
-SHIPPED = "v1"
+SHIPPED = {  # op -> the kernel version it runs (the only one kept)
+    "sgd_update": "v1",
+}
 
 
 def sgd_update(w, dw, v, lr, momentum=0.9, weight_decay=0.0005, *, version=None):
