@@ -312,3 +312,28 @@ def test_output_layer_follows_the_dataset_classes(setup, tmp_path):
     assert any(l.startswith("fc3: 10 -> 3 outputs") for l in lines), lines
     state = checkpoint.load(tmp_path / "run" / "last.ckpt")
     assert state["net"]["fc3.w"].shape == (3, 16)
+
+
+def _emu_built():
+    from convnet import kernels
+    return kernels.emulation_available()
+
+
+@pytest.mark.skipif(not _emu_built(), reason="the CUDA emulation (convnet._emu) is not built: run make")
+def test_two_columns_on_two_emulated_devices_train_and_resume(tmp_path):
+    """`--device emu --gpus 0,1` (the README's example): the two-column net's columns on two
+    emulated devices, crossing by emulated peer copies; 1 epoch + resume equals 2 epochs."""
+    data = make_dataset(str(tmp_path / "bars28"), n_train=16, n_test=8, size=28)
+    common = ["--data", data, "--device", "emu", "--gpus", "0,1", "--batch-size", "8", "--log-every", "1",
+              "--no-progress"]
+    lines = []
+    assert train_mod.main(["--config", "two-column-tiny", *common, "--epochs", "2",
+                           "--checkpoint-dir", str(tmp_path / "straight")], out=lines.append) == 0
+    text = "\n".join(lines)
+    assert "emulated peer copy" in text and "on emu0, emu1" in text and "fused layers:" in text
+    assert train_mod.main(["--config", "two-column-tiny", *common, "--epochs", "1",
+                           "--checkpoint-dir", str(tmp_path / "part")], out=lambda s: None) == 0
+    assert train_mod.main(["--resume", str(tmp_path / "part"), "--epochs", "2", *common[2:]],
+                          out=lambda s: None) == 0
+    straight, resumed = step_losses(tmp_path / "straight"), step_losses(tmp_path / "part")
+    assert len(straight) == 4 and resumed == pytest.approx(straight, rel=1e-5)
