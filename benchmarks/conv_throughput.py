@@ -76,7 +76,7 @@ class ConvLayer:
         return [p for p in PASSES if not (p == "bwd_data" and self.base == "conv1")]
 
 
-# The paper's conv layers (SPEC.md), as one device with groups and per column.
+# The paper's conv layers (docs/spec.md), as one device with groups and per column.
 LAYERS = [
     ConvLayer("conv1", 3, 227, 96, 11, 4, 0, 1),
     ConvLayer("conv1/col", 3, 227, 48, 11, 4, 0, 1),

@@ -469,3 +469,12 @@ def _fused_pair(src, layer):
 def _member(fused, src, layer):
     fused.members = tuple(src.members or (src.name,)) + (layer.name,)
     return fused
+
+
+def layer_shapes(config, batch):
+    """{layer name: (input shapes, output shape)} of a config, batch first: what each layer
+    of it runs on (one column's share for a multi-column net). The checks and benchmarks
+    take AlexNet's shapes from here (layer_shapes("alexnet", 128)), not typed by hand."""
+    net = Net(config, materialize=False, fuse=False)
+    return {name: ([(batch,) + s for s in layer.in_shapes], (batch,) + layer.out_shape)
+            for name, layer in net.layers.items()}

@@ -1,6 +1,6 @@
 // sgd.cu: the paper's SGD update with momentum and weight decay, fused, in place.
 //
-// Formula (SPEC.md "Training"; docs/design.md "Op semantics"):
+// Formula (docs/spec.md "Training"; docs/design.md "Op semantics"):
 //     v <- momentum * v - weight_decay * lr * w - lr * dw
 //     w <- w + v
 // `decay` is weight_decay * lr, multiplied out once by the launcher.

@@ -1,4 +1,4 @@
-"""AlexNet as in the paper (SPEC.md): two columns, one per GPU.
+"""AlexNet as in the paper (docs/spec.md): two columns, one per GPU.
 
 Input 3 x 227 x 227 (the paper writes 224; 227 gives 55 x 55 after conv1 with
 no padding). Column 0 layers end in "a", column 1 layers in "b". The columns

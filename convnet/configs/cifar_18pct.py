@@ -1,4 +1,4 @@
-"""cuda-convnet's CIFAR-10 example "layers-18pct" (SPEC.md): 18% test error in 20 minutes
+"""cuda-convnet's CIFAR-10 example "layers-18pct" (docs/spec.md): 18% test error in 20 minutes
 on a GTX 580.
 
 The conv layers and pools of layers-80sec (5x5 pad-2 convs of 32, 32, 64 filters
@@ -30,7 +30,7 @@ LAYERS = [
     {"name": "loss", "type": "softmax_loss", "inputs": "fc10"},
 ]
 
-# SPEC.md: lr 0.001, momentum 0.9, weight decay 0.004 on the conv layers, lr divided
+# docs/spec.md: lr 0.001, momentum 0.9, weight decay 0.004 on the conv layers, lr divided
 # by 10 after 120 epochs and again 10 epochs later (then 10 more epochs: our choice).
 HYPER = {
     "lr": 0.001,
@@ -43,6 +43,6 @@ HYPER = {
     "lr_schedule": {"type": "step", "epochs": [120, 130], "factor": 10.0},
     "layers": {
         "conv1": {"init_std": 1e-4},
-        "fc10": {"weight_decay": 0.0, "bias_weight_decay": 0.0},   # SPEC.md: decay on conv layers
+        "fc10": {"weight_decay": 0.0, "bias_weight_decay": 0.0},   # docs/spec.md: decay on conv layers
     },
 }

@@ -1,4 +1,4 @@
-"""cuda-convnet's CIFAR-10 example "layers-80sec" (SPEC.md): about 26% test error in 80 s
+"""cuda-convnet's CIFAR-10 example "layers-80sec" (docs/spec.md): about 26% test error in 80 s
 on a GTX 580.
 
 Three 5x5 pad-2 conv layers of 32, 32 and 64 filters with ReLU, each followed
@@ -22,9 +22,9 @@ LAYERS = [
     {"name": "loss", "type": "softmax_loss", "inputs": "fc10"},
 ]
 
-# SPEC.md gives the recipe of layers-18pct only; this uses the same SGD settings.
+# docs/spec.md gives the recipe of layers-18pct only; this uses the same SGD settings.
 # The per-layer initial std follow cuda-convnet's example configs as we recall
-# them (small conv1 weights, larger fc weights); they are not in SPEC.md.
+# them (small conv1 weights, larger fc weights); they are not in docs/spec.md.
 HYPER = {
     "lr": 0.001,
     "momentum": 0.9,

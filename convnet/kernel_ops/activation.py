@@ -101,8 +101,9 @@ def cases(scale):
     if scale == "small":
         shapes = [(3, 5, 13, 11), (3, 7), (1,)]
     elif scale == "alexnet":
-        shapes = [(128, 96, 55, 55), (128, 256, 27, 27), (128, 384, 13, 13),
-                  (128, 256, 13, 13), (128, 4096)]
+        from convnet.net import layer_shapes
+        shapes = layer_shapes("alexnet", 128)
+        shapes = [shapes[n][1] for n in ("conv1a", "conv2a", "conv3a", "conv5a", "fc6a")]
     else:
         raise ValueError(f"unknown case scale {scale!r}: 'small' or 'alexnet'")
     out = []

@@ -203,7 +203,13 @@ def cases(scale):
                 + _relu_dropout_cases((3, 5, 13, 11), 0.3, 12345, scale, 511)
                 + _relu_dropout_cases((5, 7), 0.0, 1, scale, 512))
     if scale == "alexnet":
-        return (_lrn_pool_cases((128, 48, 55, 55), paper, (3, 2), 1, scale, 520)
-                + _lrn_pool_cases((128, 128, 27, 27), paper, (3, 2), 1, scale, 521)
-                + _relu_dropout_cases((128, 2048), 0.5, 20121203, scale, 522))
+        from convnet.net import Net
+        net = Net("alexnet", materialize=False, fuse=False)
+        out = []
+        for seed, (lrn, pool) in ((520, ("lrn1a", "pool1a")), (521, ("lrn2a", "pool2a"))):
+            L, P = net.layers[lrn], net.layers[pool]
+            out += _lrn_pool_cases((128,) + L.in_shapes[0], (L.size, L.alpha, L.beta, L.k),
+                                   (P.size, P.stride), 1, scale, seed)
+        drop = net.layers["drop6a"]
+        return out + _relu_dropout_cases((128,) + drop.in_shapes[0], drop.p, 20121203, scale, 522)
     raise ValueError(f"unknown case scale {scale!r}: 'small' or 'alexnet'")

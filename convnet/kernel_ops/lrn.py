@@ -124,6 +124,11 @@ def cases(scale):
                 + _cases_for((2, 13, 3, 2), 11, 0.1, 0.75, 2.0, scale, 205)
                 + _cases_for((3, 6, 2, 3), 4, 0.3, 0.75, 1.0, scale, 206))
     if scale == "alexnet":
-        return (_cases_for((128, 96, 55, 55), 5, 1e-4, 0.75, 2.0, scale, 210)
-                + _cases_for((128, 256, 27, 27), 5, 1e-4, 0.75, 2.0, scale, 211))
+        from convnet.net import Net
+        net = Net("alexnet", materialize=False, fuse=False)
+        out = []
+        for seed, name in ((210, "lrn1a"), (211, "lrn2a")):
+            L = net.layers[name]
+            out += _cases_for((128,) + L.in_shapes[0], L.size, L.alpha, L.beta, L.k, scale, seed)
+        return out
     raise ValueError(f"unknown case scale {scale!r}: 'small' or 'alexnet'")

@@ -143,7 +143,10 @@ def cases(scale):
                  ((2, 3, 7, 9), 3, 1), ((1, 3, 11, 10), 4, 3), ((3, 2, 3, 4), 3, 2),
                  ((2, 3, 7, 10), 2, 3)]
     elif scale == "alexnet":
-        geoms = [((128, 96, 55, 55), 3, 2), ((128, 256, 27, 27), 3, 2), ((128, 256, 13, 13), 3, 2)]
+        from convnet.net import Net
+        net = Net("alexnet", materialize=False, fuse=False)
+        geoms = [((128,) + net.layers[n].in_shapes[0], net.layers[n].size, net.layers[n].stride)
+                 for n in ("pool1a", "pool2a", "pool5a")]
     else:
         raise ValueError(f"unknown case scale {scale!r}: 'small' or 'alexnet'")
     out = []
