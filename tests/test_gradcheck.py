@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from convnet import reference as R
-from convnet.gradcheck import check_gradients, relative_error
+from convnet.gradcheck import check_gradients
 
 
 @pytest.fixture
