@@ -180,14 +180,14 @@ def encode(state):
 
 def _header(data, path):
     if len(data) < 8:
-        raise CheckpointError(f"{path}: not a convnet checkpoint (only {len(data)} bytes)")
+        raise CheckpointError(f"{path}: not a readable convnet checkpoint (only {len(data)} bytes)")
     n = int.from_bytes(data[:8], "little")
     if n > min(len(data) - 8, MAX_HEADER):
-        raise CheckpointError(f"{path}: not a convnet checkpoint (corrupt or truncated header)")
+        raise CheckpointError(f"{path}: not a readable convnet checkpoint (corrupt or truncated header)")
     try:
         header = json.loads(data[8:8 + n])
     except (ValueError, UnicodeDecodeError):
-        raise CheckpointError(f"{path}: corrupt checkpoint (its header is not JSON)") from None
+        raise CheckpointError(f"{path}: not a readable convnet checkpoint (its header is not JSON)") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a convnet checkpoint (a safetensors file without our header)")
@@ -320,7 +320,7 @@ def _resolve(path):
     if os.path.isdir(path):
         candidate = os.path.join(path, LAST)
         if not os.path.lexists(candidate):
-            raise CheckpointError(f"{path}: no checkpoint in this folder (expected {LAST})")
+            raise CheckpointError(f"{path}: no checkpoint in folder (expected {LAST})")
         path = candidate
     if not os.path.lexists(path):
         raise CheckpointError(f"{path}: checkpoint not found")

@@ -69,9 +69,9 @@ def run(prog, body):
     try:
         try:
             return body()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             _ignore_sigint()
-            return report(prog, "interrupted; nothing more done", EXIT_INTERRUPTED, prefix="")
+            return report(prog, f"interrupted; {e or 'nothing more done'}", EXIT_INTERRUPTED, prefix="")
         except EnvironmentFailure as e:
             return report(prog, e, EXIT_FAILED)
         except user_errors() as e:
@@ -102,8 +102,9 @@ class ArgumentParser(argparse.ArgumentParser):
 def user_errors():
     """The exception types that mean bad input (exit 2, one line)."""
     from convnet.checkpoint import CheckpointError
-    from convnet.data import DataError
-    return (UsageError, CheckpointError, DataError)
+    from convnet.configs import ConfigError
+    from convnet.data.errors import DataError
+    return (UsageError, CheckpointError, ConfigError, DataError)
 
 
 def report(prog, err, code=EXIT_USAGE, prefix="error: "):

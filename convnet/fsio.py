@@ -72,6 +72,10 @@ def write_atomic(path, data=None, write=None, make_parent=False):
             os.fsync(f.fileno())
         os.replace(tmp, path)
         done = True
+    except OSError as e:
+        if e.errno is not None and e.filename in (None, tmp):     # name the file the caller knows
+            raise OSError(e.errno, e.strerror, path) from None
+        raise
     finally:
         if not done:
             try:

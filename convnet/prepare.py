@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import sys
 
 if __name__ == "__main__":
@@ -114,9 +115,10 @@ def decode_chunk(task):
     out = []
     for p in paths:
         try:
-            if not fsio.is_regular(p):
+            st = os.stat(p)
+            if not stat.S_ISREG(st.st_mode):
                 raise ImageError(f"{fsio.kind_of(p)}, not a regular file")
-            if os.path.getsize(p) == 0:
+            if st.st_size == 0:
                 raise ImageError("zero-byte file")
             out.append((decode_image(p, size=size, max_pixels=max_pixels, min_side=min_side), None))
         except ImageError as e:
@@ -143,6 +145,7 @@ def _empty_stats(size):
 
 def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)       # the parent's terminate() ends a worker
 
 
 class _Inline:

@@ -183,3 +183,15 @@ def _prod(shape):
     for d in shape:
         n *= int(d)
     return n
+
+
+def output_width(cfg):
+    """Outputs of the layer feeding softmax_loss (the number of classes the net tells apart), or None."""
+    by_name = {L.get("name"): L for L in cfg["LAYERS"]}
+    for L in cfg["LAYERS"]:
+        if L.get("type") == "softmax_loss":
+            src = L.get("inputs")
+            src = by_name.get(src[0] if isinstance(src, list) and src else src, {})
+            out = src.get("outputs") if isinstance(src, dict) else None
+            return out if isinstance(out, int) else None
+    return None
