@@ -422,9 +422,11 @@ class RunLock:
                              f"{owner.get('host')} ({'no longer running' if here else 'its lock was free'})")
             record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "command": " ".join(sys.argv)}) + "\n"
-            os.ftruncate(self.fd, 0)
-            os.pwrite(self.fd, record.encode(), 0)
-            os.fsync(self.fd)
+            try:
+                os.ftruncate(self.fd, 0)
+                os.pwrite(self.fd, record.encode(), 0)
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, self.path) from None
         except BaseException:
             os.close(self.fd)
             self.fd = None

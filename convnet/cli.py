@@ -12,7 +12,7 @@ A command's `main(argv)` returns its exit code through `run(prog, body)`:
          Ctrl-C during the first one's clean-up
 
 Every error is one line on stderr, `prog: error: PATH: problem`, never a
-traceback. `guard_startup(prog)` (called first thing by a command run as
+traceback. convnet/startup.py (imported first by a command run as
 `python -m`) makes a Ctrl-C during the imports exit 130 with a line, too.
 """
 import argparse
@@ -47,17 +47,6 @@ def describe_os_error(e):
 
 def os_error_code(e):
     return EXIT_FAILED if e.errno in ENVIRONMENT_ERRNOS else EXIT_USAGE
-
-
-def guard_startup(prog):
-    """Until run() takes over: Ctrl-C prints one line and exits 130 (nothing is written yet)."""
-    def handler(signum, frame):
-        os.write(2, f"{prog}: interrupted while starting; nothing done\n".encode())
-        os._exit(EXIT_INTERRUPTED)
-    try:
-        signal.signal(signal.SIGINT, handler)
-    except ValueError:              # not the main thread
-        pass
 
 
 def run(prog, body):

@@ -18,8 +18,8 @@ failing machine, 130 for Ctrl-C.
 import sys
 
 if __name__ == "__main__":          # before the slow imports: Ctrl-C now is one line, exit 130
-    from convnet import cli
-    cli.guard_startup("convnet.evaluate")
+    from convnet import startup
+    startup.guard("convnet.evaluate")
 
 import numpy as np
 

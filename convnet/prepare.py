@@ -44,9 +44,9 @@ import signal
 import stat
 import sys
 
-if __name__ == "__main__":
-    from convnet import cli
-    cli.guard_startup("prepare")
+if __name__ == "__main__":          # before the slow imports: Ctrl-C now is one line, exit 130
+    from convnet import startup
+    startup.guard("prepare")
 
 import numpy as np
 
@@ -228,7 +228,7 @@ def _config(args, train_items, val_items):
     h = hashlib.sha1()
     for items in (train_items, val_items):
         for path, label in items:
-            h.update(f"{path}\t{label}\n".encode())
+            h.update(os.fsencode(path) + f"\t{label}\n".encode())
         h.update(b"--\n")
     return {"format": fmt.FORMAT, "version": fmt.VERSION, "src": os.path.abspath(args.src),
             "val": os.path.abspath(args.val) if args.val else None, "size": args.size,

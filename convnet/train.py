@@ -45,8 +45,8 @@ Run state and exactness:
 import sys
 
 if __name__ == "__main__":          # before the slow imports: Ctrl-C now is one line, exit 130
-    from convnet import cli
-    cli.guard_startup("convnet.train")
+    from convnet import startup
+    startup.guard("convnet.train")
 
 import json
 import math
@@ -148,7 +148,7 @@ def check_run(run, path):
 
 def resolve_settings(args):
     """The run's settings from the arguments, or from the checkpoint when resuming."""
-    from convnet.configs import check_config, load_config
+    from convnet.configs import check_config, check_size, load_config
     resumed = None
     if args.resume:
         resumed = checkpoint.load(args.resume)
@@ -157,6 +157,7 @@ def resolve_settings(args):
             raise UsageError(f"{args.resume}: not a training checkpoint (no run settings)")
         check_run(run, args.resume)
         check_config(resumed["config"], args.resume)
+        check_size(resumed["config"], args.resume)     # a 2^40-wide layer: one line, nothing allocated
         for key in RUN_KEYS:
             given = getattr(args, key, None)
             if key == "lr_schedule" and given is not None:
@@ -172,6 +173,7 @@ def resolve_settings(args):
     else:
         name = args.config or DEFAULT_CONFIG
         cfg = load_config(name)                 # ConfigError (a ValueError): one line
+        check_size(cfg, name)
         hyper = cfg["HYPER"]
         run = {"config": name, "data": args.data or DEFAULT_DATA,
                "batch_size": args.batch_size if args.batch_size is not None else int(hyper.get("batch_size", 128)),
@@ -326,8 +328,6 @@ class Trainer:
         self.note = fit_config_to_data(cfg, self.train_ds)   # before the net is built from cfg
         if resumed is not None and self.note:
             raise UsageError(f"--resume: the data no longer fits the checkpoint's net ({self.note})")
-        from convnet.configs import check_size
-        check_size(cfg)                         # a 2^40-wide layer: one line, nothing allocated
         self.net, self.opt, self.schedule = build(cfg, run, backend, devices)
         self.epoch = 0                          # epochs completed
         self.step_in_epoch = 0                  # batches of epoch self.epoch + 1 already trained
