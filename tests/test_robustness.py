@@ -544,3 +544,17 @@ def test_report_txt_escapes_tabs_newlines_and_bytes(tmp_path):
     assert all(line.count("\t") == 1 for line in lines)
     paths = sorted(line.split("\t")[0].rsplit("/", 1)[1] for line in lines)
     assert paths == sorted(["tab\\there.png", "new\\nline.png", "back\\\\slash.png", "bad\\xffbyte.png"])
+
+
+def test_resume_refuses_data_whose_classes_changed(setup, tmp_path, capsys):
+    data = tmp_path / "bars"
+    make_dataset(str(data), n_train=60, n_test=20)
+    ckdir = tmp_path / "run"
+    assert train({**setup, "data": str(data)}, ckdir, "--epochs", "1")[0] == 0
+    rng = np.random.default_rng(1)
+    for stem, n in (("train", 60), ("t10k", 20)):                     # now 5 classes at the same path
+        write_idx(str(data / f"{stem}-labels-idx1-ubyte.gz"), rng.integers(0, 5, n).astype(np.uint8))
+    capsys.readouterr()
+    code, _ = train({**setup, "data": str(data)}, ckdir, "--resume", str(ckdir), "--epochs", "2")
+    line = one_line(capsys)
+    assert code == 2 and "no longer fits" in line and "5" in line
