@@ -536,4 +536,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from convnet import startup
+    startup.finish(main())

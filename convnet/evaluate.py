@@ -122,4 +122,5 @@ def _main(argv, out):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from convnet import startup
+    startup.finish(main())

@@ -460,4 +460,5 @@ def _restore_term(old):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from convnet import startup
+    startup.finish(main())

@@ -646,4 +646,5 @@ def _same_file(resume_path, directory):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from convnet import startup
+    startup.finish(main())

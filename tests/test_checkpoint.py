@@ -222,7 +222,7 @@ def _version1_file(path, state):
     path.write_bytes(pickle.dumps(dict(state, format="convnet-checkpoint", version=1), protocol=4))
 
 
-def test_convert_a_version1_checkpoint_once(tmp_path):
+def test_convert_a_version1_checkpoint_once(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     state = checkpoint.make_state(FakeNet(), FakeOpt(), 2, metrics=[{"epoch": 1, "val_top1": 0.5}],
@@ -232,17 +232,17 @@ def test_convert_a_version1_checkpoint_once(tmp_path):
     with pytest.raises(CheckpointError, match="version 1") as e:
         checkpoint.load(run / "last.ckpt")
     assert f"convnet.checkpoint convert {run / 'last.ckpt'}" in str(e.value)
-    r = subprocess.run([sys.executable, "-m", "convnet.checkpoint", "convert", str(run)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and r.stdout.count("converted to version 2") == 2, r.stderr
+    assert checkpoint.main(["convert", str(run)]) == 0
+    assert capsys.readouterr().out.count("converted to version 2") == 2
     last, best = checkpoint.load(run / "last.ckpt"), checkpoint.load(run / "best.ckpt")
     assert (last["epoch"], last["global_step"], best["epoch"]) == (2, 9, 1)
     np.testing.assert_array_equal(last["net"]["fc.w"], state["net"]["fc.w"])
     np.testing.assert_array_equal(last["optimizer"]["velocity"]["fc.w"], np.ones((4, 3), np.float32))
     assert sorted(p.name for p in run.iterdir()) == ["best.ckpt", "last.ckpt"]
-    r = subprocess.run([sys.executable, "-m", "convnet.checkpoint", "verify", str(run / "last.ckpt")], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "checksum verified" in r.stdout
+    assert checkpoint.main(["verify", str(run / "last.ckpt")]) == 0
+    assert "checksum verified" in capsys.readouterr().out
+    assert checkpoint.main(["verify", str(run / "nothing.ckpt")]) == 2
+    assert capsys.readouterr().err.strip().endswith("nothing.ckpt: checkpoint not found")
 
 
 def test_write_never_follows_a_planted_symlink(tmp_path):
