@@ -172,10 +172,10 @@ def encode(state):
     skeleton = _split(state, "", tensors)
     meta = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(skeleton),
             CHECKSUM_KEY: "0" * 64}
-    data = st_save(tensors, metadata=meta)
+    data = bytearray(st_save(tensors, metadata=meta))
     start, end = _checksum_span(data)
-    digest = hashlib.sha256(data).hexdigest().encode()
-    return data[:start] + digest + data[end:]
+    data[start:end] = hashlib.sha256(data).hexdigest().encode()
+    return data
 
 
 def _header(data, path):
@@ -219,14 +219,18 @@ def decode(data, path="checkpoint"):
     if span is None:
         raise CheckpointError(f"{path}: corrupt checkpoint (no checksum in its header)")
     start, end = span
-    want = data[start:end].decode()
-    got = hashlib.sha256(data[:start] + b"0" * 64 + data[end:]).hexdigest()
+    want = bytes(data[start:end]).decode()
+    view = memoryview(data)
+    h = hashlib.sha256(view[:start])
+    h.update(b"0" * 64)
+    h.update(view[end:])
+    got = h.hexdigest()
     if got != want:
         raise CheckpointError(f"{path}: corrupt checkpoint (checksum mismatch: the file changed after it "
                               "was written)")
     from safetensors.numpy import load as st_load
     try:
-        tensors = st_load(data)
+        tensors = st_load(bytes(data))
         skeleton = json.loads(meta["state"])
     except Exception as e:          # safetensors' own error type, json's ValueError, KeyError
         raise CheckpointError(f"{path}: corrupt checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
@@ -388,6 +392,10 @@ def repair_best(directory):
 class RunLock:
     """An advisory lock on DIR/run.lock (fcntl.flock) holding the owner's pid and host.
 
+    (flock, not the pid: a lock is held exactly while its process lives, whatever
+    happened to the pid since, and works across hosts on file systems that pass
+    flock through.)
+
     The kernel drops the lock when its process dies, so a lock file whose lock is free
     is stale: it is taken over, and `note` says whose it was. A live owner ->
     RunFolderBusy naming its pid and host. release() empties the file and unlocks."""
@@ -417,9 +425,8 @@ class RunLock:
                                     "or use another --checkpoint-dir") from None
             owner = self._read()                # what the last holder wrote, now that we hold it
             if owner:
-                here = owner.get("host") == socket.gethostname()
                 self.note = (f"{self.path}: took over a stale lock of pid {owner.get('pid')} on "
-                             f"{owner.get('host')} ({'no longer running' if here else 'its lock was free'})")
+                             f"{owner.get('host')} (that run ended without releasing it)")
             record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "command": " ".join(sys.argv)}) + "\n"
             try:

@@ -15,8 +15,6 @@ file and the problem (convnet/cli.py): exit 2 for bad input (a corrupt
 checkpoint, data whose classes the checkpoint's net does not have), 1 for a
 failing machine, 130 for Ctrl-C.
 """
-import sys
-
 if __name__ == "__main__":          # before the slow imports: Ctrl-C now is one line, exit 130
     from convnet import startup
     startup.guard("convnet.evaluate")

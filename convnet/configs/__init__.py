@@ -66,8 +66,10 @@ def load_config(name_or_path):
         raise TypeError(f"config must be a name or a path, got {type(name_or_path).__name__}")
     text = os.fspath(name_or_path)
     if text.endswith(".py") or os.sep in text:
+        if not os.path.exists(text):
+            raise ConfigError(f"config file '{text}' does not exist")
         if not os.path.isfile(text):
-            raise ValueError(f"config file '{text}' does not exist")
+            raise ConfigError(f"config file '{text}' is not a regular file")
         values = _run(text)
         name = os.path.splitext(os.path.basename(text))[0]
     else:

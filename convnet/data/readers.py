@@ -6,18 +6,22 @@ python batches (convnet/data/cifar.py), and folders written by
 `python -m convnet.prepare` (convnet/data/prepared.py). Every reader returns a
 Dataset (convnet/data/dataset.py).
 
-The names below the imports are re-exported for code that imported them from
-this module before the readers were split by format.
+Dataset, read_idx, FASHION_MNIST_DIR and the other names in __all__ are
+re-exported here for code that imported them from this module before the
+readers were split by format.
 """
 import os
 import tarfile
 
 from convnet.data import cifar, idx, prepared, tree
 from convnet.data import format as fmt
-from convnet.data.dataset import (SPLITS, Dataset, cache_dir, mean_image, pca_from_moments,  # noqa: F401
+from convnet.data.dataset import (SPLITS, Dataset, cache_dir, mean_image, pca_from_moments,
                                   rgb_moments, rgb_pca)
 from convnet.data.errors import DataError
-from convnet.data.idx import FASHION_CLASSES, FASHION_MNIST_DIR, read_idx  # noqa: F401
+from convnet.data.idx import FASHION_CLASSES, FASHION_MNIST_DIR, read_idx
+
+__all__ = ["load_dataset", "resolve_source", "DataError", "Dataset", "SPLITS", "cache_dir", "mean_image",
+           "pca_from_moments", "rgb_moments", "rgb_pca", "FASHION_CLASSES", "FASHION_MNIST_DIR", "read_idx"]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Where the name "cifar10" looks (first that exists), unless CONVNET_CIFAR10 is set: data/README.md
