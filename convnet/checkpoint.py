@@ -31,7 +31,8 @@ load() verifies the checksum, the header and the types of the fields before
 anything is built from them: a corrupt, truncated or foreign file is one
 CheckpointError line. Version-1 checkpoints (pickled dicts) are not read;
 `python -m convnet.checkpoint convert PATH` converts one, or a run folder's
-last.ckpt and best.ckpt, once, in place (docs: README, Training).
+last.ckpt and best.ckpt, once, in place (docs: README, Training);
+`python -m convnet.checkpoint verify PATH` loads and checks files.
 
 Writes go through convnet.fsio.write_atomic (beside, fsync, os.replace): a
 crash or kill -9 at any moment leaves the old file or the new one. A state
@@ -43,12 +44,17 @@ best_epoch: after a kill between the two, repair_best() (called when a run
 resumes) copies last.ckpt over best.ckpt. RunLock gives the folder to one run
 at a time.
 """
+import sys
+
+if __name__ == "__main__":          # before the slow imports: Ctrl-C now is one line, exit 130
+    from convnet import startup
+    startup.guard("convnet.checkpoint")
+
 import hashlib
 import json
 import os
 import re
 import socket
-import sys
 
 import numpy as np
 

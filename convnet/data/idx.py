@@ -6,6 +6,7 @@ differs from the image count, or a file that is not a regular file is refused
 with one DataError line; labels are checked before anything is sized by them.
 """
 import gzip
+import math
 import os
 
 import numpy as np
@@ -41,7 +42,7 @@ def read_idx(path):
         raise DataError(f"{path}: truncated IDX header")
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_TYPES[raw[2]])
-    need = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    need = header + math.prod(dims) * dtype.itemsize          # exact: no int64 wrap-around
     if len(raw) < need:
         raise DataError(f"{path}: truncated IDX data ({len(raw)} bytes, the header {dims} needs {need})")
     if len(raw) > need:

@@ -14,6 +14,7 @@ import io
 import multiprocessing
 import os
 import shutil
+import signal
 import tarfile
 import tempfile
 import threading
@@ -71,10 +72,15 @@ def _decode_all(paths):
     if len(paths) < 1000 or workers < 2:
         return [_decode_entry(p) for p in paths]
     if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        # workers ignore Ctrl-C: the parent's KeyboardInterrupt ends the pool (no worker tracebacks)
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_ignore_sigint) as pool:
             return pool.map(_decode_entry, paths, chunksize=256)
     with concurrent.futures.ThreadPoolExecutor(workers) as ex:
         return list(ex.map(_decode_entry, paths))
+
+
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _tree_arrays(split_root):
