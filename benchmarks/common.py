@@ -283,16 +283,8 @@ def write_results(benchmark, info, rows, extra=None, directory=None, when=None):
         doc.update(extra)
     path = results_path(benchmark, info.get("device", "unknown"), when, commit, directory)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_clean(doc), f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from convnet.fsio import write_atomic
+    write_atomic(path, (json.dumps(_clean(doc), indent=1) + "\n").encode())
     return path
 
 
