@@ -31,7 +31,6 @@ import importlib
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -46,49 +45,10 @@ CPU_IMAGE = {227: 27, 27: 7, 13: 5}    # image sizes for the CPU check (conv1 27
 CPU_BATCH = 2
 
 
-@dataclass(frozen=True)
-class ConvLayer:
-    name: str        # "conv2" (one device, groups) or "conv2/col" (one column)
-    c: int           # input channels
-    hw: int          # image height = width
-    f: int           # filters
-    k: int           # kernel height = width
-    stride: int
-    pad: int
-    groups: int
-
-    @property
-    def base(self):
-        return self.name.split("/")[0]
-
-    @property
-    def split(self):
-        return "column" if self.name.endswith("/col") else "device"
-
-    def shapes(self, n, hw=None):
-        """(x, w, y) shapes at batch n (and image size hw, default the layer's)."""
-        hw = hw or self.hw
-        o = common.conv_output_size(hw, self.k, self.stride, self.pad)
-        return (n, self.c, hw, hw), (self.f, self.c // self.groups, self.k, self.k), (n, self.f, o, o)
-
-    def passes(self):
-        # conv1's input is the image: nothing needs its gradient
-        return [p for p in PASSES if not (p == "bwd_data" and self.base == "conv1")]
-
-
-# The paper's conv layers (SPEC.md), as one device with groups and per column.
-LAYERS = [
-    ConvLayer("conv1", 3, 227, 96, 11, 4, 0, 1),
-    ConvLayer("conv1/col", 3, 227, 48, 11, 4, 0, 1),
-    ConvLayer("conv2", 96, 27, 256, 5, 1, 2, 2),
-    ConvLayer("conv2/col", 48, 27, 128, 5, 1, 2, 1),
-    ConvLayer("conv3", 256, 13, 384, 3, 1, 1, 1),
-    ConvLayer("conv3/col", 256, 13, 192, 3, 1, 1, 1),
-    ConvLayer("conv4", 384, 13, 384, 3, 1, 1, 2),
-    ConvLayer("conv4/col", 192, 13, 192, 3, 1, 1, 1),
-    ConvLayer("conv5", 384, 13, 256, 3, 1, 1, 2),
-    ConvLayer("conv5/col", 192, 13, 128, 3, 1, 1, 1),
-]
+ConvLayer = common.ConvLayer
+# The conv layers of the `alexnet` config (two columns), as one device with groups
+# and per column, derived from the config (benchmarks/common.py).
+LAYERS = common.alexnet_conv_layers("alexnet")
 
 
 def parse_list(text, allowed, what):
