@@ -9,6 +9,7 @@
 #   make emu-asan the emulation built with AddressSanitizer (build/asan/)
 #   make emu-tsan the emulation built with ThreadSanitizer (build/tsan/): races between
 #                 the threads of a block (tests/test_tsan.py)
+#   make tsan-check every kernel case on the ThreadSanitizer build (~1-2 min)
 #   make static   the static performance model of the sm_90 code (benchmarks/static_model.py)
 #   make clean    remove build outputs
 
@@ -33,7 +34,7 @@ NVCC_FLAGS := $(NVCC_BASE) $(NVCC_ARCH)
 
 DATASET := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: all deps kernels emu emu-asan emu-tsan data test check clean static nvcc-flags
+.PHONY: all deps kernels emu emu-asan emu-tsan tsan-check data test check clean static nvcc-flags
 all: deps kernels emu data
 
 # --- Python dependencies -------------------------------------------------
@@ -73,6 +74,9 @@ test: all
 
 check: all
 	$(PYTHON) -m convnet.check
+
+tsan-check: emu-tsan
+	$(PYTHON) tools/tsan_check.py
 
 clean:
 	rm -rf $(BUILD) convnet/_emu*.so
