@@ -165,6 +165,33 @@ def alexnet_conv_layers(config="alexnet"):
     return sorted(out, key=lambda l: (order[l.base], l.split != "device"))
 
 
+def alexnet_shapes(batch=128, config="alexnet"):
+    """Per layer of a two-column config, named without the column letter ("conv1",
+    "lrn1", "fc6", ...): the output shape at this batch as one device (the columns'
+    channels or features side by side), and for fc layers "<name>.weight", the
+    weight's (outputs, inputs) shape as one device."""
+    import math as _math
+    from convnet.net import Net
+    net = Net(config, materialize=False)
+    out = {}
+    for name in net.config_order:
+        layer = net.layers[name]
+        base = name[:-1] if name[-1:] in "ab" and name[:-1] + ("b" if name[-1] == "a" else "a") in net.layers \
+            else name
+        shape = tuple(layer.out_shape)
+        if base in out and base != name:          # the second column: add its channels / features
+            prev = out[base]
+            out[base] = (prev[0], prev[1] + shape[0]) + tuple(prev[2:])
+        else:
+            out[base] = (batch,) + shape
+        if layer.kind == "fc":
+            fan_in = sum(_math.prod(s) for s in layer.in_shapes)
+            key = base + ".weight"
+            rows = out[key][0] + shape[0] if key in out and base != name else shape[0]
+            out[key] = (rows, fan_in)
+    return out
+
+
 # --- counting ----------------------------------------------------------------
 
 def conv_output_size(n, k, stride, pad):
