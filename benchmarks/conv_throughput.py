@@ -238,7 +238,8 @@ def model_prediction(kernels, conv, pass_, version, layer, n):
     except Exception as e:
         return {"error": common._one_line(e)}
     return {k: r[k] for k in ("kernel", "bound", "ms", "tflops", "limiter", "issue_bound", "smem_bound",
-                              "gmem_bound", "fill", "waves", "wave_eff", "blocks", "blocks_per_sm")}
+                              "gmem_bound", "fill", "waves", "wave_eff", "tail_eff", "blocks", "blocks_per_sm",
+                              "estimate", "estimate_ms")}
 
 
 def totals(rows, peak):
@@ -323,7 +324,8 @@ def run_gpu(args, cupy, torch):
                 if model and "ms" in model:
                     print(f"    static model: >= {model['ms']:.3f} ms ({100 * model['bound']:.0f}% of the datasheet "
                           f"peak at most; {model['limiter']}-bound, fill {model['fill']:.2f}, "
-                          f"{model['waves']:.2f} waves); measured {row['model_ms_ratio']:.2f}x that")
+                          f"{model['waves']:.2f} waves, est {model['estimate_ms']:.3f} ms); "
+                          f"measured {row['model_ms_ratio']:.2f}x the bound")
         del g, t
         cupy.get_default_memory_pool().free_all_blocks()
         torch.cuda.empty_cache()

@@ -43,12 +43,18 @@ Per AlexNet conv layer pass (shapes derived from the `alexnet` config, batch
 version, the launch geometry is the launcher's (convnet/kernel_ops/conv.py:
 its tile function, split-K count and kernel names) and the model gives:
 tile fill (useful multiply-adds over those the launched tiles do, padding and
-gathered zeros included), blocks, waves on 132 SMs at the occupancy above,
-wave efficiency (waves / whole waves started), and the static upper bound on
-the fraction of FP32 peak
+gathered zeros included), blocks, waves on 132 SMs at the occupancy above
+(blocks / (132 x blocks per SM)), the slot efficiency (waves / whole waves
+started), the tail efficiency (blocks / 132 over ceil(blocks / 132): the
+busiest SM's share), and the static upper bound on the fraction of FP32 peak
 
-    min(issue bound, shared-memory bound, global-memory bound) x fill x wave efficiency
+    min(issue bound, shared-memory bound, global-memory bound) x fill x tail efficiency
 
+(the tail, not the slot efficiency: an SM with fewer resident blocks than it
+holds may still issue at its full rate, so only the busiest SM's block count
+bounds the time). The same with the slot efficiency is printed as `est`: what
+the launch gets if each SM's rate is in proportion to its resident blocks --
+an estimate, not a bound.
 where the global-memory bound compares the pass's compulsory traffic (each
 input read once, each output written once) at 4.8 TB/s with its FLOPs at
 peak. Against the datasheet 66.9 TFLOP/s (H100/H200 SXM, 132 SMs x 128 FMA x
@@ -322,11 +328,22 @@ def occupancy(regs, smem_bytes, threads, dev=SM90):
 
 
 def waves(blocks, blocks_per_sm, sms=SMS):
-    """(waves, wave efficiency): blocks over the SMs' slots, and waves / whole waves run."""
+    """(waves, slot efficiency): blocks over the SMs' slots (SMs x blocks per SM), and
+    waves / whole waves started (each SM's rate in proportion to its resident blocks)."""
     if blocks_per_sm < 1:
         return float("inf"), 0.0
     w = blocks / (sms * blocks_per_sm)
     return w, (w / math.ceil(w) if w > 0 else 0.0)
+
+
+def tail_efficiency(blocks, sms=SMS):
+    """Blocks per SM on average over those of the busiest SM, ceil(blocks / SMs): no SM
+    works faster than its full rate however many of its blocks are resident, so this
+    bounds the fraction of the chip a launch keeps busy (the slot efficiency above,
+    which assumes a lone block runs no faster than one of a full SM, is lower)."""
+    if blocks < 1:
+        return 0.0
+    return (blocks / sms) / math.ceil(blocks / sms)
 
 
 def launch_bound(kernel, blocks, threads, flops, min_bytes, useful_fma=None, launched_fma=None,
@@ -334,7 +351,8 @@ def launch_bound(kernel, blocks, threads, flops, min_bytes, useful_fma=None, lau
     """The static upper bound for one launch of an analysed kernel: the tightest of the
     issue, shared-memory and global-memory bounds, times fill and wave efficiency."""
     occ = occupancy(kernel["registers"], kernel["smem_bytes"], threads)
-    w, weff = waves(blocks, occ["blocks"], sms)
+    w, slots = waves(blocks, occ["blocks"], sms)
+    tail = tail_efficiency(blocks, sms) if occ["blocks"] else 0.0
     loop = kernel["main_loop"]
     issue, smem = issue_and_smem_bounds(loop)
     t_math = flops / peak
@@ -343,13 +361,16 @@ def launch_bound(kernel, blocks, threads, flops, min_bytes, useful_fma=None, lau
     fill = 1.0 if not launched_fma else useful_fma / launched_fma
     terms = {"issue": issue, "smem": smem, "gmem": gmem}
     limiter = min(terms, key=terms.get)
-    bound = terms[limiter] * fill * weff
+    bound = terms[limiter] * fill * tail
+    estimate = terms[limiter] * fill * slots
     return {"blocks": blocks, "threads": threads, "blocks_per_sm": occ["blocks"],
-            "occupancy_limit": occ["limit"], "waves": w, "wave_eff": weff, "fill": fill,
+            "occupancy_limit": occ["limit"], "waves": w, "wave_eff": slots, "tail_eff": tail, "fill": fill,
             "issue_bound": issue, "smem_bound": smem, "gmem_bound": gmem, "limiter": limiter,
             "bound": bound, "tflops": bound * peak / 1e12, "pct_peak": 100 * bound,
             "pct_cublas": 100 * bound * peak / CUBLAS_FLOPS,
-            "ms": (flops / (bound * peak) * 1e3) if bound > 0 else float("inf")}
+            "ms": (flops / (bound * peak) * 1e3) if bound > 0 else float("inf"),
+            "estimate": estimate,
+            "estimate_ms": (flops / (estimate * peak) * 1e3) if estimate > 0 else float("inf")}
 
 
 # --- tools and building -------------------------------------------------------------
@@ -554,6 +575,7 @@ def model_pass(kernels, conv, pass_, version, layer, n=BATCH):
            "math_fraction": kern["main_loop"]["math_fraction"], **b}
     row["reduce_ms"] = reduce_ms
     row["ms"] = b["ms"] + reduce_ms
+    row["estimate_ms"] = b["estimate_ms"] + reduce_ms
     return row
 
 
@@ -576,10 +598,12 @@ def iteration_totals(rows, conv):
     for r in rows:
         for label in (r["version"],) + (("shipped",) if conv.SHIPPED[ops[r["pass"]]] == r["version"] else ()):
             key = (r["split"], label)
-            t = out.setdefault(key, {"split": r["split"], "version": label, "ms": 0.0, "flops": 0})
+            t = out.setdefault(key, {"split": r["split"], "version": label, "ms": 0.0, "estimate_ms": 0.0,
+                                     "flops": 0})
             # one device: the listed layers; two columns: each column layer runs twice
             times = 2 if r["split"] == "column" else 1
             t["ms"] += times * r["ms"]
+            t["estimate_ms"] += times * r["estimate_ms"]
             t["flops"] += times * r["flops"]
     for t in out.values():
         t["tflops"] = t["flops"] / (t["ms"] * 1e-3) / 1e12
@@ -613,14 +637,15 @@ def kernel_table(analysis):
 
 
 def pass_table(rows):
-    lines = [f"{'layer':<10} {'pass':<10} {'ver':<3} {'kernel':<27} {'blocks':>6} {'b/SM':>4} {'waves':>5} "
-             f"{'weff':>5} {'fill':>5} {'issue':>5} {'smem':>5} {'gmem':>5} {'bound':>6} "
-             f"{'TFLOP/s':>7} {'%52T':>5} {'ms':>7}"]
+    lines = [f"{'layer':<10} {'pass':<10} {'ver':<3} {'kernel':<26} {'blocks':>6} {'b/SM':>4} {'waves':>5} "
+             f"{'slot':>4} {'tail':>4} {'fill':>4} {'issue':>5} {'smem':>4} {'gmem':>4} {'bound':>6} "
+             f"{'TFLOP/s':>7} {'%52T':>4} {'ms':>6} {'est':>5} {'est ms':>6}"]
     for r in rows:
-        lines.append(f"{r['layer']:<10} {r['pass']:<10} {r['version']:<3} {r['kernel']:<27} {r['blocks']:>6} "
-                     f"{r['blocks_per_sm']:>4} {r['waves']:>5.2f} {r['wave_eff']:>5.2f} {r['fill']:>5.2f} "
-                     f"{r['issue_bound']:>5.2f} {r['smem_bound']:>5.2f} {r['gmem_bound']:>5.2f} "
-                     f"{100 * r['bound']:>5.1f}% {r['tflops']:>7.1f} {r['pct_cublas']:>4.0f}% {r['ms']:>7.3f}")
+        lines.append(f"{r['layer']:<10} {r['pass']:<10} {r['version']:<3} {r['kernel']:<26} {r['blocks']:>6} "
+                     f"{r['blocks_per_sm']:>4} {r['waves']:>5.2f} {r['wave_eff']:>4.2f} {r['tail_eff']:>4.2f} "
+                     f"{r['fill']:>4.2f} {r['issue_bound']:>5.2f} {r['smem_bound']:>4.2f} {r['gmem_bound']:>4.2f} "
+                     f"{100 * r['bound']:>5.1f}% {r['tflops']:>7.1f} {r['pct_cublas']:>3.0f}% {r['ms']:>6.3f} "
+                     f"{100 * r['estimate']:>4.0f}% {r['estimate_ms']:>6.3f}")
     return lines
 
 
@@ -665,8 +690,9 @@ def main(argv=None):
                 k["threads_hint"] = conv_mod._tile(v, 1)[2]
     print(f"static model, sm_90 machine code ({SMS} SMs, FP32 peak {PEAK_FLOPS / 1e12:.1f} TFLOP/s by the "
           f"datasheet, {DRAM_BYTES_S / 1e12:.1f} TB/s); STATIC UPPER BOUNDS, not measurements")
-    print("per kernel (main loop = the loop with the most math; blk/SM and warps at 256 threads/block "
-          "unless the launcher says; wf/m = shared wavefronts per math instr, broadcast..no-broadcast):")
+    print("per kernel (main loop = of the innermost loops with math, the one with the most; math% = with its "
+          "math-free inner loops counted once .. left out; blk/SM and warps at 256 threads/block unless the "
+          "launcher says; wf/m = shared wavefronts per math instruction, broadcast .. no broadcast):")
     for line in kernel_table(analysis):
         print("  " + line)
     doc = {"benchmark": "static_model", "date": common.utc_now().isoformat(timespec="seconds"),
@@ -677,14 +703,17 @@ def main(argv=None):
         versions = [s.strip() for s in args.versions.split(",") if s.strip()] or None
         rows = alexnet_rows(analysis["conv"], versions, args.batch)
         tot = iteration_totals(rows, conv_mod)
-        print(f"AlexNet conv passes, batch {args.batch} (static upper bound = min(issue, smem, gmem) x fill x "
-              f"wave efficiency; TFLOP/s and ms at that bound; %52T = against 52 TFLOP/s):")
+        print(f"AlexNet conv passes, batch {args.batch}: bound = min(issue, smem, gmem) x fill x tail (static "
+              f"upper bound; TFLOP/s, %52T = against 52 TFLOP/s, and ms at it); waves = blocks / (132 x b/SM), "
+              f"slot = waves / whole waves; est = the bound with slot in place of tail (an SM's rate in "
+              f"proportion to its resident blocks: not a bound):")
         for line in pass_table(rows):
             print("  " + line)
         print("conv passes of one iteration (columns: both columns' layers, one after the other):")
         for t in tot:
             print(f"  {t['split']:<7} {t['version']:<8} {t['ms']:8.2f} ms  {t['tflops']:5.1f} TFLOP/s "
-                  f"({t['pct_peak']:.0f}% of {PEAK_FLOPS / 1e12:.1f})")
+                  f"({t['pct_peak']:.0f}% of {PEAK_FLOPS / 1e12:.1f}) at the bound; {t['estimate_ms']:.2f} ms "
+                  f"at the slot estimate")
         doc.update(batch=args.batch, rows=rows, iteration=tot)
     if not args.no_write:
         print(f"results: {write(doc, args.out)}")

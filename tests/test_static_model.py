@@ -89,6 +89,9 @@ def test_waves():
     w, eff = sm.waves(270, 2)
     assert w == pytest.approx(270 / 264) and eff == pytest.approx(w / 2)
     assert sm.waves(10, 0) == (math.inf, 0.0)
+    # the busiest SM: 270 blocks on 132 SMs -> 3 on some, 2.045 on average
+    assert sm.tail_efficiency(270) == pytest.approx((270 / 132) / 3)
+    assert sm.tail_efficiency(264) == 1.0 and sm.tail_efficiency(66) == 0.5
 
 
 def test_resource_usage_reader():
@@ -183,6 +186,7 @@ def test_model_over_the_shipped_conv_kernels(tmp_path, capsys):
     doc = json.loads(next(tmp_path.glob("static-*.json")).read_text())
     assert doc["rows"] and doc["iteration"]
     for r in doc["rows"]:
-        assert 0 < r["bound"] <= 1 and 0 < r["fill"] <= 1 and 0 < r["wave_eff"] <= 1
+        assert 0 < r["bound"] <= 1 and 0 < r["fill"] <= 1 and 0 < r["wave_eff"] <= r["tail_eff"] <= 1
         assert r["bound"] <= min(r["issue_bound"], r["smem_bound"], r["gmem_bound"]) + 1e-12
+        assert r["estimate"] <= r["bound"] and r["estimate_ms"] >= r["ms"]
         assert r["ms"] > 0 and r["waves"] == pytest.approx(r["blocks"] / (132 * r["blocks_per_sm"]))
