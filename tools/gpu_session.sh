@@ -8,7 +8,8 @@
 # session's deadline, GPU_SESSION_SECONDS, default 470 s after the start):
 #   build       make deps kernels emu (offline: deps that import are not installed)
 #   static      benchmarks/static_model.py (the static bounds; needs cuobjdump)
-#   check       python -m convnet.check on the GPU, small and AlexNet shapes
+#   check       python -m convnet.check on the GPU, small shapes
+#   check-alex  the same at AlexNet's shapes (the float64 NumPy references take most of it)
 #   gpu-tests   pytest -m gpu
 #   conv        benchmarks/conv_throughput.py --versions all (with the model's bound per row)
 #   train       benchmarks/train_throughput.py (the whole iteration)
@@ -83,7 +84,8 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...
 
 step build      150 make deps kernels emu
 step static      30 python3 benchmarks/static_model.py --no-make --kernels conv
-step check       75 python3 -m convnet.check --backend cuda --shapes all
+step check       40 python3 -m convnet.check --backend cuda --shapes small
+step check-alex  90 python3 -m convnet.check --backend cuda --shapes alexnet
 step gpu-tests   60 python3 -m pytest -q -m gpu tests
 step conv       110 python3 benchmarks/conv_throughput.py --versions all --repeat 10
 step train       60 python3 benchmarks/train_throughput.py
