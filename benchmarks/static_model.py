@@ -32,6 +32,9 @@ build) and reads, per kernel:
   fraction (math / all), which is the issue bound: an SM issues one warp
   instruction per scheduler per cycle, 4 per cycle, and does 4 FFMA warp
   instructions per cycle at its FP32 peak;
+  (HMMA/HGMMA count as math too, but the bounds here are against the FP32
+  FFMA peak: a tensor-core kernel needs its own peak before its figures mean
+  anything);
 - shared-memory wavefronts per math instruction, two ways: at least one
   wavefront per LDS/STS (all threads on one address or broadcasts: the lower
   bound, used in the bound below) and the width count, 32 threads x width /

@@ -6,8 +6,9 @@
 
 Loads the ThreadSanitizer build (build/tsan/convnet, `make emu-tsan`) with
 libtsan preloaded, one OS thread per launch (CONVNET_EMU_THREADS=1: blocks run
-one after another, the threads of a block as fibers) and single-threaded BLAS
-(its threads are not instrumented). Prints each race TSan reports (the first
+one after another, the threads of a block as fibers: races between blocks are
+not looked for; --threads 2 looks for some) and single-threaded BLAS (its
+threads are not instrumented). Prints each race TSan reports (the first
 lines, with the .cu file and line) and a summary; exits 1 on any report or a
 failed check, 0 when clean.
 """
@@ -28,11 +29,11 @@ def libtsan():
     return path if os.path.isabs(path) and os.path.exists(path) else None
 
 
-def tsan_env():
+def tsan_env(threads=1):
     lib = libtsan()
     if lib is None:
         raise RuntimeError("gcc has no libtsan.so (apt-get install libgcc-12-dev)")
-    env = dict(os.environ, LD_PRELOAD=lib, CONVNET_EMU_DIR=str(TSAN_DIR), CONVNET_EMU_THREADS="1",
+    env = dict(os.environ, LD_PRELOAD=lib, CONVNET_EMU_DIR=str(TSAN_DIR), CONVNET_EMU_THREADS=str(threads),
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                TSAN_OPTIONS="exitcode=66 history_size=4 " + os.environ.get("TSAN_OPTIONS", ""),
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -59,10 +60,10 @@ def failed_checks(stdout):
     return [l for l in stdout.splitlines() if " FAIL" in l and "no check exercises" not in l]
 
 
-def run(args, timeout=1800):
+def run(args, timeout=1800, threads=1):
     """Run `python3 args...` (python's own binary: a shell wrapper would run under TSan
     too) with the TSan build; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=tsan_env(), capture_output=True,
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=tsan_env(threads), capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -70,6 +71,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", nargs="*", default=None, help="only cases whose name or kernels contain one of these")
     p.add_argument("--shapes", default="small", choices=["small", "alexnet", "all"])
+    p.add_argument("--threads", type=int, default=1,
+                   help="OS threads per launch (default 1; with more, blocks that run at once on two of "
+                        "them are checked against each other too, but which ones do varies run to run)")
     args = p.parse_args(argv)
     if not any(TSAN_DIR.glob("_emu*.so")):
         print(f"no ThreadSanitizer build in {TSAN_DIR.relative_to(ROOT)}: run `make emu-tsan` first")
@@ -77,9 +81,10 @@ def main(argv=None):
     cmd = ["-m", "convnet.check", "--backend", "emu", "--shapes", args.shapes]
     if args.only:
         cmd += ["--only", *args.only]
-    r = run(cmd)
+    r = run(cmd, threads=args.threads)
     found = races(r.stderr)
-    print(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "(no output from convnet.check)")
+    passed = [l.split()[0] for l in r.stdout.splitlines() if " PASS" in l]
+    print(f"convnet.check under ThreadSanitizer: {len(passed)} kernel(s) passed")
     for kind, summary, text in found:
         print(f"TSan: {kind}: {summary}")
         for line in text.splitlines():
