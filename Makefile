@@ -34,7 +34,7 @@ NVCC_FLAGS := $(NVCC_BASE) $(NVCC_ARCH)
 
 DATASET := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: all deps kernels emu emu-asan emu-tsan tsan-check data test check clean static nvcc-flags
+.PHONY: all deps kernels emu emu-asan emu-tsan tsan-check data test check clean static nvcc-flags gpu-wheels
 all: deps kernels emu data
 
 # --- Python dependencies -------------------------------------------------
@@ -77,6 +77,14 @@ check: all
 
 tsan-check: emu-tsan
 	$(PYTHON) tools/tsan_check.py
+
+# --- wheels for the offline GPU machine (Python 3.12, x86_64) -------------------------
+# The Python packages of requirements.txt its image lacks; tools/gpu_session.sh installs
+# them from build/wheels (carry it with the device tool).
+GPU_WHEELS := safetensors>=0.4
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --only-binary=:all: --no-deps --python-version 3.12 \
+	    --platform manylinux2014_x86_64 -d $(BUILD)/wheels "$(GPU_WHEELS)"
 
 clean:
 	rm -rf $(BUILD) convnet/_emu*.so

@@ -34,6 +34,11 @@ logs=build/gpu-session
 rm -rf "$logs"
 mkdir -p "$logs"
 export PYTHONUNBUFFERED=1
+# The GPU machine has no network: Python packages its image lacks (safetensors) come from
+# build/wheels, made here by `make gpu-wheels` and carried along (see the README).
+if [ -d build/wheels ]; then
+    export PIP_FIND_LINKS="$PWD/build/wheels" PIP_NO_INDEX=1
+fi
 deadline=${GPU_SESSION_SECONDS:-470}
 stamp="$logs/.start"
 touch "$stamp"
