@@ -77,6 +77,14 @@ def build_parser():
                    help="validate on N training images held out from training (a fixed choice) instead "
                         "of the dataset's val split (which for Fashion-MNIST and CIFAR-10 is the test set)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # data parallelism (convnet/distributed.py, docs/data-parallel.md)
+    p.add_argument("--data-parallel", action="store_true",
+                   help="under mpirun -n K: each rank trains on its slice of every global batch "
+                        "(--batch-size), gradients averaged over the ranks")
+    p.add_argument("--dp-timeout", type=cli.positive_float,
+                   help="seconds a rank waits for the others before aborting every rank (default 120)")
+    p.add_argument("--dp-bucket-mb", type=cli.positive_float,
+                   help="MiB of gradients per all-reduce bucket (default 8)")
     return p
 
 
@@ -236,6 +244,8 @@ def evaluate_loader(net, loader):
     from convnet.backend import to_host
     top1 = top5 = n = 0
     for x, labels in loader:
+        if len(labels) == 0:            # a data-parallel rank's empty slice of a short last batch
+            continue
         logits = to_host(net.forward(x, train=False))
         labels = to_host(labels)
         k5 = min(5, logits.shape[1])
@@ -272,14 +282,21 @@ class Interrupt:
 
 
 class Trainer:
-    def __init__(self, cfg, run, devices, resumed=None, progress=True, on_step=None, out=print):
+    def __init__(self, cfg, run, devices, resumed=None, progress=True, on_step=None, out=print,
+                 comm=None, dp_bucket_mb=None):
         self.cfg, self.run, self.devices = cfg, run, devices
-        self.progress = progress
+        self.comm = comm                        # data parallelism: a convnet.distributed communicator
+        self.root = comm is None or comm.is_root    # rank 0 alone writes checkpoints and logs
+        self.progress = progress and self.root
         self.on_step = on_step                  # callback(trainer) after every step (tests)
         self.out = out
         self.train_ds, self.val_ds = load_data(run)
         self.note = fit_config_to_data(cfg, self.train_ds)   # before the net is built from cfg
         self.net, self.opt, self.schedule = build(cfg, run, devices)
+        self.dp = None
+        if comm is not None:
+            from convnet import distributed
+            self.dp = distributed.DataParallel(comm, self.net, dp_bucket_mb or distributed.DEFAULT_BUCKET_MB)
         self.epoch = 0                          # epochs completed
         self.step_in_epoch = 0                  # batches of epoch self.epoch + 1 already trained
         self.global_step = 0
@@ -292,7 +309,8 @@ class Trainer:
             self._restore(resumed)
         self.dir = run["checkpoint_dir"]
         os.makedirs(self.dir, exist_ok=True)
-        checkpoint.remove_stale_temporaries(self.dir)        # left by a kill -9 mid-save
+        if self.root:
+            checkpoint.remove_stale_temporaries(self.dir)    # left by a kill -9 mid-save
         log_dir = os.path.dirname(os.path.abspath(run["log"]))
         os.makedirs(log_dir, exist_ok=True)
 
@@ -320,9 +338,16 @@ class Trainer:
 
     def save(self, best=False):
         self.settle()
+        if self.dp is not None:
+            from convnet import distributed
+            distributed.check_same_weights(self.comm, self.net)
+            if not self.root:
+                return None
         return checkpoint.save_run(self.dir, self.state(), best=best)
 
     def log(self, record):
+        if not self.root:
+            return
         with open(self.run["log"], "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -333,8 +358,9 @@ class Trainer:
         from convnet.data import Augment, make_loader
         size = input_shape(self.cfg)[1]
         augment = Augment(crop=size) if ds.shape[0] > size else None
+        shard = (self.comm.rank, self.comm.size) if self.comm is not None else None
         return make_loader(ds, self.run["batch_size"], train=train, seed=self.run["seed"], epoch=epoch,
-                           augment=augment, device=self.net.devices[0])
+                           augment=augment, device=self.net.devices[0], shard=shard)
 
     # -- loop ------------------------------------------------------------------
     def train(self, interrupt):
@@ -357,10 +383,11 @@ class Trainer:
                     if b < self.step_in_epoch:          # resumed mid-epoch: already trained
                         continue
                     self.in_step = True
-                    loss = self.train_step(x, labels)
+                    rows = loader.rows(b)               # (lo, hi, images of the global batch)
+                    loss = self.train_step(x, labels, rows)
                     self.global_step += 1
                     self.step_in_epoch = b + 1
-                    self.pending.append((self.global_step, e, b + 1, loss, len(labels)))
+                    self.pending.append((self.global_step, e, b + 1, loss, rows[2]))
                     self.in_step = False
                     log_now = self.global_step % self.run.get("log_every", 50) == 0
                     # GPU: read the losses on the host only every log_every steps, at the end of
@@ -385,9 +412,12 @@ class Trainer:
                     bar.close()
             self.end_epoch(e, total)
 
-    def train_step(self, x, labels):
-        """One step; returns the loss as it lies on the device (read later by settle())."""
+    def train_step(self, x, labels, rows=None):
+        """One step; returns the loss as it lies on the device (read later by settle()).
+        Data parallel: rows = (lo, hi, n) of the global batch; the loss is the global batch's."""
         self.net.set_step(self.global_step)
+        if self.dp is not None:
+            return self.dp.train_step(self.net, self.opt, x, labels, rows)
         logits = self.net.forward(x, train=True)
         loss = self.net.loss(logits, labels, sync=False)
         self.net.backward()
@@ -414,6 +444,8 @@ class Trainer:
         self.settle()
         t0 = time.perf_counter()
         top1, top5, n = evaluate_loader(self.net, self._loader(self.val_ds, False, 0))
+        if self.comm is not None:               # each rank evaluated its slices
+            top1, top5, n = self.comm.sum_ints(top1, top5, n)
         val_seconds = time.perf_counter() - t0
         images, seconds = self.partial["images"], self.partial["seconds"]
         m = {"type": "epoch", "epoch": e, "train_loss": self.partial["loss_sum"] / max(images, 1),
@@ -451,8 +483,16 @@ def main(argv=None, on_step=None, out=print):
         cfg, run, resumed = resolve_settings(args)
         run["log_every"] = args.log_every
         devices = cli.resolve_device(args.device, args.gpus)
+        comm = None
+        if args.data_parallel:
+            from convnet import distributed
+            comm = distributed.init(args.dp_timeout or distributed.DEFAULT_TIMEOUT)
+            if not comm.is_root:
+                out = _quiet
+        elif args.dp_timeout is not None or args.dp_bucket_mb is not None:
+            raise UsageError("--dp-timeout and --dp-bucket-mb need --data-parallel")
         trainer = Trainer(cfg, run, devices, resumed, progress=not args.no_progress,
-                          on_step=on_step, out=out)
+                          on_step=on_step, out=out, comm=comm, dp_bucket_mb=args.dp_bucket_mb)
     except cli.user_errors() as e:
         return cli.report(PROG, e)
     except KeyboardInterrupt:
@@ -463,6 +503,8 @@ def main(argv=None, on_step=None, out=print):
         out(f"nothing to do: the checkpoint has {trainer.epoch} epochs, --epochs is {run['epochs']}")
         return cli.EXIT_OK
     out(trainer.net.summary())
+    if trainer.dp is not None:
+        out(trainer.dp.describe())
     if trainer.note:
         out(trainer.note)
     out(f"training '{cfg['name']}' on {run['data']} ({len(trainer.train_ds)} train, {len(trainer.val_ds)} val "
@@ -473,6 +515,8 @@ def main(argv=None, on_step=None, out=print):
         try:
             trainer.train(interrupt)
         except Stop as e:
+            if trainer.comm is not None and not trainer.root:
+                return cli.EXIT_FAILED          # the same Stop on every rank: rank 0 says why
             return cli.report(PROG, e, cli.EXIT_FAILED)
         except KeyboardInterrupt:
             return _save_interrupted(trainer)
@@ -480,6 +524,10 @@ def main(argv=None, on_step=None, out=print):
     out(f"done: best val top-1 error {100 * best:.2f}%; checkpoints {trainer.dir}/{checkpoint.LAST}, "
         f"{checkpoint.BEST}; log {run['log']}")
     return cli.EXIT_OK
+
+
+def _quiet(*args, **kwargs):
+    """`out` of the data-parallel ranks other than 0."""
 
 
 def _save_interrupted(trainer):
