@@ -208,6 +208,7 @@ class DataParallel:
             raise ValueError(f"bucket size must be > 0 MiB, got {bucket_mb}")
         self.comm = comm
         self.net = net
+        self.bucket_mb = float(bucket_mb)
         self.limit = int(bucket_mb * 2 ** 20)
         self.gpu = net.devices[0].kind == "cuda"
         self.nccl = NCCLReducer(comm, net.devices) if self.gpu and comm.size > 1 else None
@@ -250,7 +251,7 @@ class DataParallel:
         mb = sum(b.nbytes() for b in self.buckets) / 2 ** 20
         how = "NCCL" if self.nccl is not None else self.comm.name
         return (f"data parallel: {self.comm.size} ranks over {how}; {len(self.buckets)} gradient buckets "
-                f"({mb:.1f} MiB per step, <= {self.limit / 2 ** 20:g} MiB each); timeout {self.comm.timeout:g} s")
+                f"({mb:.1f} MiB per step, <= {self.bucket_mb:g} MiB each); timeout {self.comm.timeout:g} s")
 
     # -- one step -----------------------------------------------------------------------------
     def train_step(self, net, opt, x, labels, rows):
