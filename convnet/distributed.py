@@ -50,6 +50,7 @@ On the CPU, Open MPI makes progress on a non-blocking reduction only inside
 MPI calls, so there the overlap is small (each new bucket's launch tests the
 earlier ones); the GPU path's overlap comes from NCCL's own stream.
 """
+import math
 import os
 import sys
 import time
@@ -383,3 +384,152 @@ def check_same_weights(comm, net):
         total += float(np.sum(backend.to_host(p.value), dtype=np.float64)) * (1.0 + 1e-3 * i)
     comm.same_on_all(total, "the weights' checksum")
 
+
+
+# --- the cost model on paper (docs/data-parallel.md; `python -m convnet.distributed`) ----------------
+#
+# Nominal link bandwidths per GPU and direction, bytes/s (vendor and standard figures, not measured
+# here): NVLink 4 on an H100 SXM, 900 GB/s both directions together (NVIDIA's H100 datasheet); PCIe
+# 4.0 x16, 16 GT/s x 16 lanes x 128/130 (the PCI-SIG spec); InfiniBand NDR 400 Gb/s and HDR 200 Gb/s
+# per port, one port per GPU (as in an 8-GPU DGX H100 node).
+FABRICS = (("NVLink 4", 450e9), ("PCIe 4.0 x16", 31.5e9), ("InfiniBand NDR", 50e9),
+           ("InfiniBand HDR", 25e9))
+LATENCY_S = 5e-6        # per ring step (an assumption: a few microseconds on NVLink and InfiniBand)
+
+
+def _weights_and_flops(config, batch):
+    """(layers [(name, kind, column, params, forward FLOPs of `batch` images)] in config order,
+    the net) from a config's shapes (nothing allocated)."""
+    from convnet.net import Net
+    net = Net(config, materialize=False, fuse=False)
+    rows = []
+    for name in net.config_order:
+        layer = net.layers[name]
+        n = sum(p.size for p in layer.params.values())
+        flops = 0
+        if layer.kind in ("conv", "fc"):
+            w = layer.params["w"]
+            flops = 2 * batch * math.prod(layer.out_shape) * (w.size // w.shape[0])
+        if n:
+            rows.append((name, layer.kind, layer.column, n, flops))
+    return rows, net
+
+
+def bucket_sizes(sizes, limit):
+    """Bucket byte counts of gradients of `sizes` bytes, in the order backward finishes them, with
+    DataParallel's rule: a bucket is closed before a gradient that would take it past `limit`."""
+    out = []
+    for s in sizes:
+        if out and out[-1] + s <= limit:
+            out[-1] += s
+        else:
+            out.append(s)
+    return out
+
+
+def ring_seconds(nbytes, ranks, bandwidth, buckets=1):
+    """A ring all-reduce of nbytes over `ranks`: 2 (K-1)/K of the bytes through each GPU's link,
+    plus 2 (K-1) latency steps per bucket."""
+    if ranks <= 1:
+        return 0.0
+    return 2 * (ranks - 1) / ranks * nbytes / bandwidth + buckets * 2 * (ranks - 1) * LATENCY_S
+
+
+def cost_model(config="alexnet", batch=128, gpus=(2, 8, 64), rate=20e12, bucket_mb=DEFAULT_BUCKET_MB):
+    """Predicted scaling efficiency of three layouts of a two-column config at `gpus` GPUs, with
+    `batch` images per rank and a sustained `rate` FLOP/s per GPU (an assumption). Returns
+    (facts dict, rows [(layout, fabric, {gpus: (exposed seconds, efficiency)})]).
+
+    A step's compute is 3x the forward FLOPs (forward, the input gradient, the weight gradient).
+    The gradient buckets of the fully connected layers are finished first in backward, so their
+    all-reduce overlaps the convolutions' backward (2/3 of their FLOPs); the exposed time is what
+    does not fit in that window. Efficiency = compute / (compute + exposed), against one rank of
+    the same layout (weak scaling: the global batch grows with the ranks).
+
+    Layouts: "data parallel" (one column's worth of net per GPU: the whole net, every GPU a rank);
+    "2 columns per rank" (the paper's two columns on two GPUs, data parallel over G/2 ranks; each
+    GPU all-reduces its own column's weights); "one weird trick" (data parallel convolutions over
+    all G GPUs, the fully connected layers split over the G GPUs by neurons: their weights are never
+    all-reduced, their inputs and outputs are exchanged instead: per image the pool5 activations,
+    fc6 and fc7 outputs and the logits, forward and their gradients backward, none of it overlapped)."""
+    rows, net = _weights_and_flops(config, batch)
+    item = 4
+    limit = int(bucket_mb * 2 ** 20)
+    total_params = sum(r[3] for r in rows)
+    conv_params = sum(r[3] for r in rows if r[1] == "conv")
+    fwd = sum(r[4] for r in rows)
+    conv_fwd = sum(r[4] for r in rows if r[1] == "conv")
+    step_1gpu = 3 * fwd / rate
+    window_1gpu = 2 * conv_fwd / rate
+    backward_order = list(reversed(rows))
+    buckets_all = len(bucket_sizes([r[3] * item for r in backward_order], limit))
+    columns = sorted({r[2] for r in rows})
+    col_bytes = {c: sum(r[3] for r in rows if r[2] == c) * item for c in columns}
+    col_buckets = {c: len(bucket_sizes([r[3] * item for r in backward_order if r[2] == c], limit))
+                   for c in columns}
+    big = max(columns, key=lambda c: col_bytes[c])
+    # one weird trick: floats per image crossing GPUs at the fully connected layers
+    fc_inputs = [n for n in net.config_order if net.layers[n].kind == "fc"]
+    first_fc = net.layers[fc_inputs[0]]
+    per_image = sum(math.prod(s) for s in first_fc.in_shapes)            # pool5 (both columns)
+    per_image += sum(math.prod(net.layers[n].out_shape) for n in fc_inputs)   # fc6, fc7 halves, fc8
+    act_bytes_per_image = 2 * per_image * item                                # forward + backward
+
+    facts = {"params": total_params, "conv_params": conv_params, "bytes": total_params * item,
+             "conv_bytes": conv_params * item, "column_bytes": col_bytes, "forward_flops": fwd,
+             "step_seconds_1gpu": step_1gpu, "overlap_window_1gpu": window_1gpu,
+             "buckets": buckets_all, "column_buckets": col_buckets, "exchange_bytes_per_image":
+             act_bytes_per_image, "rate": rate, "batch": batch}
+    out = []
+    for fabric, bw in FABRICS:
+        dp, cols, trick = {}, {}, {}
+        for g in gpus:
+            # data parallel: every GPU a rank, the whole net's gradients
+            comm = ring_seconds(total_params * item, g, bw, buckets_all)
+            exposed = max(0.0, comm - window_1gpu)
+            dp[g] = (exposed, step_1gpu / (step_1gpu + exposed))
+            # two columns per rank: each GPU half the compute, its column's gradients over G/2 ranks
+            k = max(1, g // len(columns))
+            step = step_1gpu / len(columns)
+            comm = ring_seconds(col_bytes[big], k, bw, col_buckets[big])
+            exposed = max(0.0, comm - window_1gpu / len(columns))
+            cols[g] = (exposed, step / (step + exposed))
+            # one weird trick: conv gradients overlapped, activations exchanged on the critical path
+            conv_comm = ring_seconds(conv_params * item, g, bw,
+                                     len(bucket_sizes([r[3] * item for r in backward_order
+                                                       if r[1] == "conv"], limit)))
+            act = (g - 1) * batch * act_bytes_per_image / bw
+            exposed = act + max(0.0, conv_comm - window_1gpu)
+            trick[g] = (exposed, step_1gpu / (step_1gpu + exposed))
+        out += [("data parallel", fabric, dp), ("2 columns per rank", fabric, cols),
+                ("one weird trick", fabric, trick)]
+    return facts, out
+
+
+def cost_report(config="alexnet", batch=128, gpus=(2, 8, 64), rates=(20e12, 200e12)):
+    """The cost model's tables as text (what docs/data-parallel.md shows)."""
+    lines = []
+    for rate in rates:
+        facts, rows = cost_model(config, batch, gpus, rate)
+        if rate == rates[0]:
+            cb = facts["column_bytes"]
+            lines += [f"{config}: {facts['params']:,} parameters = {facts['bytes'] / 1e6:.1f} MB of float32 "
+                      f"gradients per step ({facts['conv_bytes'] / 1e6:.1f} MB in the convolutions); "
+                      f"per column: " + ", ".join(f"{c}: {b / 1e6:.1f} MB" for c, b in cb.items()),
+                      f"forward {facts['forward_flops'] / batch / 1e9:.3f} GFLOP per image; buckets of "
+                      f"{DEFAULT_BUCKET_MB:g} MiB: {facts['buckets']} for the whole net; one weird trick "
+                      f"exchanges {facts['exchange_bytes_per_image'] / 1e3:.1f} kB per image and GPU pair"]
+        lines += ["", f"sustained {rate / 1e12:g} TFLOP/s per GPU (assumed), {batch} images per rank: "
+                      f"one GPU's step {1e3 * facts['step_seconds_1gpu']:.1f} ms, of which "
+                      f"{1e3 * facts['overlap_window_1gpu']:.1f} ms of convolution backward to hide "
+                      "the all-reduce in",
+                  "efficiency (exposed communication ms) at " + ", ".join(f"{g}" for g in gpus) + " GPUs"]
+        width = max(len(f"{layout}, {fabric}") for layout, fabric, _ in rows)
+        for layout, fabric, eff in rows:
+            cells = "  ".join(f"{100 * e:5.1f}% ({1e3 * x:6.1f})" for x, e in eff.values())
+            lines.append(f"  {(layout + ', ' + fabric).ljust(width)}  {cells}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(cost_report(*(sys.argv[1:2] or ["alexnet"])))

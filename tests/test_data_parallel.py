@@ -30,7 +30,7 @@ def _mpi_missing():
     return None
 
 
-pytestmark = pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missing()))
+needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missing()))
 
 TIMEOUT = 4      # --dp-timeout of the failure tests (seconds)
 
@@ -74,6 +74,7 @@ def metrics(ckdir):
     return checkpoint.load(os.path.join(ckdir, "last.ckpt"))["metrics"]
 
 
+@needs_mpi
 def test_two_ranks_then_three_ranks_and_one_process_resume_match_one_process(setup):
     """Epoch 1 on 2 ranks, then epoch 2 resumed from its checkpoint on 3 ranks and on 1
     process: every step's loss, the validation errors and the weights equal the one-process
@@ -120,6 +121,7 @@ def _emu_built():
     return kernels.emulation_available()
 
 
+@needs_mpi
 @pytest.mark.skipif(not _emu_built(), reason="the CUDA emulation (convnet._emu) is not built: run make")
 def test_two_ranks_of_two_emulated_columns_match_one_process(tmp_path):
     """2 ranks x 2 columns (--device emu --gpus 0,1 on each rank): the kernels on the CPU
@@ -171,6 +173,7 @@ def _start_and_wait_for_a_checkpoint(tmp_path, setup, n):
     return proc, ckdir
 
 
+@needs_mpi
 @pytest.mark.parametrize("how", ["kill", "hang"])
 def test_a_killed_or_hung_rank_ends_every_rank_within_the_timeout(setup, tmp_path, how):
     """kill: rank 1 gets SIGKILL mid-run (mpirun ends the job); hang: rank 1 is stopped
@@ -203,3 +206,106 @@ def test_data_parallel_flags_need_data_parallel(setup, tmp_path, capsys):
                           out=lambda s: None)
     assert code == 2
     assert "--dp-timeout and --dp-bucket-mb need --data-parallel" in capsys.readouterr().err
+
+
+# --- the pieces, without MPI ------------------------------------------------------------------------
+
+def test_sharded_batches_are_the_rows_of_the_global_batches():
+    """Every shard's batch b is rows lo:hi of the unsharded batch b, augmentation included
+    (random crops, flips and lighting drawn for the global batch), for 1 to 3 ranks and a
+    short last batch that leaves a rank empty."""
+    from convnet.data import Augment, make_loader
+    from convnet.data.readers import Dataset
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (26, 10, 10, 3)).astype(np.uint8)
+    ds = Dataset("toy", "train", images, rng.integers(0, 4, 26).astype(np.int32), ["a", "b", "c", "d"],
+                 mean=images.mean(0), pca=(np.ones(3), np.eye(3)))
+    whole = list(make_loader(ds, 8, train=True, seed=5, epoch=1, augment=Augment(crop=8)))
+    assert [len(l) for _, l in whole] == [8, 8, 8, 2]
+    for ranks in (1, 2, 3):
+        shards = [make_loader(ds, 8, train=True, seed=5, epoch=1, augment=Augment(crop=8), shard=(r, ranks))
+                  for r in range(ranks)]
+        for b, (x, labels) in enumerate(whole):
+            parts = [list(s)[b] for s in shards]
+            rows = [s.rows(b) for s in shards]
+            assert [r[2] for r in rows] == [len(labels)] * ranks
+            assert [r[0] for r in rows] == sorted(r[0] for r in rows) and rows[-1][1] == len(labels)
+            np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), x)
+            np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), labels)
+    assert make_loader(ds, 8, train=True, shard=(2, 3)).rows(3) == (1, 2, 2)
+    assert make_loader(ds, 8, train=True, shard=(0, 3)).rows(3) == (0, 0, 2)      # an empty slice
+
+
+@pytest.mark.parametrize("device", ["cpu", "emu"])
+def test_dropout_with_a_row_offset_is_the_rows_of_the_whole_batchs_mask(device):
+    """ops.dropout_forward and ops.relu_dropout_forward on rows lo:hi with offset lo * (elements
+    per row) equal rows lo:hi of the whole tensor's result, bit for bit (what a data-parallel
+    rank computes)."""
+    from convnet import backend, ops
+    if device == "emu" and not _emu_built():
+        pytest.skip("the CUDA emulation (convnet._emu) is not built: run make")
+    dev = backend.cpu() if device == "cpu" else backend.emu(0)
+    x = np.random.default_rng(0).standard_normal((7, 3, 5)).astype(np.float32)
+    per_row = 15
+    for op in (ops.dropout_forward, ops.relu_dropout_forward):
+        with dev.context():
+            whole = backend.to_host(op(dev.asarray(x), 0.5, 2 ** 40 + 3, backend=dev))
+            for lo, hi in ((0, 2), (2, 5), (5, 7)):
+                part = backend.to_host(op(dev.asarray(x[lo:hi]), 0.5, 2 ** 40 + 3, lo * per_row, backend=dev))
+                np.testing.assert_array_equal(part, whole[lo:hi])
+    # the backward regenerates the same mask
+    with dev.context():
+        dy = dev.asarray(x[2:5])
+        dx = backend.to_host(ops.dropout_backward(dy, 0.5, 9, 2 * per_row, backend=dev))
+        full = backend.to_host(ops.dropout_backward(dev.asarray(x), 0.5, 9, backend=dev))
+    np.testing.assert_array_equal(dx, full[2:5])
+
+
+def test_one_process_data_parallel_step_equals_the_plain_step():
+    """DataParallel over the one-process communicator (weight 1, no reduction) leaves the
+    gradients and the update exactly as a plain step, and its buckets cover every Param once."""
+    from convnet import distributed
+    from convnet.net import Net
+    from convnet.optim import SGD
+    cfg = {"LAYERS": [{"name": "data", "type": "data", "shape": [1, 6, 6]},
+                      {"name": "conv1", "type": "conv", "inputs": "data", "filters": 3, "size": 3,
+                       "neuron": "relu"},
+                      {"name": "fc2", "type": "fc", "inputs": "conv1", "outputs": 8, "neuron": "relu"},
+                      {"name": "drop2", "type": "dropout", "inputs": "fc2", "p": 0.5},
+                      {"name": "fc3", "type": "fc", "inputs": "drop2", "outputs": 3}],
+           "HYPER": {"init_std": 0.3}}
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 1, 6, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 5).astype(np.int32)
+    a, b = Net(cfg, seed=2), Net(cfg, seed=2)
+    opt_a, opt_b = SGD(a.params(), lr=0.1), SGD(b.params(), lr=0.1)
+    dp = distributed.DataParallel(distributed.Comm(), b, bucket_mb=2e-4)    # ~200 bytes: several buckets
+    assert len(dp.buckets) >= 3
+    assert sorted(p.name for bk in dp.buckets for p in bk.params) == sorted(p.name for p in b.params())
+    for step in range(2):
+        a.set_step(step)
+        b.set_step(step)
+        loss_a = a.loss(a.forward(x), y)
+        a.backward()
+        opt_a.step()
+        loss_b = dp.train_step(b, opt_b, x, y, (0, 5, 5))
+        assert float(loss_b) == pytest.approx(loss_a, rel=1e-6)
+    for pa, pb in zip(a.params(), b.params()):
+        np.testing.assert_array_equal(pa.value, pb.value)
+
+
+def test_cost_model_counts_come_from_the_config_and_the_docs_show_its_tables():
+    """The model's byte counts are the alexnet config's (60,965,224 float32 parameters), and
+    docs/data-parallel.md shows exactly what `python -m convnet.distributed` prints."""
+    from convnet import distributed
+    facts, rows = distributed.cost_model("alexnet")
+    assert facts["params"] == 60_965_224 and facts["bytes"] == 4 * 60_965_224
+    assert sum(facts["column_bytes"].values()) == facts["bytes"]
+    assert {layout for layout, _, _ in rows} == {"data parallel", "2 columns per rank", "one weird trick"}
+    # more GPUs never predict a better efficiency
+    for _, _, eff in rows:
+        e = [v[1] for v in eff.values()]
+        assert e == sorted(e, reverse=True)
+    with open(os.path.join(ROOT, "docs", "data-parallel.md")) as f:
+        doc = f.read()
+    assert distributed.cost_report("alexnet") in doc
