@@ -304,8 +304,8 @@ class DataParallel:
                     b.buf[off:off + p.size] = g * w
         if self.nccl is not None:
             b.request = self.nccl.start(b)
-        else:
-            b.request = self.comm.allreduce_start(backend.to_host(b.buf))
+        elif self.comm.size > 1:
+            b.request = self.comm.allreduce_start(backend.to_host(b.buf))     # a view: host memory
             for earlier in self._launched:      # let MPI progress the earlier ones
                 if earlier.request is not None:
                     earlier.request.Test()
@@ -331,7 +331,10 @@ class NCCLReducer:
 
     def __init__(self, comm, devices):
         import cupy
-        from cupy.cuda import nccl
+        try:
+            from cupy.cuda import nccl
+        except ImportError as e:
+            raise ValueError(f"--data-parallel on GPUs needs NCCL through cupy.cuda.nccl ({e})") from None
         self.cupy, self.nccl, self.comm = cupy, nccl, comm
         self.comms, self.streams = {}, {}
         self.previous = []
