@@ -7,6 +7,10 @@
 #   make test     the whole test suite
 #   make check    every kernel against its NumPy reference on this machine
 #   make emu-asan the emulation built with AddressSanitizer (build/asan/)
+#   make emu-tsan the emulation built with ThreadSanitizer (build/tsan/): races between
+#                 the threads of a block (tests/test_tsan.py)
+#   make tsan-check every kernel case on the ThreadSanitizer build (~1-2 min)
+#   make static   the static performance model of the sm_90 code (benchmarks/static_model.py)
 #   make clean    remove build outputs
 
 PYTHON ?= python3
@@ -25,12 +29,12 @@ FATBIN := $(patsubst kernels/%.cu,$(BUILD)/kernels/%.fatbin,$(KSRC))
 NVCC_ARCH  := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_86,code=sm_86 \
               -gencode arch=compute_89,code=sm_89 -gencode arch=compute_90,code=sm_90 \
               -gencode arch=compute_90,code=compute_90
-NVCC_FLAGS := -std=c++17 -O3 -Ikernels $(NVCC_ARCH) \
-              -Xptxas -warn-spills -Xptxas -warn-lmem-usage -Xptxas -Werror
+NVCC_BASE  := -std=c++17 -O3 -Ikernels -Xptxas -warn-spills -Xptxas -warn-lmem-usage -Xptxas -Werror
+NVCC_FLAGS := $(NVCC_BASE) $(NVCC_ARCH)
 
 DATASET := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: all deps kernels emu emu-asan data test check clean
+.PHONY: all deps kernels emu emu-asan emu-tsan tsan-check data test check clean static nvcc-flags gpu-wheels
 all: deps kernels emu data
 
 # --- Python dependencies -------------------------------------------------
@@ -50,6 +54,13 @@ endif
 $(BUILD)/kernels/%.fatbin: kernels/%.cu $(KHDR)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCC_FLAGS) -fatbin -o $@ $<
+
+# the flags of one sm_90 build (benchmarks/static_model.py compiles its test kernels with them)
+nvcc-flags:
+	@echo $(NVCC_BASE)
+
+static: kernels
+	$(PYTHON) benchmarks/static_model.py --no-make
 
 include bindings/emu.mk
 
@@ -74,6 +85,17 @@ test: all
 
 check: all
 	$(PYTHON) -m convnet.check
+
+tsan-check: emu-tsan
+	$(PYTHON) tools/tsan_check.py
+
+# --- wheels for the offline GPU machine (Python 3.12, x86_64) -------------------------
+# The Python packages of requirements.txt its image lacks; tools/gpu_session.sh installs
+# them from build/wheels (carry it with the device tool).
+GPU_WHEELS := safetensors>=0.4
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --only-binary=:all: --no-deps --python-version 3.12 \
+	    --platform manylinux2014_x86_64 -d $(BUILD)/wheels "$(GPU_WHEELS)"
 
 clean:
 	rm -rf $(BUILD) convnet/_emu*.so

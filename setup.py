@@ -20,11 +20,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def requirements():
-    """requirements.txt without the GPU (extra "cuda") and test (extra "test") packages."""
+    """requirements.txt without the GPU (extra "cuda"), test (extra "test") and tool packages."""
     reqs = []
     for line in open(os.path.join(HERE, "requirements.txt")):
         req = line.split("#")[0].strip()
-        if req and not req.lower().startswith(("cupy", "pytest", "pybind11")):
+        if req and not req.lower().startswith(("cupy", "pytest", "pybind11", "nvidia-cuda-")):
             reqs.append(req)
     return reqs
 

@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +82,114 @@ def check_same_stream(cupy, torch):
     if c != 0 or t != 0:
         raise RuntimeError(f"CuPy (stream {c:#x}) and PyTorch (stream {t:#x}) must both use the "
                            "default stream; unset CUPY_CUDA_PER_THREAD_DEFAULT_STREAM")
+
+
+# --- AlexNet's conv layers, from the config -----------------------------------
+
+@dataclass(frozen=True)
+class ConvLayer:
+    name: str        # "conv2" (one device, groups) or "conv2/col" (one column)
+    c: int           # input channels
+    hw: int          # image height = width
+    f: int           # filters
+    k: int           # kernel height = width
+    stride: int
+    pad: int
+    groups: int
+
+    @property
+    def base(self):
+        return self.name.split("/")[0]
+
+    @property
+    def split(self):
+        return "column" if self.name.endswith("/col") else "device"
+
+    def shapes(self, n, hw=None):
+        """(x, w, y) shapes at batch n (and image size hw, default the layer's)."""
+        hw = hw or self.hw
+        o = conv_output_size(hw, self.k, self.stride, self.pad)
+        return (n, self.c, hw, hw), (self.f, self.c // self.groups, self.k, self.k), (n, self.f, o, o)
+
+    def passes(self):
+        # the first conv's input is the image: nothing needs its gradient
+        return [p for p in CONV_PASSES if not (p == "bwd_data" and self.base == "conv1")]
+
+
+def _square(value, what, name):
+    a, b = (value, value) if isinstance(value, int) else tuple(value)
+    if a != b:
+        raise ValueError(f"layer {name}: {what} {value!r} is not square (the benchmarks take square convs)")
+    return int(a)
+
+
+def alexnet_conv_layers(config="alexnet"):
+    """The conv layers of a two-column config (conv1a/conv1b, ...), derived from its
+    layer dicts and shapes (convnet.net.Net, materialize=False), in two forms:
+    "convN/col", one column's layer (the same for both columns), and "convN", the two
+    columns as one device: filters added, groups=2 where each column reads only its own
+    input, groups=1 where both read the same inputs (conv3, across the columns)."""
+    from convnet.net import Net
+    net = Net(config, materialize=False)
+    convs = [net.layers[n] for n in net.config_order if net.layers[n].kind == "conv"]
+    by_base = {}
+    for layer in convs:
+        base = layer.name.rstrip("ab") if layer.name[-1:] in "ab" else layer.name
+        by_base.setdefault(base, []).append(layer)
+    out = []
+    for base, cols in by_base.items():
+        views = []
+        for layer in cols:
+            spec = layer.spec
+            c = sum(s[0] for s in layer.in_shapes)
+            hw = _square(layer.in_shapes[0][1:], "input", layer.name)
+            k = _square(spec["size"], "size", layer.name)
+            views.append((c, hw, layer.out_shape[0], k, _square(spec.get("stride", 1), "stride", layer.name),
+                          _square(spec.get("pad", 0), "pad", layer.name), int(spec.get("groups", 1)),
+                          tuple(layer.inputs)))
+        first = views[0]
+        if any(v[:7] != first[:7] for v in views):
+            raise ValueError(f"{base}: the columns' layers differ ({[l.name for l in cols]})")
+        c, hw, f, k, s, p, g, ins = first
+        if len(cols) == 1:              # one column only: the layer is the whole device
+            out.append(ConvLayer(base, c, hw, f, k, s, p, g))
+            continue
+        out.append(ConvLayer(base + "/col", c, hw, f, k, s, p, g))
+        shared = all(v[7] == ins for v in views)
+        if shared:
+            out.append(ConvLayer(base, c, hw, f * len(cols), k, s, p, g))
+        else:
+            out.append(ConvLayer(base, c * len(cols), hw, f * len(cols), k, s, p, g * len(cols)))
+    # one device first, then the column, per layer (the order the benchmarks print)
+    order = {name: i for i, name in enumerate(by_base)}
+    return sorted(out, key=lambda l: (order[l.base], l.split != "device"))
+
+
+def alexnet_shapes(batch=128, config="alexnet"):
+    """Per layer of a two-column config, named without the column letter ("conv1",
+    "lrn1", "fc6", ...): the output shape at this batch as one device (the columns'
+    channels or features side by side), and for fc layers "<name>.weight", the
+    weight's (outputs, inputs) shape as one device."""
+    import math as _math
+    from convnet.net import Net
+    net = Net(config, materialize=False)
+    out = {}
+    for name in net.config_order:
+        layer = net.layers[name]
+        base = name[:-1] if name[-1:] in "ab" and name[:-1] + ("b" if name[-1] == "a" else "a") in net.layers \
+            else name
+        shape = tuple(layer.out_shape)
+        if base in out and base != name:          # the second column: add its channels / features
+            prev = out[base]
+            out[base] = (prev[0], prev[1] + shape[0]) + tuple(prev[2:])
+        else:
+            out[base] = (batch,) + shape
+        if layer.kind == "fc":
+            fan_in = sum(_math.prod(s) for s in layer.in_shapes)
+            key = base + ".weight"
+            rows = out[key][0] + shape[0] if key in out and base != name else shape[0]
+            out[key] = (rows, fan_in)
+    return out
 
 
 # --- counting ----------------------------------------------------------------
@@ -283,16 +392,8 @@ def write_results(benchmark, info, rows, extra=None, directory=None, when=None):
         doc.update(extra)
     path = results_path(benchmark, info.get("device", "unknown"), when, commit, directory)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_clean(doc), f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from convnet.fsio import write_atomic
+    write_atomic(path, (json.dumps(_clean(doc), indent=1) + "\n").encode())
     return path
 
 

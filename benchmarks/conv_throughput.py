@@ -13,10 +13,13 @@ timed); then both are timed in the same run with CUDA events: warm-up, an L2
 flush before every run, the median of --repeat runs. A row reads
 
     conv2/col fwd v2 | 128x48x27x27 -> 128x128x27x27 | 1.92 ms | 51.3 TFLOP/s | 77% peak | 0.91x cuDNN
+        static model: >= 0.669 ms (64% of the datasheet peak at most; issue-bound, ...); measured 2.87x that
 
 where the FLOPs are 2*N*F*OH*OW*(C/groups)*KH*KW (the same for all three
 passes), "peak" is the FP32 FMA throughput of this device measured in the same
-run, and "0.91x cuDNN" is cuDNN's time over ours (> 1: we are faster). cuDNN
+run, and "0.91x cuDNN" is cuDNN's time over ours (> 1: we are faster). The
+line under it is benchmarks/static_model.py's static bound for the same launch
+(when cuobjdump is there), and the measured time over it. cuDNN
 runs in plain FP32 (TF32 off) with cudnn.benchmark on. Rows, raw times,
 versions and the kernels' registers/shared memory/spills go to
 benchmarks/results/conv_throughput-<device>-<date>-<commit>.json.
@@ -31,7 +34,6 @@ import importlib
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -46,49 +48,10 @@ CPU_IMAGE = {227: 27, 27: 7, 13: 5}    # image sizes for the CPU check (conv1 27
 CPU_BATCH = 2
 
 
-@dataclass(frozen=True)
-class ConvLayer:
-    name: str        # "conv2" (one device, groups) or "conv2/col" (one column)
-    c: int           # input channels
-    hw: int          # image height = width
-    f: int           # filters
-    k: int           # kernel height = width
-    stride: int
-    pad: int
-    groups: int
-
-    @property
-    def base(self):
-        return self.name.split("/")[0]
-
-    @property
-    def split(self):
-        return "column" if self.name.endswith("/col") else "device"
-
-    def shapes(self, n, hw=None):
-        """(x, w, y) shapes at batch n (and image size hw, default the layer's)."""
-        hw = hw or self.hw
-        o = common.conv_output_size(hw, self.k, self.stride, self.pad)
-        return (n, self.c, hw, hw), (self.f, self.c // self.groups, self.k, self.k), (n, self.f, o, o)
-
-    def passes(self):
-        # conv1's input is the image: nothing needs its gradient
-        return [p for p in PASSES if not (p == "bwd_data" and self.base == "conv1")]
-
-
-# The paper's conv layers (docs/spec.md), as one device with groups and per column.
-LAYERS = [
-    ConvLayer("conv1", 3, 227, 96, 11, 4, 0, 1),
-    ConvLayer("conv1/col", 3, 227, 48, 11, 4, 0, 1),
-    ConvLayer("conv2", 96, 27, 256, 5, 1, 2, 2),
-    ConvLayer("conv2/col", 48, 27, 128, 5, 1, 2, 1),
-    ConvLayer("conv3", 256, 13, 384, 3, 1, 1, 1),
-    ConvLayer("conv3/col", 256, 13, 192, 3, 1, 1, 1),
-    ConvLayer("conv4", 384, 13, 384, 3, 1, 1, 2),
-    ConvLayer("conv4/col", 192, 13, 192, 3, 1, 1, 1),
-    ConvLayer("conv5", 384, 13, 256, 3, 1, 1, 2),
-    ConvLayer("conv5/col", 192, 13, 128, 3, 1, 1, 1),
-]
+ConvLayer = common.ConvLayer
+# The conv layers of the `alexnet` config (two columns), as one device with groups
+# and per column, derived from the config (benchmarks/common.py).
+LAYERS = common.alexnet_conv_layers("alexnet")
 
 
 def parse_list(text, allowed, what):
@@ -252,6 +215,33 @@ def resources(cupy):
         return {"source": f"unavailable ({common._one_line(e)})", "kernels": {}}
 
 
+def static_model_kernels():
+    """(conv.cu's kernels analysed by benchmarks/static_model.py, note): the static
+    model's reading of the sm_90 code, or None and why not (no cuobjdump, no fatbin)."""
+    try:
+        from benchmarks import static_model
+        if not static_model.find_tool("cuobjdump"):
+            return None, "no cuobjdump: no static model predictions"
+        return static_model.analyse_kernels(["conv"], make=False)["conv"], "static model: sm_90 SASS of build/kernels"
+    except Exception as e:       # the predictions are informative: never lose the timings over them
+        return None, f"static model unavailable ({common._one_line(e)})"
+
+
+def model_prediction(kernels, conv, pass_, version, layer, n):
+    """The static model's bound for this row (benchmarks/static_model.py), or None."""
+    if kernels is None:
+        return None
+    from benchmarks import static_model
+    v = version or shipped_version(conv, pass_)
+    try:
+        r = static_model.model_pass(kernels, conv, pass_, v, layer, n)
+    except Exception as e:
+        return {"error": common._one_line(e)}
+    return {k: r[k] for k in ("kernel", "bound", "ms", "tflops", "limiter", "issue_bound", "smem_bound",
+                              "gmem_bound", "fill", "waves", "wave_eff", "tail_eff", "blocks", "blocks_per_sm",
+                              "estimate", "estimate_ms")}
+
+
 def totals(rows, peak):
     """Sum of times (ours and cuDNN's) per (split, version, pass) and per (split, version)."""
     acc = {}
@@ -287,6 +277,8 @@ def run_gpu(args, cupy, torch):
     print(f"FP32 FMA peak measured now: {peak / 1e12:.1f} TFLOP/s")
     flush = common.L2Flush(cupy)
     rng = np.random.default_rng(args.seed)
+    model_kernels, model_note = static_model_kernels()
+    print(model_note)
     rows = []
     for layer in select_layers(args.layers, args.split):
         xs, ws, ys = layer.shapes(n)
@@ -323,8 +315,17 @@ def run_gpu(args, cupy, torch):
                 ms = common.median(times)
                 row.update(status="ok", ms=ms, times_ms=times, tflops=flops / (ms * 1e-3) / 1e12,
                            peak_pct=100 * flops / (ms * 1e-3) / peak, ratio=ref_ms / ms)
+                model = model_prediction(model_kernels, conv, pass_, version, layer, n)
+                row["model"] = model
+                if model and "ms" in model:     # measured over the static floor: the model's gap
+                    row["model_ms_ratio"] = ms / model["ms"]
                 rows.append(row)
                 print(common.conv_row(label, xs, ys, ms, flops, peak, ref_ms))
+                if model and "ms" in model:
+                    print(f"    static model: >= {model['ms']:.3f} ms ({100 * model['bound']:.0f}% of the datasheet "
+                          f"peak at most; {model['limiter']}-bound, fill {model['fill']:.2f}, "
+                          f"{model['waves']:.2f} waves, est {model['estimate_ms']:.3f} ms); "
+                          f"measured {row['model_ms_ratio']:.2f}x the bound")
         del g, t
         cupy.get_default_memory_pool().free_all_blocks()
         torch.cuda.empty_cache()
@@ -341,7 +342,7 @@ def run_gpu(args, cupy, torch):
     extra = {"batch": n, "repeat": args.repeat, "warmup": args.warmup, "tolerance": TOL,
              "peak_flops": peak, "peak_runs_flops": peak_runs,
              "shipped": getattr(conv, "SHIPPED", None), "versions": [v or "shipped" for v in versions],
-             "resources": res, "totals": tot,
+             "resources": res, "totals": tot, "static_model": model_note,
              "cudnn_backward": "aten.convolution_backward"
              if hasattr(torch.ops.aten, "convolution_backward") else "torch.nn.grad"}
     path = common.write_results("conv_throughput", info, rows, extra)

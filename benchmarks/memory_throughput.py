@@ -271,11 +271,20 @@ def augment_benches(rng, tag, n, size, crop):
                   ours, ref, moved, t_aug)]
 
 
+STORED_SIZE = 256     # the augmentation's input: images stored at 256 x 256 (the paper's)
+
+
+def alexnet_memory_shapes(batch=128, config="alexnet"):
+    """Each op's input shape at AlexNet's layers, as one device, derived from the config
+    (benchmarks/common.py): an op runs on the output of the layer before it."""
+    s = common.alexnet_shapes(batch, config)
+    return dict(lrn1=s["conv1"], lrn2=s["conv2"], pool1=s["lrn1"], pool2=s["lrn2"], pool5=s["conv5"],
+                avgpool1=s["lrn1"], relu1=s["conv1"], drop6=s["fc6"], softmax8=s["fc8"],
+                sgd_fc6=s["fc6.weight"], augment=(batch, STORED_SIZE, s["data"][2]))   # augment: (N, S, crop)
+
+
 SHAPES = {
-    "alexnet": dict(lrn1=(128, 96, 55, 55), lrn2=(128, 256, 27, 27), pool1=(128, 96, 55, 55),
-                    pool2=(128, 256, 27, 27), pool5=(128, 256, 13, 13), avgpool1=(128, 96, 55, 55),
-                    relu1=(128, 96, 55, 55), drop6=(128, 4096), softmax8=(128, 1000),
-                    sgd_fc6=(4096, 9216), augment=(128, 256, 227)),       # augment: (N, S, crop)
+    "alexnet": alexnet_memory_shapes(),
     "small": dict(lrn1=(3, 7, 13, 11), lrn2=(2, 5, 6, 9), pool1=(3, 5, 13, 12),
                   pool2=(2, 3, 12, 13), pool5=(3, 2, 7, 7), avgpool1=(3, 5, 13, 12),
                   relu1=(3, 5, 13, 11), drop6=(5, 37), softmax8=(5, 37),

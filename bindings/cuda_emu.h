@@ -51,7 +51,9 @@
 // Build (bindings/emu.mk): each kernels/*.cu -> build/emu/kernels/NAME.o;
 // bindings/gen_registry.py -> the launch registry; with emu_runtime.cpp and
 // emu_module.cpp -> convnet/_emu*.so. tests/emu_kernels/*.cu -> convnet/_emu_test*.so.
-// `make emu-asan` builds both with AddressSanitizer into build/asan/convnet/.
+// `make emu-asan` builds both with AddressSanitizer into build/asan/convnet/,
+// `make emu-tsan` with ThreadSanitizer into build/tsan/convnet/ (races between
+// the threads of a block, with the .cu lines; see emu_runtime.cpp).
 //
 // Limits
 //   - Memory model: plain sequential consistency within a block (fibers do
@@ -220,33 +222,41 @@ inline T cn_emu_shfl_xor(const char* f, int l, unsigned mask, T var, int lane_ma
 inline long long clock64() { return (long long)__builtin_ia32_rdtsc(); }
 // printf is the C library's (<cstdio>).
 
-// ---- fences and atomics (sequentially consistent, valid across OS threads) --
+// ---- fences and atomics (valid across OS threads) ----------------------------
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
+// The memory order of the atomics: sequentially consistent, except under
+// ThreadSanitizer (`make emu-tsan`), where they are relaxed as CUDA's are, so
+// that an atomic orders nothing that CUDA would not order.
+#if defined(__SANITIZE_THREAD__)
+#define CN_EMU_MO __ATOMIC_RELAXED
+#else
+#define CN_EMU_MO __ATOMIC_SEQ_CST
+#endif
 #define CN_EMU_ATOMIC_INT(T)                                                                    \
-    inline T atomicAdd(T* a, T v) { return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST); }         \
-    inline T atomicSub(T* a, T v) { return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST); }         \
-    inline T atomicExch(T* a, T v) { return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST); }       \
-    inline T atomicAnd(T* a, T v) { return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST); }         \
-    inline T atomicOr(T* a, T v) { return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST); }           \
-    inline T atomicXor(T* a, T v) { return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST); }         \
+    inline T atomicAdd(T* a, T v) { return __atomic_fetch_add(a, v, CN_EMU_MO); }         \
+    inline T atomicSub(T* a, T v) { return __atomic_fetch_sub(a, v, CN_EMU_MO); }         \
+    inline T atomicExch(T* a, T v) { return __atomic_exchange_n(a, v, CN_EMU_MO); }       \
+    inline T atomicAnd(T* a, T v) { return __atomic_fetch_and(a, v, CN_EMU_MO); }         \
+    inline T atomicOr(T* a, T v) { return __atomic_fetch_or(a, v, CN_EMU_MO); }           \
+    inline T atomicXor(T* a, T v) { return __atomic_fetch_xor(a, v, CN_EMU_MO); }         \
     inline T atomicMax(T* a, T v) {                                                             \
-        T old = __atomic_load_n(a, __ATOMIC_SEQ_CST);                                           \
-        while (old < v && !__atomic_compare_exchange_n(a, &old, v, false, __ATOMIC_SEQ_CST,     \
-                                                       __ATOMIC_SEQ_CST)) {}                    \
+        T old = __atomic_load_n(a, CN_EMU_MO);                                           \
+        while (old < v && !__atomic_compare_exchange_n(a, &old, v, false, CN_EMU_MO,     \
+                                                       CN_EMU_MO)) {}                    \
         return old;                                                                             \
     }                                                                                           \
     inline T atomicMin(T* a, T v) {                                                             \
-        T old = __atomic_load_n(a, __ATOMIC_SEQ_CST);                                           \
-        while (old > v && !__atomic_compare_exchange_n(a, &old, v, false, __ATOMIC_SEQ_CST,     \
-                                                       __ATOMIC_SEQ_CST)) {}                    \
+        T old = __atomic_load_n(a, CN_EMU_MO);                                           \
+        while (old > v && !__atomic_compare_exchange_n(a, &old, v, false, CN_EMU_MO,     \
+                                                       CN_EMU_MO)) {}                    \
         return old;                                                                             \
     }                                                                                           \
     inline T atomicCAS(T* a, T compare, T v) {                                                  \
         T old = compare;                                                                        \
-        if (!__atomic_compare_exchange_n(a, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) \
+        if (!__atomic_compare_exchange_n(a, &old, v, false, CN_EMU_MO, CN_EMU_MO)) \
             cn_emu_yield(); /* let the lock holder of this block run */                          \
         return old;                                                                             \
     }
@@ -259,31 +269,31 @@ CN_EMU_ATOMIC_INT(long long)
 template <class T>
 inline T cn_emu_atomic_fadd(T* a, T v) {
     T old, next;
-    __atomic_load(a, &old, __ATOMIC_SEQ_CST);
+    __atomic_load(a, &old, CN_EMU_MO);
     do {
         next = old + v;
-    } while (!__atomic_compare_exchange(a, &old, &next, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+    } while (!__atomic_compare_exchange(a, &old, &next, false, CN_EMU_MO, CN_EMU_MO));
     return old;
 }
 inline float atomicAdd(float* a, float v) { return cn_emu_atomic_fadd(a, v); }
 inline double atomicAdd(double* a, double v) { return cn_emu_atomic_fadd(a, v); }
 inline float atomicExch(float* a, float v) {
     float old;
-    __atomic_exchange(a, &v, &old, __ATOMIC_SEQ_CST);
+    __atomic_exchange(a, &v, &old, CN_EMU_MO);
     return old;
 }
 inline unsigned int atomicInc(unsigned int* a, unsigned int limit) {
-    unsigned int old = __atomic_load_n(a, __ATOMIC_SEQ_CST), next;
+    unsigned int old = __atomic_load_n(a, CN_EMU_MO), next;
     do {
         next = old >= limit ? 0u : old + 1u;
-    } while (!__atomic_compare_exchange_n(a, &old, next, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+    } while (!__atomic_compare_exchange_n(a, &old, next, false, CN_EMU_MO, CN_EMU_MO));
     return old;
 }
 inline unsigned int atomicDec(unsigned int* a, unsigned int limit) {
-    unsigned int old = __atomic_load_n(a, __ATOMIC_SEQ_CST), next;
+    unsigned int old = __atomic_load_n(a, CN_EMU_MO), next;
     do {
         next = (old == 0u || old > limit) ? limit : old - 1u;
-    } while (!__atomic_compare_exchange_n(a, &old, next, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+    } while (!__atomic_compare_exchange_n(a, &old, next, false, CN_EMU_MO, CN_EMU_MO));
     return old;
 }
 

@@ -5,6 +5,13 @@
 #   make emu-asan   the same two, built with AddressSanitizer, in build/asan/convnet/
 #                   (load them with CONVNET_EMU_DIR=build/asan/convnet and
 #                   LD_PRELOAD=$$(gcc -print-file-name=libasan.so))
+#   make emu-tsan   the same two with ThreadSanitizer, in build/tsan/convnet/: the
+#                   kernels instrumented (-fsanitize=thread -g), the runtime not,
+#                   but telling TSan about the fibers, barriers and warp operations
+#                   (emu_runtime.cpp, CN_EMU_TSAN). Load them with
+#                   CONVNET_EMU_DIR=build/tsan/convnet,
+#                   LD_PRELOAD=$$(gcc -print-file-name=libtsan.so), and
+#                   CONVNET_EMU_THREADS=1 (tools/tsan_check.py does all that)
 #
 # Each .cu is compiled by g++ as C++17 with bindings/cuda_emu.h force-included
 # into its own object (touching one kernel recompiles one object; a header
@@ -26,6 +33,8 @@ EMU_KERNEL  := -x c++ -include bindings/cuda_emu.h -DCN_EMULATION=1 -Ikernels -W
 
 EMU_OPT     := -O2
 ASAN_OPT    := -O1 -g -fsanitize=address -fno-omit-frame-pointer
+TSAN_OPT    := -O1 -g -fsanitize=thread -fno-omit-frame-pointer
+TSAN_RT_OPT := -O1 -g -DCN_EMU_TSAN=1
 
 # The registry must be rewritten when a source file appears or goes away, not
 # only when one changes: keep the lists of sources in files that change then.
@@ -38,8 +47,9 @@ $(BUILD)/emu/registry.cpp: $(KSRC) $(EMU_GEN) $(BUILD)/emu/kernels.list
 $(BUILD)/emu/test_registry.cpp: $(EMU_TSRC) $(EMU_GEN) $(BUILD)/emu/test_kernels.list
 	$(PYTHON) bindings/gen_registry.py $@ tests/emu_kernels
 
-# $(1): object directory, $(2): compiler options, $(3): directory of the two
-# extensions, $(4): more options for the pybind11 module (the slowest to compile)
+# $(1): object directory, $(2): compiler options (kernels, link), $(3): directory of
+# the two extensions, $(4): more options for the pybind11 module (the slowest to
+# compile), $(5): options for the runtime, module and registry (default: $(2))
 define EMU_VARIANT
 $(1)/kernels/%.o: kernels/%.cu $(EMU_HDR) $(KHDR)
 	@mkdir -p $$(dir $$@)
@@ -49,20 +59,20 @@ $(1)/test_kernels/%.o: tests/emu_kernels/%.cu $(EMU_HDR) $(KHDR) $(EMU_THDR)
 	$$(EMU_CXX) $(2) $$(EMU_KERNEL) -Itests/emu_kernels -c $$< -o $$@
 $(1)/emu_runtime.o: bindings/emu_runtime.cpp $(EMU_HDR)
 	@mkdir -p $$(dir $$@)
-	$$(EMU_CXX) $(2) -c $$< -o $$@
+	$$(EMU_CXX) $(or $(5),$(2)) -c $$< -o $$@
 $(1)/emu_module.o: bindings/emu_module.cpp $(EMU_HDR) | $(BUILD)/deps.stamp
 	@mkdir -p $$(dir $$@)
-	$$(EMU_CXX) $(2) $(4) $$(EMU_PYINC) -c $$< -o $$@
+	$$(EMU_CXX) $(or $(5),$(2)) $(4) $$(EMU_PYINC) -c $$< -o $$@
 $(1)/mark_begin.o: bindings/emu_shared_mark.cpp
 	@mkdir -p $$(dir $$@)
-	$$(EMU_CXX) $(2) -DCN_EMU_MARK_BEGIN -c $$< -o $$@
+	$$(EMU_CXX) $(or $(5),$(2)) -DCN_EMU_MARK_BEGIN -c $$< -o $$@
 $(1)/mark_end.o: bindings/emu_shared_mark.cpp
 	@mkdir -p $$(dir $$@)
-	$$(EMU_CXX) $(2) -c $$< -o $$@
+	$$(EMU_CXX) $(or $(5),$(2)) -c $$< -o $$@
 $(1)/registry.o: $(BUILD)/emu/registry.cpp $(EMU_HDR)
-	$$(EMU_CXX) $(2) -Ibindings -c $$< -o $$@
+	$$(EMU_CXX) $(or $(5),$(2)) -Ibindings -c $$< -o $$@
 $(1)/test_registry.o: $(BUILD)/emu/test_registry.cpp $(EMU_HDR)
-	$$(EMU_CXX) $(2) -Ibindings -c $$< -o $$@
+	$$(EMU_CXX) $(or $(5),$(2)) -Ibindings -c $$< -o $$@
 # (link order matters: the kernel objects' .tbss lies between the two marks)
 $(3)/_emu$(EMU_EXT): $(1)/emu_runtime.o $(1)/emu_module.o $(1)/registry.o $(1)/mark_begin.o \
                      $(patsubst kernels/%.cu,$(1)/kernels/%.o,$(KSRC)) $(1)/mark_end.o
@@ -76,6 +86,8 @@ endef
 
 $(eval $(call EMU_VARIANT,$(BUILD)/emu,$(EMU_OPT),convnet))
 $(eval $(call EMU_VARIANT,$(BUILD)/asan,$(ASAN_OPT),$(BUILD)/asan/convnet,-O0))
+$(eval $(call EMU_VARIANT,$(BUILD)/tsan,$(TSAN_OPT),$(BUILD)/tsan/convnet,-O0,$(TSAN_RT_OPT)))
 
 emu: convnet/_emu$(EMU_EXT) convnet/_emu_test$(EMU_EXT)
 emu-asan: $(BUILD)/asan/convnet/_emu$(EMU_EXT) $(BUILD)/asan/convnet/_emu_test$(EMU_EXT)
+emu-tsan: $(BUILD)/tsan/convnet/_emu$(EMU_EXT) $(BUILD)/tsan/convnet/_emu_test$(EMU_EXT)

@@ -34,6 +34,35 @@
 #define CN_EMU_ASAN 0
 #endif
 
+// ThreadSanitizer build (`make emu-tsan`): the kernels are instrumented, this
+// runtime is not (its own bookkeeping is invisible to TSan) but tells TSan
+// about the fibers and about what orders the threads of a block:
+//   - each CUDA thread is a TSan fiber; switches do not synchronize
+//     (__tsan_switch_to_fiber_no_sync), so accesses of two threads of a block are
+//     ordered only by what follows;
+//   - __syncthreads: every thread releases its own cell when it arrives; the
+//     scheduler, releasing the barrier, acquires every cell and releases each
+//     thread's inbox, which the thread acquires when it resumes;
+//   - warp operations: the same among the lanes of the mask, done by the last
+//     lane to arrive;
+//   - block start/end: the scheduler releases a start cell every fiber acquires
+//     when it starts, and acquires the end cell every fiber releases when it
+//     exits (so blocks after one another on an OS thread, and launches, are
+//     ordered; blocks running at once on two OS threads are not);
+//   - atomics: relaxed atomic operations under TSan (cuda_emu.h), as CUDA's
+//     atomics are: never reported, and ordering nothing.
+#if defined(CN_EMU_TSAN) && CN_EMU_TSAN
+#include <sanitizer/tsan_interface.h>
+// in libtsan, not in its header
+extern "C" void __tsan_ignore_thread_begin();
+extern "C" void __tsan_ignore_thread_end();
+#undef CN_EMU_TSAN
+#define CN_EMU_TSAN 1
+#else
+#undef CN_EMU_TSAN
+#define CN_EMU_TSAN 0
+#endif
+
 #if defined(__x86_64__) && !defined(CN_EMU_UCONTEXT)
 #define CN_EMU_ASM_SWITCH 1
 #else
@@ -111,6 +140,10 @@ struct Fiber {
     char* stack_lo = nullptr;
     size_t stack_size = 0;
     void* asan_fake = nullptr;
+    void* tsan = nullptr;         // its TSan fiber (CN_EMU_TSAN)
+    char tsan_cell = 0;           // released by this thread when it waits
+    char tsan_inbox = 0;          // released to it when it may go on
+    int tsan_ignores = 0;         // open TsanIgnore scopes (a fiber abandoned in one gets a new TSan fiber)
     uint3 tid{0, 0, 0};
     unsigned linear = 0;
     St st = St::Runnable;
@@ -209,6 +242,8 @@ struct Worker {
     ucontext_t sched_ctx;
 #endif
     void* sched_fake = nullptr;
+    void* sched_tsan = nullptr;   // the OS thread's own TSan context
+    char tsan_start = 0, tsan_end = 0;
     const void* sched_bottom = nullptr;
     size_t sched_size = 0;
 
@@ -225,6 +260,9 @@ struct Worker {
 
     ~Worker() {
         for (Fiber* f : fibers) {
+#if CN_EMU_TSAN
+            if (f->tsan) __tsan_destroy_fiber(f->tsan);
+#endif
             munmap(f->map, f->stack_size + g_page);
             delete f;
         }
@@ -257,6 +295,19 @@ void static_shared(unsigned char*& lo, size_t& n) {
 
 [[noreturn]] void fiber_main(Fiber* f);
 
+// The runtime's own work inside a fiber (queues, messages: intercepted malloc and
+// memmove) is not the kernel's: TSan ignores the accesses in this scope.
+#if CN_EMU_TSAN
+struct TsanIgnore {
+    Fiber* f;
+    explicit TsanIgnore(Fiber* fiber) : f(fiber) { __tsan_ignore_thread_begin(); f->tsan_ignores++; }
+    ~TsanIgnore() { f->tsan_ignores--; __tsan_ignore_thread_end(); }
+};
+#define CN_EMU_TSAN_IGNORE(fiber) TsanIgnore tsan_ignore_scope(fiber)
+#else
+#define CN_EMU_TSAN_IGNORE(fiber) (void)0
+#endif
+
 #if !CN_EMU_ASM_SWITCH
 void fiber_main_uc(unsigned hi, unsigned lo) {
     fiber_main((Fiber*)(((uintptr_t)hi << 32) | lo));
@@ -276,6 +327,10 @@ void ensure_fibers(Worker& w, unsigned n) {
         f->map = (char*)m;
         f->stack_lo = (char*)m + g_page;
         f->stack_size = g_stack_bytes;
+#if CN_EMU_TSAN
+        f->tsan = __tsan_create_fiber(0);
+        __tsan_set_fiber_name(f->tsan, "emulated CUDA thread");
+#endif
         w.fibers.push_back(f);
     }
 }
@@ -329,6 +384,9 @@ void run_fiber(Worker& w, Fiber* f) {
 #if CN_EMU_ASAN
     __sanitizer_start_switch_fiber(&w.sched_fake, f->stack_lo, f->stack_size);
 #endif
+#if CN_EMU_TSAN
+    __tsan_switch_to_fiber(f->tsan, __tsan_switch_to_fiber_no_sync);
+#endif
 #if CN_EMU_ASM_SWITCH
     cn_emu_ctx_switch(&w.sched_sp, f->sp);
 #else
@@ -347,6 +405,9 @@ void to_scheduler(Worker& w, Fiber* f, bool dying) {
 #else
     (void)dying;
 #endif
+#if CN_EMU_TSAN
+    __tsan_switch_to_fiber(w.sched_tsan, __tsan_switch_to_fiber_no_sync);
+#endif
 #if CN_EMU_ASM_SWITCH
     cn_emu_ctx_switch(&f->sp, w.sched_sp);
 #else
@@ -362,7 +423,13 @@ void to_scheduler(Worker& w, Fiber* f, bool dying) {
 #if CN_EMU_ASAN
     __sanitizer_finish_switch_fiber(nullptr, &w.sched_bottom, &w.sched_size);
 #endif
+#if CN_EMU_TSAN
+    __tsan_acquire(&w.tsan_start);
+#endif
     w.launch->k->thunk(w.launch->args);
+#if CN_EMU_TSAN
+    __tsan_release(&w.tsan_end);
+#endif
     f->st = St::Done;
     to_scheduler(w, f, true);
     __builtin_trap();   // never resumed
@@ -402,6 +469,12 @@ std::string where(Worker& w) {
     Fiber* f = w.cur;
     if (w.error.empty()) w.error = msg;
     f->st = St::Error;
+#if CN_EMU_TSAN
+    while (f->tsan_ignores > 0) {   // the caller's scope never closes
+        f->tsan_ignores--;
+        __tsan_ignore_thread_end();
+    }
+#endif
     to_scheduler(w, f, true);
     __builtin_trap();
 }
@@ -503,6 +576,10 @@ std::string settle(Worker& w) {
                    : kind == CN_EMU_BAR_AND   ? (count == (int)w.n)
                    : kind == CN_EMU_BAR_OR    ? (count > 0)
                                               : 0;
+#if CN_EMU_TSAN
+        for (unsigned i = 0; i < w.n; i++) __tsan_acquire(&w.fibers[i]->tsan_cell);
+        for (unsigned i = 0; i < w.n; i++) __tsan_release(&w.fibers[i]->tsan_inbox);
+#endif
         for (unsigned i = 0; i < w.n; i++) {
             w.fibers[i]->bar_result = result;
             w.fibers[i]->st = St::Runnable;
@@ -539,6 +616,14 @@ std::string run_block(Worker& w, LaunchState& L, unsigned long long b) {
         Fiber* f = w.fibers[i];
         f->linear = i;
         f->tid = uint3{i % B.x, i / B.x % B.y, i / (B.x * B.y)};
+#if CN_EMU_TSAN
+        if (f->tsan_ignores) {      // abandoned inside the runtime by a failed block
+            __tsan_destroy_fiber(f->tsan);
+            f->tsan = __tsan_create_fiber(0);
+            __tsan_set_fiber_name(f->tsan, "emulated CUDA thread");
+            f->tsan_ignores = 0;
+        }
+#endif
         f->st = St::Runnable;
         f->pred = 0;
         reset_fiber(f, fp);
@@ -561,6 +646,10 @@ std::string run_block(Worker& w, LaunchState& L, unsigned long long b) {
     // reads past the launch's dynamic shared memory are reported by ASan
     __asan_poison_memory_region(cn_smem + L.shared_mem, sizeof(cn_smem) - L.shared_mem);
 #endif
+#if CN_EMU_TSAN
+    w.sched_tsan = __tsan_get_current_fiber();
+    __tsan_release(&w.tsan_start);
+#endif
     queue_all(w);
     for (;;) {
         while (w.head < w.queue.size()) {
@@ -573,7 +662,12 @@ std::string run_block(Worker& w, LaunchState& L, unsigned long long b) {
         w.head = 0;
         bool all_done = true;
         for (unsigned i = 0; i < w.n && all_done; i++) all_done = w.fibers[i]->st == St::Done;
-        if (all_done) return "";
+        if (all_done) {
+#if CN_EMU_TSAN
+            __tsan_acquire(&w.tsan_end);
+#endif
+            return "";
+        }
         std::string err = settle(w);
         if (!err.empty()) return err;
     }
@@ -736,12 +830,19 @@ static Worker& in_fiber(const char* what, const char* file, int line) {
 int cn_emu_barrier(int kind, int pred, const char* file, int line) {
     Worker& w = in_fiber("__syncthreads", file, line);
     Fiber* f = w.cur;
+    CN_EMU_TSAN_IGNORE(f);
     f->st = St::Barrier;
     f->kind = kind;
     f->pred = pred;
     f->file = file;
     f->line = line;
+#if CN_EMU_TSAN
+    __tsan_release(&f->tsan_cell);
+#endif
     to_scheduler(w, f, false);
+#if CN_EMU_TSAN
+    __tsan_acquire(&f->tsan_inbox);
+#endif
     return f->bar_result;
 }
 
@@ -777,6 +878,7 @@ unsigned long long cn_emu_warp(int kind, unsigned mask, unsigned long long value
                                const char* file, int line) {
     Worker& w = in_fiber(warp_op_name(kind), file, line);
     Fiber* f = w.cur;
+    CN_EMU_TSAN_IGNORE(f);
     unsigned warp = f->linear / 32, lane = f->linear % 32;
     if (!(mask >> lane & 1))
         fiber_fail(w, fmt("%s in %s thread %s at %s: lane %u is not in its own mask 0x%08x", warp_op_name(kind),
@@ -808,8 +910,14 @@ unsigned long long cn_emu_warp(int kind, unsigned mask, unsigned long long value
                           lanes_text(g->arrived).c_str(), warp_op_name(g->kind), site(g->file, g->line).c_str(), mask));
     }
     g->arrived |= 1u << lane;
+#if CN_EMU_TSAN
+    __tsan_release(&f->tsan_cell);
+#endif
     if (g->arrived != g->mask) {
         to_scheduler(w, f, false);
+#if CN_EMU_TSAN
+        __tsan_acquire(&f->tsan_inbox);
+#endif
         return f->result;
     }
     // The last lane arrived: every lane's result, the others go back in the queue.
@@ -817,6 +925,12 @@ unsigned long long cn_emu_warp(int kind, unsigned mask, unsigned long long value
     groups.erase(groups.begin() + (g - groups.data()));
     for (unsigned l = 0; l < 32; l++)
         if (done.mask >> l & 1) w.fibers[warp * 32 + l]->result = warp_result(done, w, warp, l);
+#if CN_EMU_TSAN
+    for (unsigned l = 0; l < 32; l++)
+        if (done.mask >> l & 1) __tsan_acquire(&w.fibers[warp * 32 + l]->tsan_cell);
+    for (unsigned l = 0; l < 32; l++)
+        if ((done.mask >> l & 1) && l != lane) __tsan_release(&w.fibers[warp * 32 + l]->tsan_inbox);
+#endif
     for (unsigned l = 0; l < 32; l++) {
         if (!(done.mask >> l & 1) || l == lane) continue;
         Fiber* o = w.fibers[warp * 32 + l];
@@ -829,6 +943,7 @@ unsigned long long cn_emu_warp(int kind, unsigned mask, unsigned long long value
 
 unsigned cn_emu_activemask() {
     Worker& w = in_fiber("__activemask", "?", 0);
+    CN_EMU_TSAN_IGNORE(w.cur);
     unsigned warp = w.cur->linear / 32, m = 0;
     for (unsigned l = 0; l < 32 && warp * 32 + l < w.n; l++)
         if (w.fibers[warp * 32 + l]->st != St::Done) m |= 1u << l;
@@ -839,12 +954,14 @@ void cn_emu_yield() {
     Worker* w = tls_worker;
     if (!w || !w->cur) return;
     Fiber* f = w->cur;
+    CN_EMU_TSAN_IGNORE(f);
     w->queue.push_back((int)f->linear);   // stays runnable, runs again after the others
     to_scheduler(*w, f, false);
 }
 
 void cn_emu_trap(const char* what, const char* file, int line) {
     Worker& w = in_fiber(what, file, line);
+    CN_EMU_TSAN_IGNORE(w.cur);
     fiber_fail(w, fmt("%s in %s thread %s at %s", what, where(w).c_str(), coords(w.cur->tid).c_str(),
                       site(file, line).c_str()));
 }

@@ -1,18 +1,84 @@
-"""What the commands share: one-line errors, argument checks, device choice.
+"""What the commands share: the one error path, argument checks, device choice.
 
-A command's `main(argv)` returns its exit code: 0 done, 1 the run failed
-(e.g. the loss became NaN), 2 bad input (unknown config, missing data, bad
-arguments, no GPU for --device cuda, an unreadable checkpoint). Bad input is
-reported as one line on stderr, `prog: error: reason`, never a traceback.
+A command's `main(argv)` returns its exit code through `run(prog, body)`:
+
+    0    done
+    1    the run failed (the loss became NaN), or the environment did (disk
+         full, read-only file system, permission denied, out of memory)
+    2    bad input: unknown config, missing or malformed data, bad arguments,
+         a path that is a file where a folder is needed (or the reverse), no
+         GPU for --device cuda, a corrupt or foreign checkpoint
+    130  Ctrl-C, at any moment: while starting, while running, and a second
+         Ctrl-C during the first one's clean-up
+
+Every error is one line on stderr, `prog: error: PATH: problem`, never a
+traceback. convnet/startup.py (imported first by a command run as
+`python -m`) makes a Ctrl-C during the imports exit 130 with a line, too.
 """
 import argparse
+import errno
+import os
+import signal
 import sys
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# OSError numbers that mean the environment failed (exit 1); any other is bad input (exit 2)
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG, errno.ENOMEM,
+                      errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ETXTBSY}
 
 
 class UsageError(Exception):
-    """Bad input from the user; str(e) is the one-line reason."""
+    """Bad input from the user; str(e) is the one-line reason (exit 2)."""
+
+
+class EnvironmentFailure(Exception):
+    """The machine refused (disk full, read-only, permission); str(e) is the line (exit 1)."""
+
+
+def describe_os_error(e):
+    """"PATH: problem" for an OSError."""
+    what = e.strerror or str(e) or type(e).__name__
+    if e.errno == errno.EFBIG:
+        what = "file too large (size limit or disk full)"
+    name = getattr(e, "filename", None)
+    return f"{os.fsdecode(name)}: {what}" if name else what
+
+
+def os_error_code(e):
+    return EXIT_FAILED if e.errno in ENVIRONMENT_ERRNOS else EXIT_USAGE
+
+
+def run(prog, body):
+    """Call body() -> exit code; every error becomes one line and its exit code."""
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:
+        pass
+    try:
+        try:
+            return body()
+        except KeyboardInterrupt as e:
+            _ignore_sigint()
+            return report(prog, f"interrupted; {e or 'nothing more done'}", EXIT_INTERRUPTED, prefix="")
+        except EnvironmentFailure as e:
+            return report(prog, e, EXIT_FAILED)
+        except user_errors() as e:
+            return report(prog, e, EXIT_USAGE)
+        except OSError as e:
+            return report(prog, describe_os_error(e), os_error_code(e))
+        except MemoryError:
+            return report(prog, "out of memory", EXIT_FAILED)
+    except KeyboardInterrupt:            # a Ctrl-C while reporting
+        _ignore_sigint()
+        return report(prog, "interrupted", EXIT_INTERRUPTED, prefix="")
+
+
+def _ignore_sigint():
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:
+        pass
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -25,14 +91,15 @@ class ArgumentParser(argparse.ArgumentParser):
 def user_errors():
     """The exception types that mean bad input (exit 2, one line)."""
     from convnet.checkpoint import CheckpointError
-    from convnet.data import DataError
-    return (UsageError, CheckpointError, DataError)
+    from convnet.configs import ConfigError
+    from convnet.data.errors import DataError
+    return (UsageError, CheckpointError, ConfigError, DataError)
 
 
-def report(prog, err, code=EXIT_USAGE):
+def report(prog, err, code=EXIT_USAGE, prefix="error: "):
     """Print `prog: error: first line of err` on stderr; return code."""
     text = str(err).strip().splitlines()
-    print(f"{prog}: error: {text[0] if text else type(err).__name__}", file=sys.stderr)
+    print(f"{prog}: {prefix}{text[0] if text else type(err).__name__}", file=sys.stderr, flush=True)
     return code
 
 

@@ -10,9 +10,14 @@ subtracted, / 255). When the images are larger than the net's input,
 --crops center takes the central crop and --crops ten the paper's ten views
 (four corners and the centre, and their reflections), averaging the ten
 softmax outputs; when they are the net's size (28 x 28 Fashion-MNIST) it is
-plain evaluation of the whole image. Errors: one line on stderr, exit 2.
+plain evaluation of the whole image. Errors: one line on stderr naming the
+file and the problem (convnet/cli.py): exit 2 for bad input (a corrupt
+checkpoint, data whose classes the checkpoint's net does not have), 1 for a
+failing machine, 130 for Ctrl-C.
 """
-import sys
+if __name__ == "__main__":          # before the slow imports: Ctrl-C now is one line, exit 130
+    from convnet import startup
+    startup.guard("convnet.evaluate")
 
 import numpy as np
 
@@ -67,31 +72,42 @@ def evaluate(net, images, labels, mean, crop, crops="center", batch_size=128):
 
 
 def main(argv=None, out=print):
+    return cli.run(PROG, lambda: _main(argv, out))
+
+
+def _main(argv, out):
+    from convnet.configs import check_config, check_size, output_width
+    args = build_parser().parse_args(argv)
+    state = checkpoint.load(args.checkpoint)
+    cfg = state.get("config")
+    if not isinstance(cfg, dict) or "LAYERS" not in cfg:
+        raise UsageError(f"{args.checkpoint}: the checkpoint holds no network config")
+    check_config(cfg, args.checkpoint)
+    check_size(cfg, args.checkpoint)
+    run = state.get("run") or {}
+    if not isinstance(run.get("data", ""), str):
+        raise UsageError(f"{args.checkpoint}: run setting 'data' is {run.get('data')!r}, not a string")
+    data = args.data or run.get("data") or "fashion-mnist"
+    devices = cli.resolve_device(args.device, args.gpus)
+    from convnet.data import load_dataset
+    from convnet.net import Net
+    ds = load_dataset(data, args.split)
+    n_out = output_width(cfg)
+    top = int(np.max(ds.labels)) if len(ds.labels) else -1
+    if n_out is not None and (len(ds.classes) > n_out or top >= n_out):
+        raise UsageError(f"{args.checkpoint}: its net tells {n_out} classes apart, {ds.name} has "
+                         f"{len(ds.classes)} (labels up to {top}); evaluate it on the data it was trained on")
+    c, h, w = next(tuple(L["shape"]) for L in cfg["LAYERS"] if L.get("type") == "data")
+    n_img, s, s2, cc = ds.images.shape
+    if cc != c or s < h or s2 < w or h != w:
+        raise UsageError(f"the checkpoint's net takes {c}x{h}x{w} inputs, {ds.name} has {cc}x{s}x{s2} images")
+    if s != s2:
+        raise UsageError(f"{ds.name}: crops need square images, got {s}x{s2}")
     try:
-        args = build_parser().parse_args(argv)
-        state = checkpoint.load(args.checkpoint)
-        cfg = state.get("config")
-        if not isinstance(cfg, dict) or "LAYERS" not in cfg:
-            raise UsageError(f"{args.checkpoint}: the checkpoint holds no network config")
-        run = state.get("run") or {}
-        data = args.data or run.get("data") or "fashion-mnist"
-        devices = cli.resolve_device(args.device, args.gpus)
-        from convnet.data import load_dataset
-        from convnet.net import Net
-        ds = load_dataset(data, args.split)
-        c, h, w = next(tuple(L["shape"]) for L in cfg["LAYERS"] if L.get("type") == "data")
-        n_img, s, s2, cc = ds.images.shape
-        if cc != c or s < h or s2 < w or h != w:
-            raise UsageError(f"the checkpoint's net takes {c}x{h}x{w} inputs, {ds.name} has {cc}x{s}x{s2} images")
-        if s != s2:
-            raise UsageError(f"{ds.name}: crops need square images, got {s}x{s2}")
-        try:
-            net = Net(cfg, devices=devices, seed=0)
-            net.load_state_dict(state["net"])
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"{args.checkpoint}: {e}") from None
-    except cli.user_errors() as e:
-        return cli.report(PROG, e)
+        net = Net(cfg, devices=devices, seed=0)
+        net.load_state_dict(state["net"])
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"{args.checkpoint}: {e}") from None
     crops = args.crops
     if s == h and crops == "ten":
         out(f"note: {ds.name} images are already {h}x{w}, the net's input: plain evaluation, no crops")
@@ -105,4 +121,5 @@ def main(argv=None, out=print):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from convnet import startup
+    startup.finish(main())

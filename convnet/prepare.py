@@ -16,15 +16,24 @@ image and the RGB PCA of the training pixels (docs/data-format.md).
   with a progress bar.
 - Resumable: each shard is written atomically and then marked done; a rerun
   with the same arguments skips finished shards; a rerun with different
-  arguments (or a changed file list) into the same OUT is refused.
+  arguments (or a changed file list) into the same OUT is refused. Ctrl-C,
+  SIGTERM and errors remove the temporary file being written; the
+  temporaries a kill -9 left are removed when the next run starts.
 - Bad files never stop the run: unreadable, truncated, zero-byte or non-image
   files, images whose shorter side is under --min-side pixels (default
   size // 8: upscaling more than 8x invents the image) and images over
   --max-pixels (decompression bombs) are skipped and listed with the reason
-  in OUT/report.json and OUT/report.txt.
+  in OUT/report.json and OUT/report.txt (one "path<TAB>reason" line per
+  file, escaped like a Python string literal without its quotes: a
+  backslash, tab, newline, carriage return or other control character in a
+  name is written as two backslashes, backslash-t, -n, -r or backslash-x
+  and two hex digits, and so is a byte that is not UTF-8; so every line is
+  one file). FIFOs, sockets and devices named like images are skipped,
+  never opened.
 - A tree with no class folders, an empty class folder, class folders that
   differ between SRC and VALSRC, or no readable image at all: one line on
-  stderr, exit status 2.
+  stderr, exit status 2; a failure of the machine (disk full, read-only OUT):
+  one line, exit status 1; Ctrl-C: exit status 130 (convnet/cli.py).
 """
 import argparse
 import collections
@@ -32,15 +41,20 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import sys
-import tempfile
+
+if __name__ == "__main__":          # before the slow imports: Ctrl-C now is one line, exit 130
+    from convnet import startup
+    startup.guard("prepare")
 
 import numpy as np
 
+from convnet import cli, fsio
 from convnet.data import format as fmt
+from convnet.data.dataset import pca_from_moments
 from convnet.data.errors import DataError
 from convnet.data.images import MAX_PIXELS, ImageError, decode_image, is_image_name
-from convnet.data.readers import pca_from_moments
 
 CONFIG = "config.json"
 CHUNK = 16                      # images per task sent to a worker
@@ -101,7 +115,10 @@ def decode_chunk(task):
     out = []
     for p in paths:
         try:
-            if os.path.getsize(p) == 0:
+            st = os.stat(p)
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageError(f"{fsio.kind_of(p)}, not a regular file")
+            if st.st_size == 0:
                 raise ImageError("zero-byte file")
             out.append((decode_image(p, size=size, max_pixels=max_pixels, min_side=min_side), None))
         except ImageError as e:
@@ -128,6 +145,7 @@ def _empty_stats(size):
 
 def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)       # the parent's terminate() ends a worker
 
 
 class _Inline:
@@ -147,22 +165,19 @@ class _Inline:
 # Writing
 
 def _atomic(path, write):
-    d = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    fsio.write_atomic(path, write=write)
 
 
 def _write_json(path, obj):
     _atomic(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+
+
+def _read_json(path):
+    """A JSON file we wrote, or None when missing, not a regular file or unreadable."""
+    try:
+        return json.loads(fsio.read_regular(path))
+    except (OSError, ValueError):
+        return None
 
 
 def _write_shard(out, split, index, images, labels, skipped, stats):
@@ -181,11 +196,28 @@ def _stats_name(split, index):
 
 
 def _done(out, split, index):
-    path = os.path.join(out, fmt.shard_names(split, index)[2])
+    """The shard's done marker, or None when the shard must be (re)written: no marker, or a
+    train shard whose stats file does not load as plain arrays."""
+    done = _read_json(os.path.join(out, fmt.shard_names(split, index)[2]))
+    if not isinstance(done, dict) or not isinstance(done.get("count"), int) \
+            or not isinstance(done.get("skipped"), list):
+        return None
+    if split == "train" and done["count"] and _load_stats(out, split, index) is None:
+        return None
+    return done
+
+
+def _load_stats(out, split, index):
+    """The stats arrays of a train shard (plain arrays only: allow_pickle=False), or None."""
+    path = os.path.join(out, _stats_name(split, index))
+    if not fsio.is_regular(path):
+        return None
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        with np.load(path, allow_pickle=False) as z:
+            stats = {k: np.asarray(z[k], np.float64) for k in ("sum", "rgb_sum", "rgb_ss")}
+            stats["pixels"] = int(z["pixels"])
+        return stats
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -196,7 +228,7 @@ def _config(args, train_items, val_items):
     h = hashlib.sha1()
     for items in (train_items, val_items):
         for path, label in items:
-            h.update(f"{path}\t{label}\n".encode())
+            h.update(os.fsencode(path) + f"\t{label}\n".encode())
         h.update(b"--\n")
     return {"format": fmt.FORMAT, "version": fmt.VERSION, "src": os.path.abspath(args.src),
             "val": os.path.abspath(args.val) if args.val else None, "size": args.size,
@@ -239,13 +271,12 @@ def prepare(src, out, val=None, size=256, workers=None, shard_size=1024, min_sid
     if os.path.exists(out) and not os.path.isdir(out):
         raise DataError(f"{out}: exists and is not a folder")
     os.makedirs(out, exist_ok=True)
+    stale = fsio.remove_temporaries(out)
+    if stale:
+        log(f"{out}: removed {len(stale)} temporary file(s) an interrupted run left")
     cpath = os.path.join(out, CONFIG)
-    if os.path.exists(cpath):
-        try:
-            with open(cpath) as f:
-                old = json.load(f)
-        except (OSError, ValueError):
-            old = None
+    if os.path.lexists(cpath):
+        old = _read_json(cpath)
         if old != config:
             diff = [k for k in config if old is None or old.get(k) != config[k]]
             raise DataError(f"{out}: holds a preparation with different settings ({', '.join(diff)}); "
@@ -330,11 +361,14 @@ def _finalize(out, plan, classes, args, skipped_dirs, log):
         s["shards"].append({"images": img_name, "labels": lab_name, "count": done["count"]})
         s["count"] += done["count"]
         if split == "train":
-            with np.load(os.path.join(out, _stats_name(split, index))) as z:
-                total += z["sum"]
-                rgb_sum += z["rgb_sum"]
-                rgb_ss += z["rgb_ss"]
-                pixels += int(z["pixels"])
+            z = _load_stats(out, split, index)
+            if z is None:
+                raise DataError(f"{os.path.join(out, _stats_name(split, index))}: unreadable; run the same "
+                                "command again to redo its shard")
+            total += z["sum"]
+            rgb_sum += z["rgb_sum"]
+            rgb_ss += z["rgb_ss"]
+            pixels += z["pixels"]
             n_train += done["count"]
     _write_report(out, skipped)
     if n_train == 0:
@@ -353,15 +387,35 @@ def _finalize(out, plan, classes, args, skipped_dirs, log):
     return meta
 
 
+def escape(text):
+    r"""Any text as one line of report.txt: \\ \t \n \r for backslash, tab, newline, CR;
+    \xNN for other control characters and for bytes that are not UTF-8 (os.fsdecode's
+    surrogate escapes)."""
+    out = []
+    for ch in str(text):
+        o = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch in "\t\n\r":
+            out.append({"\t": "\\t", "\n": "\\n", "\r": "\\r"}[ch])
+        elif o < 0x20 or o == 0x7F:
+            out.append(f"\\x{o:02x}")
+        elif 0xDC80 <= o <= 0xDCFF:
+            out.append(f"\\x{o - 0xDC00:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def _write_report(out, skipped):
     rows = [{"path": p, "reason": r} for p, r in skipped]
     _write_json(os.path.join(out, "report.json"), {"skipped": rows})
-    text = "".join(f"{p}\t{r}\n" for p, r in skipped) or "no file skipped\n"
-    _atomic(os.path.join(out, "report.txt"), lambda f: f.write(text.encode()))
+    text = "".join(f"{escape(p)}\t{escape(r)}\n" for p, r in skipped) or "no file skipped\n"
+    _atomic(os.path.join(out, "report.txt"), lambda f: f.write(text.encode("utf-8", "backslashreplace")))
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m convnet.prepare", description=__doc__.split("\n")[0])
+    ap = cli.ArgumentParser(prog="python -m convnet.prepare", description=__doc__.split("\n")[0])
     ap.add_argument("src", help="training tree: one subfolder per class")
     ap.add_argument("out", help="output folder (created; rerun to resume)")
     ap.add_argument("--val", help="validation tree with the same class folders")
@@ -374,18 +428,37 @@ def main(argv=None):
                     f"decompression bombs (default {MAX_PIXELS})")
     ap.add_argument("--seed", type=int, default=0, help="seed of the training shards' order")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    a = ap.parse_args(argv)
+
+    def body():
+        a = ap.parse_args(argv)
+        old_term = _terminate_as_interrupt()
+        try:
+            prepare(a.src, a.out, val=a.val, size=a.size, workers=a.workers, shard_size=a.shard_size,
+                    min_side=a.min_side, max_pixels=a.max_pixels, seed=a.seed, progress=not a.quiet)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt("run the same command again to resume") from None
+        finally:
+            _restore_term(old_term)
+        return cli.EXIT_OK
+
+    return cli.run("prepare", body)
+
+
+def _terminate_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt, so the clean-up of Ctrl-C (temporaries removed) runs."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
     try:
-        prepare(a.src, a.out, val=a.val, size=a.size, workers=a.workers, shard_size=a.shard_size,
-                min_side=a.min_side, max_pixels=a.max_pixels, seed=a.seed, progress=not a.quiet)
-    except DataError as e:
-        print(f"prepare: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("prepare: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:              # not the main thread
+        return None
+
+
+def _restore_term(old):
+    if old is not None:
+        signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from convnet import startup
+    startup.finish(main())

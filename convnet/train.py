@@ -17,11 +17,24 @@ Run state and exactness:
   a run of 2 epochs equals 1 epoch + resume for 1.
 - Ctrl-C finishes the current step, saves last.ckpt (mid-epoch: it records
   the step and resume skips the batches already trained) and exits with a
-  message, exit code 130; a second Ctrl-C aborts at once (mid-step: nothing
-  saved, the previous checkpoint stays).
+  message, exit code 130; a second Ctrl-C aborts at once (mid-step or
+  mid-save: nothing saved, the previous checkpoint stays). A Ctrl-C while
+  starting exits 130 with one line, too.
 - A NaN or infinite loss stops the run with exit code 1 and a message
   naming the step; the last good checkpoint is kept (a non-finite state is
   never written).
+- The run folder (--checkpoint-dir) belongs to one run at a time: run.lock
+  holds the owner's pid and host (a lock left by a dead run is taken over
+  with a note). A new run refuses a folder holding another run's
+  checkpoints unless --overwrite (then they are deleted first); --resume
+  continues the run in it. last.ckpt is written before best.ckpt and names
+  the best epoch, so a kill -9 between the two is repaired when the run
+  resumes; log.jsonl is rewritten on resume to match the checkpoint (each
+  epoch's line exactly once, step lines up to the checkpoint's step). No
+  file is written through a symlink planted in its place.
+- Errors (convnet/cli.py): one line naming the file and the problem; exit 2
+  for bad input (a bad config, data or checkpoint, a folder where a file
+  belongs), 1 for a failing machine (disk full, read-only) or a NaN loss.
 - Images larger than the net's input are cropped (random crops, flips and
   PCA lighting in training, centre crops for validation: the paper's recipe).
 - The validation split is the dataset's "val" split (for Fashion-MNIST and
@@ -29,16 +42,21 @@ Run state and exactness:
   schedule and best.ckpt then look at test data), or with --holdout N a
   fixed set of N training images kept out of training.
 """
+import sys
+
+if __name__ == "__main__":          # before the slow imports: Ctrl-C now is one line, exit 130
+    from convnet import startup
+    startup.guard("convnet.train")
+
 import json
 import math
 import os
 import signal
-import sys
 import time
 
 import numpy as np
 
-from convnet import checkpoint, cli
+from convnet import checkpoint, cli, fsio
 from convnet.cli import UsageError
 
 PROG = "convnet.train"
@@ -50,6 +68,7 @@ EXIT_INTERRUPTED = 130          # the shell's code for a run stopped by Ctrl-C (
 RUN_KEYS = ("config", "data", "batch_size", "lr", "seed", "lr_schedule", "train_limit", "val_limit",
             "holdout")
 HOLDOUT_SEED = 20120101         # the held-out images do not depend on --seed
+LOG = "log.jsonl"
 
 
 def build_parser():
@@ -69,6 +88,9 @@ def build_parser():
                    help="epochs after which a 'step' schedule divides the lr by 10, e.g. 3,5")
     p.add_argument("--checkpoint-dir", help=f"default {DEFAULT_DIR} (or the --resume checkpoint's folder)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="a checkpoint file, or a folder holding last.ckpt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a --checkpoint-dir that holds another run's checkpoints "
+                        "(they and its log are deleted)")
     p.add_argument("--log", help="JSON-lines metrics log (default CHECKPOINT_DIR/log.jsonl)")
     p.add_argument("--log-every", type=cli.positive_int, default=50, help="steps between log lines")
     p.add_argument("--train-limit", type=cli.positive_int, help="use only the first N training images")
@@ -113,15 +135,37 @@ def make_schedule(spec, lr):
         raise UsageError(f"lr schedule {spec}: {e}") from None
 
 
+# the types of a checkpoint's run settings: key -> (types, smallest value or None, may be None)
+RUN_TYPES = {"config": ((str,), None, False), "data": ((str,), None, False), "batch_size": ((int,), 1, False),
+             "lr": ((int, float), 0, False), "seed": ((int,), 0, False), "epochs": ((int,), 1, False),
+             "lr_schedule": ((dict,), None, False), "train_limit": ((int,), 1, True),
+             "val_limit": ((int,), 1, True), "holdout": ((int,), 1, True)}
+
+
+def check_run(run, path):
+    """UsageError naming the first run setting of a checkpoint with the wrong type."""
+    for key, (types, low, optional) in RUN_TYPES.items():
+        v = run.get(key)
+        if v is None and optional:
+            continue
+        if isinstance(v, bool) or not isinstance(v, types) or (low is not None and not v >= low):
+            raise UsageError(f"{path}: run setting {key!r} is {v!r}, not "
+                             f"{'an integer' if types == (int,) else types[0].__name__}"
+                             f"{f' >= {low}' if low is not None else ''}")
+
+
 def resolve_settings(args):
     """The run's settings from the arguments, or from the checkpoint when resuming."""
-    from convnet.configs import load_config
+    from convnet.configs import check_config, check_size, load_config
     resumed = None
     if args.resume:
         resumed = checkpoint.load(args.resume)
         run = dict(resumed.get("run") or {})
-        if not run or "config" not in resumed:
+        if not run or not resumed.get("config"):
             raise UsageError(f"{args.resume}: not a training checkpoint (no run settings)")
+        check_run(run, args.resume)
+        check_config(resumed["config"], args.resume)
+        check_size(resumed["config"], args.resume)     # a 2^40-wide layer: one line, nothing allocated
         for key in RUN_KEYS:
             given = getattr(args, key, None)
             if key == "lr_schedule" and given is not None:
@@ -136,10 +180,8 @@ def resolve_settings(args):
             args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume)))
     else:
         name = args.config or DEFAULT_CONFIG
-        try:
-            cfg = load_config(name)
-        except (TypeError, ValueError) as e:
-            raise UsageError(str(e)) from None
+        cfg = load_config(name)                 # ConfigError (a ValueError): one line
+        check_size(cfg, name)
         hyper = cfg["HYPER"]
         run = {"config": name, "data": args.data or DEFAULT_DATA,
                "batch_size": args.batch_size if args.batch_size is not None else int(hyper.get("batch_size", 128)),
@@ -153,7 +195,7 @@ def resolve_settings(args):
         raise UsageError(f"--batch-size must be > 0, got {run['batch_size']}")
     if run["epochs"] < 1:
         raise UsageError(f"--epochs must be >= 1, got {run['epochs']}")
-    run["log"] = args.log or os.path.join(run["checkpoint_dir"], "log.jsonl")
+    run["log"] = args.log or os.path.join(run["checkpoint_dir"], LOG)
     return cfg, run, resumed
 
 
@@ -161,7 +203,7 @@ def _subset(ds, limit=None, index=None):
     """The first `limit` images of ds, or the images at `index`; same mean, classes and kind."""
     if index is None and (limit is None or limit >= len(ds)):
         return ds
-    from convnet.data.readers import Dataset
+    from convnet.data import Dataset
     if index is None:
         images, labels = np.asarray(ds.images[:limit]), np.asarray(ds.labels[:limit])
     else:
@@ -260,9 +302,11 @@ class Interrupt:
 
     def __init__(self):
         self.requested = False
+        self.count = 0                          # SIGINTs received
         self._old = None
 
     def _handler(self, signum, frame):
+        self.count += 1
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
@@ -292,6 +336,8 @@ class Trainer:
         self.out = out
         self.train_ds, self.val_ds = load_data(run)
         self.note = fit_config_to_data(cfg, self.train_ds)   # before the net is built from cfg
+        if resumed is not None and self.note:
+            raise UsageError(f"--resume: the data no longer fits the checkpoint's net ({self.note})")
         self.net, self.opt, self.schedule = build(cfg, run, devices)
         self.dp = None
         if comm is not None:
@@ -304,15 +350,87 @@ class Trainer:
         self.partial = {"loss_sum": 0.0, "images": 0, "seconds": 0.0}   # the unfinished epoch's sums
         self.best = math.inf
         self.pending = []                       # (step, epoch, batch, loss on the device, images)
+        self.best_epoch = None
         self.in_step = False                    # True while the state is being changed (not saveable)
         if resumed is not None:
             self._restore(resumed)
         self.dir = run["checkpoint_dir"]
-        os.makedirs(self.dir, exist_ok=True)
-        if self.root:
-            checkpoint.remove_stale_temporaries(self.dir)    # left by a kill -9 mid-save
-        log_dir = os.path.dirname(os.path.abspath(run["log"]))
-        os.makedirs(log_dir, exist_ok=True)
+        self.lock = None
+        self._log_file = None
+        self.notes = []                         # what open_folder did that the user should know
+
+    # -- the run folder ----------------------------------------------------------
+    def open_folder(self, resume_path=None, overwrite=False):
+        """Take the run folder: lock it, refuse (or with overwrite, clear) another run's
+        checkpoints, remove a killed save's temporaries, repair best.ckpt, rewrite the log.
+        Data parallel: rank 0 alone (the other ranks write nothing)."""
+        if not self.root:
+            return
+        _make_folder(self.dir, "--checkpoint-dir")
+        self.lock = checkpoint.RunLock(self.dir)
+        if self.lock.note:
+            self.notes.append(self.lock.note)
+        last = os.path.join(self.dir, checkpoint.LAST)
+        theirs = [n for n in (checkpoint.LAST, checkpoint.BEST) if os.path.lexists(os.path.join(self.dir, n))]
+        same = resume_path is not None and os.path.lexists(last) and _same_file(resume_path, self.dir)
+        if theirs and not same:
+            if not overwrite:
+                epoch = (checkpoint.peek(os.path.join(self.dir, theirs[0])) or {}).get("epoch", "?")
+                how = (f"continue it with --resume {self.dir}" if resume_path is None
+                       else "resume into another --checkpoint-dir")
+                raise UsageError(f"{self.dir}: holds another run's checkpoints ({', '.join(theirs)}, epoch "
+                                 f"{epoch}); {how}, or pass --overwrite to delete them and start there")
+            for n in theirs:
+                os.unlink(os.path.join(self.dir, n))
+            self.notes.append(f"--overwrite: deleted {', '.join(theirs)} of the previous run in {self.dir}")
+        removed = checkpoint.remove_stale_temporaries(self.dir)     # left by a kill -9 mid-save
+        if removed:
+            self.notes.append(f"{self.dir}: removed {len(removed)} temporary file(s) of an interrupted save")
+        if resume_path is not None and same:
+            note = checkpoint.repair_best(self.dir)
+            if note:
+                self.notes.append(note)
+        log = self.run["log"]
+        _make_folder(os.path.dirname(os.path.abspath(log)), "--log's folder")
+        fsio.write_atomic(log, self._log_text(log) if resume_path is not None else b"")
+        self._log_file = fsio.open_append(log)
+
+    def _log_text(self, log):
+        """The log as it must be for the resumed state: the step lines up to global_step and
+        each finished epoch's line (from the checkpoint's metrics) exactly once, in order."""
+        old = []
+        if os.path.isfile(log) and not os.path.islink(log):
+            try:
+                text = fsio.read_regular(log).decode("utf-8", "replace")
+            except OSError:
+                text = ""
+            for line in text.splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:              # a line torn by a kill
+                    continue
+                if isinstance(rec, dict) and rec.get("type") == "step" and isinstance(rec.get("step"), int) \
+                        and rec["step"] <= self.global_step and isinstance(rec.get("epoch"), int):
+                    old.append(rec)
+        epochs = [m for m in self.metrics if isinstance(m.get("epoch"), int)]
+        out = []
+        for rec in old:
+            while epochs and epochs[0]["epoch"] < rec["epoch"]:
+                out.append(epochs.pop(0))
+            out.append(rec)
+        out += epochs
+        return "".join(json.dumps(r) + "\n" for r in out).encode()
+
+    def close(self):
+        if self._log_file is not None:
+            try:
+                self._log_file.close()
+            except OSError:
+                pass
+            self._log_file = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # -- state ---------------------------------------------------------------
     def _restore(self, state):
@@ -329,27 +447,36 @@ class Trainer:
         self.metrics = list(state.get("metrics") or [])
         self.partial = dict(state.get("partial") or self.partial)
         self.best = min([m["val_top1"] for m in self.metrics] or [math.inf])
+        self.best_epoch = state.get("best_epoch")
 
     def state(self):
         return checkpoint.make_state(
             self.net, self.opt, self.epoch, rng={"seed": self.run["seed"], "global_step": self.global_step},
             metrics=self.metrics, config=self.cfg, run=self.run, schedule=self.schedule.state_dict(),
-            step_in_epoch=self.step_in_epoch, global_step=self.global_step, partial=dict(self.partial))
+            step_in_epoch=self.step_in_epoch, global_step=self.global_step, partial=dict(self.partial),
+            best_epoch=self.best_epoch)
 
     def save(self, best=False):
+        """last.ckpt (and best.ckpt); an OSError says the previous checkpoint is kept."""
         self.settle()
         if self.dp is not None:
             from convnet import distributed
             distributed.check_same_weights(self.comm, self.net)
             if not self.root:
                 return None
-        return checkpoint.save_run(self.dir, self.state(), best=best)
+        try:
+            return checkpoint.save_run(self.dir, self.state(), best=best)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot save the checkpoint ({e.strerror}); the previous one is kept",
+                          e.filename or os.path.join(self.dir, checkpoint.LAST)) from None
 
     def log(self, record):
         if not self.root:
             return
-        with open(self.run["log"], "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self._log_file is None:              # Trainer used without open_folder (tests)
+            self._log_file = fsio.open_append(self.run["log"])
+        self._log_file.write(json.dumps(record) + "\n")
+        self._log_file.flush()
 
     def _loader(self, ds, train, epoch):
         """Images of the net's input size as they are (prepared sets: the loader's flips and
@@ -455,6 +582,8 @@ class Trainer:
         self.in_step = True
         is_best = m["val_top1"] < self.best
         self.best = min(self.best, m["val_top1"])
+        if is_best:
+            self.best_epoch = e
         self.opt.lr = self.schedule.end_epoch(m["val_top1"])
         self.metrics.append(m)
         self.epoch, self.step_in_epoch = e, 0
@@ -477,9 +606,16 @@ class Trainer:
 
 def main(argv=None, on_step=None, out=print):
     """The command; returns the exit code. on_step(trainer): called after each step (tests)."""
-    parser = build_parser()
+    code = cli.run(PROG, lambda: _main(argv, on_step, out))
+    if code != cli.EXIT_OK:
+        from convnet import distributed
+        distributed.abort_job(code)         # --data-parallel under mpirun: end every rank now
+    return code
+
+
+def _main(argv, on_step, out):
+    args = build_parser().parse_args(argv)
     try:
-        args = parser.parse_args(argv)
         cfg, run, resumed = resolve_settings(args)
         run["log_every"] = args.log_every
         devices = cli.resolve_device(args.device, args.gpus)
@@ -493,10 +629,18 @@ def main(argv=None, on_step=None, out=print):
             raise UsageError("--dp-timeout and --dp-bucket-mb need --data-parallel")
         trainer = Trainer(cfg, run, devices, resumed, progress=not args.no_progress,
                           on_step=on_step, out=out, comm=comm, dp_bucket_mb=args.dp_bucket_mb)
-    except cli.user_errors() as e:
-        return cli.report(PROG, e)
     except KeyboardInterrupt:
-        return cli.report(PROG, "interrupted while setting up; nothing trained, nothing saved", EXIT_INTERRUPTED)
+        raise KeyboardInterrupt("while setting up; nothing trained, nothing saved") from None
+    try:
+        trainer.open_folder(args.resume, args.overwrite)
+        for note in trainer.notes:
+            out(f"note: {note}")
+        return _train(trainer, args, cfg, run, resumed, devices, out)
+    finally:
+        trainer.close()
+
+
+def _train(trainer, args, cfg, run, resumed, devices, out):
     if resumed is not None:
         out(f"resuming {args.resume}: epoch {trainer.epoch + 1}, step {trainer.global_step}")
     if trainer.epoch >= run["epochs"]:
@@ -519,6 +663,9 @@ def main(argv=None, on_step=None, out=print):
                 return cli.EXIT_FAILED          # the same Stop on every rank: rank 0 says why
             return cli.report(PROG, e, cli.EXIT_FAILED)
         except KeyboardInterrupt:
+            if interrupt.count >= 2:
+                return cli.report(PROG, f"aborted; nothing saved, the last checkpoint is {trainer._last_good()}",
+                                  EXIT_INTERRUPTED)
             return _save_interrupted(trainer)
     best = min(m["val_top1"] for m in trainer.metrics)
     out(f"done: best val top-1 error {100 * best:.2f}%; checkpoints {trainer.dir}/{checkpoint.LAST}, "
@@ -542,10 +689,36 @@ def _save_interrupted(trainer):
         return cli.report(PROG, e, cli.EXIT_FAILED)
     except checkpoint.NonFiniteStateError as e:
         return cli.report(PROG, f"interrupted; {e}; the last good checkpoint is kept", cli.EXIT_FAILED)
+    except KeyboardInterrupt:                   # a second Ctrl-C during the save
+        return cli.report(PROG, f"aborted during the save; the last checkpoint is {trainer._last_good()}",
+                          EXIT_INTERRUPTED)
+    except OSError as e:
+        return cli.report(PROG, f"interrupted; {cli.describe_os_error(e)}", cli.EXIT_FAILED)
     print(f"{PROG}: interrupted at epoch {trainer.epoch + 1}, step {trainer.global_step}; saved {last} "
           f"(continue with --resume {last})", file=sys.stderr)
     return EXIT_INTERRUPTED
 
 
+def _make_folder(path, what):
+    """os.makedirs with one-line errors for a file in the way."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise UsageError(f"{path}: {what} is {fsio.kind_of(path)}, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"{path}: {what} cannot be created (a file is in the way)") from None
+    except NotADirectoryError:
+        raise UsageError(f"{path}: {what} cannot be created (a file is in the way on its path)") from None
+
+
+def _same_file(resume_path, directory):
+    """True when the --resume checkpoint is one of the run folder's own files."""
+    path = resume_path if not os.path.isdir(resume_path) else os.path.join(resume_path, checkpoint.LAST)
+    return os.path.abspath(os.path.dirname(os.path.abspath(path))) == os.path.abspath(directory) or any(
+        os.path.exists(os.path.join(directory, n)) and os.path.samefile(path, os.path.join(directory, n))
+        for n in (checkpoint.LAST, checkpoint.BEST))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from convnet import startup
+    startup.finish(main())

@@ -446,6 +446,12 @@ def test_conv_throughput_gpu_path_with_fakes(monkeypatch, tmp_path, capsys):
         assert r["flops"] == common.conv_flops(r["x_shape"], r["w_shape"], r["stride"], r["pad"],
                                                r["groups"], r["pass"])
     assert {(t["split"], t["pass"]) for t in doc["totals"]} >= {("device", "fwd"), ("column", "all")}
+    # the static model's bound beside each row, when it can read the sm_90 code
+    from benchmarks import static_model
+    if static_model.find_tool("cuobjdump") and (common.ROOT / "build/kernels/conv.fatbin").exists():
+        for r in doc["rows"]:
+            assert 0 < r["model"]["bound"] <= 1 and r["model_ms_ratio"] == pytest.approx(r["ms"] / r["model"]["ms"])
+        assert out.count("    static model: >= ") == len(rows)
 
 
 def test_conv_throughput_gpu_path_marks_mismatch_fail_and_does_not_time(monkeypatch, tmp_path, capsys):

@@ -338,3 +338,39 @@ def test_tree_cache_sees_new_images(tmp_path):
     assert len(load_dataset(str(tmp_path / "t"))) == 4
     Image.new("RGB", (8, 8)).save(tmp_path / "t" / "train" / "cat" / "new.png")
     assert len(load_dataset(str(tmp_path / "t"))) == 5
+
+
+def test_the_readers_import_no_circle():
+    """convnet/data's modules import each other (at module level or inside functions) along
+    a graph with no cycle: one module per format, the dispatcher on top."""
+    import ast
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "convnet", "data")
+    names = {f[:-3] for f in os.listdir(folder) if f.endswith(".py") and f != "__init__.py"}
+    graph = {}
+    for n in names:
+        tree = ast.parse(open(os.path.join(folder, n + ".py")).read())
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.startswith("convnet.data."):
+                    deps.add(node.module.split(".")[2])
+                elif node.module == "convnet.data":
+                    deps |= {a.name for a in node.names if a.name in names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[2] for a in node.names if a.name.startswith("convnet.data.")}
+        graph[n] = deps & names - {n}
+    assert {"idx", "cifar", "tree", "prepared", "readers", "dataset", "format"} <= names
+    state = {}
+
+    def visit(n, path):
+        if state.get(n) == "open":
+            pytest.fail("import circle: " + " -> ".join(path + [n]))
+        if state.get(n) == "done":
+            return
+        state[n] = "open"
+        for d in sorted(graph[n]):
+            visit(d, path + [n])
+        state[n] = "done"
+    for n in sorted(names):
+        visit(n, [])
+    assert not any("readers" in graph[n] for n in names)      # only the package imports the dispatcher

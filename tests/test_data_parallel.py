@@ -91,7 +91,7 @@ def test_two_ranks_then_three_ranks_and_one_process_resume_match_one_process(set
     assert [l for _, l in got] == pytest.approx([l for _, l in reference[:4]], rel=1e-5, abs=1e-6)
     assert metrics(two)[0]["val_top1"] == metrics(one)[0]["val_top1"]
     assert metrics(two)[0]["val_images"] == 10
-    assert sorted(os.listdir(two)) == ["best.ckpt", "last.ckpt", "log.jsonl"]     # rank 0 alone wrote
+    assert sorted(os.listdir(two)) == ["best.ckpt", "last.ckpt", "log.jsonl", "run.lock"]   # rank 0 alone wrote
 
     # resume on 3 ranks (an odd count; the last batch has an empty slice)
     three = setup["base"] / "three"
@@ -199,6 +199,22 @@ def test_a_killed_or_hung_rank_ends_every_rank_within_the_timeout(setup, tmp_pat
     assert not _rank_pids(str(ckdir), 0) and not _rank_pids(str(ckdir), 1)
     state = checkpoint.load(os.path.join(ckdir, "last.ckpt"))
     assert state["epoch"] >= 1
+
+
+@needs_mpi
+def test_an_error_on_rank_0_alone_ends_every_rank_at_once(setup, tmp_path):
+    """Rank 0 alone opens the run folder; when it refuses (another run's checkpoints are there)
+    it reports the one-line error and aborts the job: exit 2 at once, not after the others'
+    timeout."""
+    taken = tmp_path / "taken"
+    assert train_mod.main([*setup["common"], "--epochs", "1", "--checkpoint-dir", str(taken)],
+                          out=lambda s: None) == 0
+    t0 = time.monotonic()
+    code, text = run_mpi(2, *setup["common"], "--epochs", "1", "--data-parallel", "--dp-timeout", "60",
+                         "--checkpoint-dir", str(taken))
+    assert code == 2, text
+    assert "holds another run's checkpoints" in text
+    assert time.monotonic() - t0 < 30
 
 
 def test_data_parallel_flags_need_data_parallel(setup, tmp_path, capsys):

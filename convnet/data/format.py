@@ -1,5 +1,6 @@
-"""The prepared-dataset format (version 1), read side. docs/data-format.md
-is the full description; `convnet.prepare` writes it.
+"""The prepared-dataset format (version 1): names, the meta file, the shard array.
+docs/data-format.md is the full description; `convnet.prepare` writes it and
+convnet/data/prepared.py reads it into a Dataset.
 
     OUT/meta.json                  format, version, size, classes, splits and
                                    their shards, PCA; written last
@@ -16,6 +17,7 @@ import threading
 
 import numpy as np
 
+from convnet import fsio
 from convnet.data.errors import DataError
 
 FORMAT = "convnet-prepared"
@@ -104,62 +106,28 @@ class ShardedImages:
 
 
 def read_meta(folder):
+    """OUT/meta.json, checked: DataError (one line) when unreadable, foreign or malformed."""
     path = os.path.join(folder, META)
     try:
-        with open(path) as f:
-            meta = json.load(f)
+        meta = json.loads(fsio.read_regular(path))
     except (OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable ({e})") from None
+        raise DataError(f"{path}: unreadable ({getattr(e, 'strerror', None) or e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{path}: not a {FORMAT} meta file")
     if meta.get("version") != VERSION:
         raise DataError(f"{path}: format version {meta.get('version')}, this code reads version {VERSION}")
+    size, classes, splits = meta.get("size"), meta.get("classes"), meta.get("splits")
+    if not (isinstance(size, int) and 1 <= size <= 1 << 16) or not isinstance(classes, list) or not classes \
+            or not all(isinstance(c, str) for c in classes) or not isinstance(splits, dict):
+        raise DataError(f"{path}: malformed (size, classes or splits missing or of the wrong type)")
+    for name, s in splits.items():
+        shards = s.get("shards") if isinstance(s, dict) else None
+        if not isinstance(shards, list) or not all(
+                isinstance(sh, dict) and isinstance(sh.get("images"), str) and isinstance(sh.get("labels"), str)
+                and isinstance(sh.get("count"), int) and sh["count"] >= 0 for sh in shards):
+            raise DataError(f"{path}: malformed split {name!r} (shards must list images, labels and count)")
+        for sh in shards:
+            for key in ("images", "labels"):
+                if os.path.basename(sh[key]) != sh[key] or sh[key].startswith("."):
+                    raise DataError(f"{path}: shard file {sh[key]!r} is not a plain name in the folder")
     return meta
-
-
-def _split_name(meta, split, path):
-    splits = meta["splits"]
-    if split in splits:
-        return split
-    alias = {"test": "val", "val": "test"}.get(split)
-    if alias in splits:
-        return alias
-    raise DataError(f"{path}: no {split!r} split (has {', '.join(sorted(splits))})")
-
-
-def load_prepared(folder, split):
-    from convnet.data.readers import Dataset
-    meta = read_meta(folder)
-    split = _split_name(meta, split, folder)
-    paths, counts, labels = [], [], []
-    for sh in meta["splits"][split]["shards"]:
-        ipath = os.path.join(folder, sh["images"])
-        lpath = os.path.join(folder, sh["labels"])
-        try:
-            a = np.load(ipath, mmap_mode="r")
-            lab = np.load(lpath)
-        except (OSError, ValueError) as e:
-            raise DataError(f"{ipath}: unreadable shard ({e})") from None
-        if a.dtype != np.uint8 or a.ndim != 4 or a.shape[1:] != (meta["size"], meta["size"], 3) \
-                or len(a) != sh["count"] or len(lab) != sh["count"]:
-            raise DataError(f"{ipath}: shard shape {a.shape} {a.dtype} or {len(lab)} labels "
-                            f"does not match meta.json ({sh['count']} x {meta['size']}^2 x 3)")
-        del a                                   # checked; mapped again on use (ShardedImages)
-        paths.append(ipath)
-        counts.append(sh["count"])
-        labels.append(lab.astype(np.int32))
-    labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
-    n_classes = len(meta["classes"])
-    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
-        raise DataError(f"{folder}: label out of range for {n_classes} classes")
-    try:
-        mean = np.load(os.path.join(folder, meta.get("mean", MEAN))).astype(np.float32)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{os.path.join(folder, MEAN)}: unreadable mean image ({e})") from None
-    pca = meta.get("pca")
-    if pca is not None:
-        pca = (np.asarray(pca["eigenvalues"], np.float32), np.asarray(pca["eigenvectors"], np.float32))
-    return Dataset(meta.get("name") or os.path.basename(os.path.normpath(folder)), split,
-                   ShardedImages(paths, counts, (meta["size"], meta["size"], 3)), labels, meta["classes"],
-                   mean=mean, pca=pca,
-                   source=folder, prepared=True)
