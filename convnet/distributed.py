@@ -264,7 +264,8 @@ class DataParallel:
     def describe(self):
         mb = sum(b.nbytes() for b in self.buckets) / 2 ** 20
         how = "NCCL" if self.nccl is not None else self.comm.name
-        return (f"data parallel: {self.comm.size} ranks over {how}; {len(self.buckets)} gradient buckets "
+        ranks = f"{self.comm.size} rank{'s' if self.comm.size != 1 else ''}"
+        return (f"data parallel: {ranks} over {how}; {len(self.buckets)} gradient buckets "
                 f"({mb:.1f} MiB per step, <= {self.bucket_mb:g} MiB each); timeout {self.comm.timeout:g} s")
 
     # -- one step -----------------------------------------------------------------------------

