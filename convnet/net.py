@@ -42,6 +42,10 @@ Dropout: the seed of a dropout layer's mask at training step n is derived
 from (seed, n, the layer's index in the config); net.step counts training
 forwards (each forward(train=True) uses the current step, then adds one), and
 set_step(n) restores it, so a resumed run draws the same masks.
+Data parallelism (convnet/distributed.py) sets net.row_offset to the row of
+the global batch where this process's slice starts: a dropout layer's mask
+index of element i is then row_offset * (elements per row) + i, so the
+slices' masks are the rows of the one-process mask.
 """
 import copy
 import fnmatch
@@ -103,6 +107,7 @@ class Net:
         self.dtype = dtype
         self.seed = int(seed)
         self.step = 0
+        self.row_offset = 0     # row of the global batch this forward's first row is (data parallelism)
         self.hyper = copy.deepcopy(config.get("HYPER", {}))
         specs = self._check_specs(config["LAYERS"], input_shape)
 
@@ -331,6 +336,7 @@ class Net:
                 ins.append(a)
             if layer.needs_seed:
                 layer.seed = self.dropout_seed(name, self.step)
+                layer.offset = self.row_offset * math.prod(layer.in_shapes[0])
             with self.placement.context(layer.column):
                 acts[name] = layer.forward(ins, train)
         if train:
@@ -355,8 +361,10 @@ class Net:
         self._loss_ready = True
         return float(value) if sync else value
 
-    def backward(self):
-        """Gradients of the last loss() into every Param.grad (overwritten, not accumulated)."""
+    def backward(self, on_layer=None):
+        """Gradients of the last loss() into every Param.grad (overwritten, not accumulated).
+        on_layer(layer): called as each layer's backward finishes, with its device and stream
+        current, so its Params' grads can be sent on (data parallelism) while the rest runs."""
         if self._acts is None or not self._loss_ready:
             raise RuntimeError("backward() needs forward() and then loss() first")
         col = self.layers[self.output].column
@@ -368,6 +376,8 @@ class Net:
             need = [src != self.data for src in layer.inputs]
             with self.placement.context(layer.column):
                 dins = layer.backward(dy, need)
+                if on_layer is not None and layer.params:
+                    on_layer(layer)
             for src, dx in zip(layer.inputs, dins):
                 if dx is None:
                     continue

@@ -154,16 +154,17 @@ def tanh_backward(dy, y, *, backend=None):
 
 # --- dropout (kernels/dropout.cu) ---------------------------------------------------------------
 
-def dropout_forward(x, p, seed, *, backend=None):
+def dropout_forward(x, p, seed, offset=0, *, backend=None):
+    """offset: the mask index of x's first element (a data-parallel rank's first row)."""
     if _on(backend, x).runs_kernels:
-        return dropout.dropout_forward(x, p, seed)
-    return reference.dropout_forward(x, p, seed)
+        return dropout.dropout_forward(x, p, seed, offset)
+    return reference.dropout_forward(x, p, seed, offset)
 
 
-def dropout_backward(dy, p, seed, *, backend=None):
+def dropout_backward(dy, p, seed, offset=0, *, backend=None):
     if _on(backend, dy).runs_kernels:
-        return dropout.dropout_backward(dy, p, seed)
-    return reference.dropout_backward(dy, p, seed)
+        return dropout.dropout_backward(dy, p, seed, offset)
+    return reference.dropout_backward(dy, p, seed, offset)
 
 
 # --- fused pairs (kernels/fused.cu) ---------------------------------------------------------------
@@ -182,7 +183,11 @@ def lrn_maxpool_backward(dy, x, arg, size=5, alpha=1e-4, beta=0.75, k=2.0, pool_
     return reference.lrn_maxpool_backward(dy, x, arg, size, alpha, beta, k, pool_size, pool_stride, groups)
 
 
-def relu_dropout_forward(x, p, seed, *, backend=None):
+def relu_dropout_forward(x, p, seed, offset=0, *, backend=None):
+    """A non-zero offset (data parallelism) runs the ReLU and the dropout as two ops: the fused
+    kernel has no offset; the result is the same bit for bit."""
+    if offset:
+        return dropout_forward(relu_forward(x, backend=backend), p, seed, offset, backend=backend)
     if _on(backend, x).runs_kernels:
         return fused.relu_dropout_forward(x, p, seed)
     return reference.relu_dropout_forward(x, p, seed)

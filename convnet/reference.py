@@ -541,29 +541,31 @@ def dropout_threshold(p):
     return np.uint32(min(round(p * 2 ** 32), 2 ** 32 - 1))
 
 
-def dropout_mask(shape, p, seed):
+def dropout_mask(shape, p, seed, offset=0):
     """Boolean keep mask of the given shape: element i (flat C-order) is kept when
-    philox4x32_10((i mod 2^32, i >> 32, 0, 0), (seed mod 2^32, seed >> 32))[0] >= dropout_threshold(p)."""
+    philox4x32_10((g mod 2^32, g >> 32, 0, 0), (seed mod 2^32, seed >> 32))[0] >= dropout_threshold(p)
+    with g = offset + i (an offset lets a tensor be the rows of a larger one: data parallelism)."""
     threshold = dropout_threshold(p)
     seed = _check_seed(seed)
     shape = tuple(_int(s, "shape", 0) for s in shape)
-    i = np.arange(math.prod(shape), dtype=np.uint64)
+    offset = _int(offset, "offset", 0)
+    i = np.arange(math.prod(shape), dtype=np.uint64) + np.uint64(offset)
     zero = np.zeros_like(i)
     counter = np.stack([i & _M32, i >> np.uint64(32), zero, zero], axis=-1)
     key = np.array([seed & 0xFFFFFFFF, seed >> 32], dtype=np.uint64)
     return (philox4x32_10(counter, key)[:, 0] >= threshold).reshape(shape)
 
 
-def dropout_forward(x, p, seed):
-    """Inverted dropout: y = x / (1 - p) where dropout_mask keeps, else 0."""
+def dropout_forward(x, p, seed, offset=0):
+    """Inverted dropout: y = x / (1 - p) where dropout_mask(x.shape, p, seed, offset) keeps, else 0."""
     x = _float_array(x, "x")
-    keep = dropout_mask(x.shape, p, seed)
+    keep = dropout_mask(x.shape, p, seed, offset)
     return np.where(keep, x * x.dtype.type(1.0 / (1.0 - p)), x.dtype.type(0))
 
 
-def dropout_backward(dy, p, seed):
+def dropout_backward(dy, p, seed, offset=0):
     """dx = dy / (1 - p) where the (regenerated) mask keeps, else 0."""
-    return dropout_forward(dy, p, seed)
+    return dropout_forward(dy, p, seed, offset)
 
 
 # --- softmax, cross-entropy, top-k ----------------------------------------
@@ -697,9 +699,9 @@ def lrn_maxpool_backward(dy, x, arg, size=5, alpha=1e-4, beta=0.75, k=2.0, pool_
     return np.ascontiguousarray(np.concatenate(parts, axis=1))
 
 
-def relu_dropout_forward(x, p, seed):
-    """dropout_forward(relu_forward(x), p, seed)."""
-    return dropout_forward(relu_forward(x), p, seed)
+def relu_dropout_forward(x, p, seed, offset=0):
+    """dropout_forward(relu_forward(x), p, seed, offset)."""
+    return dropout_forward(relu_forward(x), p, seed, offset)
 
 
 def relu_dropout_backward(dy, y, p):

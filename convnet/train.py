@@ -99,6 +99,14 @@ def build_parser():
                    help="validate on N training images held out from training (a fixed choice) instead "
                         "of the dataset's val split (which for Fashion-MNIST and CIFAR-10 is the test set)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # data parallelism (convnet/distributed.py, docs/data-parallel.md)
+    p.add_argument("--data-parallel", action="store_true",
+                   help="under mpirun -n K: each rank trains on its slice of every global batch "
+                        "(--batch-size), gradients averaged over the ranks")
+    p.add_argument("--dp-timeout", type=cli.positive_float,
+                   help="seconds a rank waits for the others before aborting every rank (default 120)")
+    p.add_argument("--dp-bucket-mb", type=cli.positive_float,
+                   help="MiB of gradients per all-reduce bucket (default 8)")
     return p
 
 
@@ -278,6 +286,8 @@ def evaluate_loader(net, loader):
     from convnet.backend import to_host
     top1 = top5 = n = 0
     for x, labels in loader:
+        if len(labels) == 0:            # a data-parallel rank's empty slice of a short last batch
+            continue
         logits = to_host(net.forward(x, train=False))
         labels = to_host(labels)
         k5 = min(5, logits.shape[1])
@@ -316,9 +326,12 @@ class Interrupt:
 
 
 class Trainer:
-    def __init__(self, cfg, run, devices, resumed=None, progress=True, on_step=None, out=print):
+    def __init__(self, cfg, run, devices, resumed=None, progress=True, on_step=None, out=print,
+                 comm=None, dp_bucket_mb=None):
         self.cfg, self.run, self.devices = cfg, run, devices
-        self.progress = progress
+        self.comm = comm                        # data parallelism: a convnet.distributed communicator
+        self.root = comm is None or comm.is_root    # rank 0 alone writes checkpoints and logs
+        self.progress = progress and self.root
         self.on_step = on_step                  # callback(trainer) after every step (tests)
         self.out = out
         self.train_ds, self.val_ds = load_data(run)
@@ -326,6 +339,10 @@ class Trainer:
         if resumed is not None and self.note:
             raise UsageError(f"--resume: the data no longer fits the checkpoint's net ({self.note})")
         self.net, self.opt, self.schedule = build(cfg, run, devices)
+        self.dp = None
+        if comm is not None:
+            from convnet import distributed
+            self.dp = distributed.DataParallel(comm, self.net, dp_bucket_mb or distributed.DEFAULT_BUCKET_MB)
         self.epoch = 0                          # epochs completed
         self.step_in_epoch = 0                  # batches of epoch self.epoch + 1 already trained
         self.global_step = 0
@@ -345,7 +362,10 @@ class Trainer:
     # -- the run folder ----------------------------------------------------------
     def open_folder(self, resume_path=None, overwrite=False):
         """Take the run folder: lock it, refuse (or with overwrite, clear) another run's
-        checkpoints, remove a killed save's temporaries, repair best.ckpt, rewrite the log."""
+        checkpoints, remove a killed save's temporaries, repair best.ckpt, rewrite the log.
+        Data parallel: rank 0 alone (the other ranks write nothing)."""
+        if not self.root:
+            return
         _make_folder(self.dir, "--checkpoint-dir")
         self.lock = checkpoint.RunLock(self.dir)
         if self.lock.note:
@@ -439,6 +459,11 @@ class Trainer:
     def save(self, best=False):
         """last.ckpt (and best.ckpt); an OSError says the previous checkpoint is kept."""
         self.settle()
+        if self.dp is not None:
+            from convnet import distributed
+            distributed.check_same_weights(self.comm, self.net)
+            if not self.root:
+                return None
         try:
             return checkpoint.save_run(self.dir, self.state(), best=best)
         except OSError as e:
@@ -446,6 +471,8 @@ class Trainer:
                           e.filename or os.path.join(self.dir, checkpoint.LAST)) from None
 
     def log(self, record):
+        if not self.root:
+            return
         if self._log_file is None:              # Trainer used without open_folder (tests)
             self._log_file = fsio.open_append(self.run["log"])
         self._log_file.write(json.dumps(record) + "\n")
@@ -458,8 +485,9 @@ class Trainer:
         from convnet.data import Augment, make_loader
         size = input_shape(self.cfg)[1]
         augment = Augment(crop=size) if ds.shape[0] > size else None
+        shard = (self.comm.rank, self.comm.size) if self.comm is not None else None
         return make_loader(ds, self.run["batch_size"], train=train, seed=self.run["seed"], epoch=epoch,
-                           augment=augment, device=self.net.devices[0])
+                           augment=augment, device=self.net.devices[0], shard=shard)
 
     # -- loop ------------------------------------------------------------------
     def train(self, interrupt):
@@ -482,10 +510,11 @@ class Trainer:
                     if b < self.step_in_epoch:          # resumed mid-epoch: already trained
                         continue
                     self.in_step = True
-                    loss = self.train_step(x, labels)
+                    rows = loader.rows(b)               # (lo, hi, images of the global batch)
+                    loss = self.train_step(x, labels, rows)
                     self.global_step += 1
                     self.step_in_epoch = b + 1
-                    self.pending.append((self.global_step, e, b + 1, loss, len(labels)))
+                    self.pending.append((self.global_step, e, b + 1, loss, rows[2]))
                     self.in_step = False
                     log_now = self.global_step % self.run.get("log_every", 50) == 0
                     # GPU: read the losses on the host only every log_every steps, at the end of
@@ -510,9 +539,12 @@ class Trainer:
                     bar.close()
             self.end_epoch(e, total)
 
-    def train_step(self, x, labels):
-        """One step; returns the loss as it lies on the device (read later by settle())."""
+    def train_step(self, x, labels, rows=None):
+        """One step; returns the loss as it lies on the device (read later by settle()).
+        Data parallel: rows = (lo, hi, n) of the global batch; the loss is the global batch's."""
         self.net.set_step(self.global_step)
+        if self.dp is not None:
+            return self.dp.train_step(self.net, self.opt, x, labels, rows)
         logits = self.net.forward(x, train=True)
         loss = self.net.loss(logits, labels, sync=False)
         self.net.backward()
@@ -539,6 +571,8 @@ class Trainer:
         self.settle()
         t0 = time.perf_counter()
         top1, top5, n = evaluate_loader(self.net, self._loader(self.val_ds, False, 0))
+        if self.comm is not None:               # each rank evaluated its slices
+            top1, top5, n = self.comm.sum_ints(top1, top5, n)
         val_seconds = time.perf_counter() - t0
         images, seconds = self.partial["images"], self.partial["seconds"]
         m = {"type": "epoch", "epoch": e, "train_loss": self.partial["loss_sum"] / max(images, 1),
@@ -572,7 +606,11 @@ class Trainer:
 
 def main(argv=None, on_step=None, out=print):
     """The command; returns the exit code. on_step(trainer): called after each step (tests)."""
-    return cli.run(PROG, lambda: _main(argv, on_step, out))
+    code = cli.run(PROG, lambda: _main(argv, on_step, out))
+    if code != cli.EXIT_OK:
+        from convnet import distributed
+        distributed.abort_job(code)         # --data-parallel under mpirun: end every rank now
+    return code
 
 
 def _main(argv, on_step, out):
@@ -581,8 +619,16 @@ def _main(argv, on_step, out):
         cfg, run, resumed = resolve_settings(args)
         run["log_every"] = args.log_every
         devices = cli.resolve_device(args.device, args.gpus)
+        comm = None
+        if args.data_parallel:
+            from convnet import distributed
+            comm = distributed.init(args.dp_timeout or distributed.DEFAULT_TIMEOUT)
+            if not comm.is_root:
+                out = _quiet
+        elif args.dp_timeout is not None or args.dp_bucket_mb is not None:
+            raise UsageError("--dp-timeout and --dp-bucket-mb need --data-parallel")
         trainer = Trainer(cfg, run, devices, resumed, progress=not args.no_progress,
-                          on_step=on_step, out=out)
+                          on_step=on_step, out=out, comm=comm, dp_bucket_mb=args.dp_bucket_mb)
     except KeyboardInterrupt:
         raise KeyboardInterrupt("while setting up; nothing trained, nothing saved") from None
     try:
@@ -601,6 +647,8 @@ def _train(trainer, args, cfg, run, resumed, devices, out):
         out(f"nothing to do: the checkpoint has {trainer.epoch} epochs, --epochs is {run['epochs']}")
         return cli.EXIT_OK
     out(trainer.net.summary())
+    if trainer.dp is not None:
+        out(trainer.dp.describe())
     if trainer.note:
         out(trainer.note)
     out(f"training '{cfg['name']}' on {run['data']} ({len(trainer.train_ds)} train, {len(trainer.val_ds)} val "
@@ -611,6 +659,8 @@ def _train(trainer, args, cfg, run, resumed, devices, out):
         try:
             trainer.train(interrupt)
         except Stop as e:
+            if trainer.comm is not None and not trainer.root:
+                return cli.EXIT_FAILED          # the same Stop on every rank: rank 0 says why
             return cli.report(PROG, e, cli.EXIT_FAILED)
         except KeyboardInterrupt:
             if interrupt.count >= 2:
@@ -621,6 +671,10 @@ def _train(trainer, args, cfg, run, resumed, devices, out):
     out(f"done: best val top-1 error {100 * best:.2f}%; checkpoints {trainer.dir}/{checkpoint.LAST}, "
         f"{checkpoint.BEST}; log {run['log']}")
     return cli.EXIT_OK
+
+
+def _quiet(*args, **kwargs):
+    """`out` of the data-parallel ranks other than 0."""
 
 
 def _save_interrupted(trainer):

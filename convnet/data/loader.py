@@ -19,6 +19,12 @@ before the division (see convnet/data/augment.py).
   its first column's device); a GPU gets CuPy batches on that GPU: uint8
   crops go there (pinned memory, their own stream) and kernels/augment.cu
   runs there.
+- shard=(rank, ranks) (data parallelism): every batch is the same global
+  batch as without it, and this loader yields only rows lo:hi of it
+  (`rows(b)`: the contiguous split of np.array_split, so slices differ by
+  at most one row and a short last batch is split too; a slice may be
+  empty); the augmentation parameters are drawn for the whole global batch
+  and sliced, so each row is augmented as in one process.
 - In-memory sets on the NumPy path are sliced in the caller's thread (a
   batch of 128 Fashion-MNIST images costs about 0.1 ms); prepared sets and
   the CUDA path go through the threaded pipeline (convnet/data/pipeline.py).
@@ -35,7 +41,7 @@ class Loader:
     """An iterable of (x float32 (B, C, crop, crop), labels int32 (B,)) batches."""
 
     def __init__(self, dataset, batch_size, train, seed=0, epoch=0, augment=None,
-                 device=None, drop_last=False, depth=2):
+                 device=None, drop_last=False, depth=2, shard=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise DataError(f"batch_size {batch_size!r}: must be a positive int")
         device = backend.cpu() if device is None else device
@@ -66,6 +72,13 @@ class Loader:
         self.channels = c
         self.n = n
         self._pipeline = None
+        if shard is None:
+            shard = (0, 1)
+        rank, ranks = shard
+        if not (isinstance(ranks, (int, np.integer)) and isinstance(rank, (int, np.integer))
+                and ranks >= 1 and 0 <= rank < ranks):
+            raise DataError(f"shard {shard!r}: must be (rank, ranks) with 0 <= rank < ranks")
+        self.shard = (int(rank), int(ranks))
 
     @property
     def shape(self):
@@ -88,21 +101,37 @@ class Loader:
             return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
         return np.arange(self.n)
 
+    def global_count(self, b):
+        """Images in global batch b (all shards together)."""
+        return min(self.batch_size, self.n - b * self.batch_size)
+
+    def rows(self, b):
+        """(lo, hi, n): this shard's rows lo:hi of global batch b, which has n images."""
+        n = self.global_count(b)
+        rank, ranks = self.shard
+        return n * rank // ranks, n * (rank + 1) // ranks, n
+
     def batches(self):
-        """(batch index, image indices) of every batch, in order."""
+        """(batch index, image indices) of every batch (this shard's rows of it), in order."""
         order = self.order()
         for b in range(len(self)):
-            yield b, order[b * self.batch_size:(b + 1) * self.batch_size]
+            lo, hi, _ = self.rows(b)
+            yield b, order[b * self.batch_size + lo:b * self.batch_size + hi]
 
     def params(self, b, count):
-        """(offsets, flips, light) of batch b."""
+        """(offsets, flips, light) of this shard's `count` images of batch b: drawn for the whole
+        global batch, then sliced."""
         c = self.channels
         if not self.random:
             return aug.center_params(count, self.size, self.crop, c)
+        lo, hi, n = self.rows(b)
+        if hi - lo != count:
+            raise ValueError(f"batch {b}: {count} images but this shard has rows {lo}:{hi}")
         rng = aug.batch_rng(self.seed, self.epoch, b)
         pca = self.dataset.pca if (self.augment.lighting and c == 3) else None
-        return aug.draw_params(rng, count, self.size, self.crop, c, flip=self.augment.flip,
-                               lighting=self.augment.lighting, pca=pca)
+        params = aug.draw_params(rng, n, self.size, self.crop, c, flip=self.augment.flip,
+                                 lighting=self.augment.lighting, pca=pca)
+        return tuple(a[lo:hi] for a in params)
 
     # -- stages ------------------------------------------------------------
     def read(self, job):
@@ -175,7 +204,7 @@ class Loader:
 
 
 def make_loader(dataset, batch_size, train, seed=0, epoch=0, augment=None, device=None,
-                drop_last=False):
+                drop_last=False, shard=None):
     """An iterable of (x, labels) batches of `dataset`; see the module docstring."""
     return Loader(dataset, batch_size, train, seed=seed, epoch=epoch, augment=augment,
-                  device=device, drop_last=drop_last)
+                  device=device, drop_last=drop_last, shard=shard)

@@ -1,7 +1,7 @@
 """Launchers for kernels/dropout.cu: inverted dropout with a regenerated mask.
 
-    dropout_forward(x, p, seed)      y  = x / (1 - p) where kept, else 0
-    dropout_backward(dy, p, seed)    dx = dy / (1 - p) where kept, else 0
+    dropout_forward(x, p, seed, offset=0)      y  = x / (1 - p) where kept, else 0
+    dropout_backward(dy, p, seed, offset=0)    dx = dy / (1 - p) where kept, else 0
     dropout_mask(shape, p, seed, like, offset=0)   the keep mask itself (uint8 -> bool)
 
 Element i (flat C-order index) is kept when word 0 of
@@ -49,27 +49,29 @@ def _check_offset(op, offset, n):
     return int(offset)
 
 
-def _apply(op, x, p, seed, version):
+def _apply(op, x, p, seed, version, offset=0):
     check_version(op, version)
     check_float32(op, "x" if op == "dropout_forward" else "dy", x)
     threshold = _threshold(op, p)
     seed = _check_seed(op, seed)
+    offset = _check_offset(op, offset, x.size)
     y = array_module(x).empty_like(x)
     if x.size:
         scale = 1.0 / (1.0 - float(p))
         launch("dropout_apply", x, grid_1d(x.size, x), BLOCK,
-               (x, y, x.size, threshold, scale, seed, 0))
+               (x, y, x.size, threshold, scale, seed, offset))
     return y
 
 
-def dropout_forward(x, p, seed, *, version=None):
-    """Inverted dropout of x (float32, any shape) with drop probability p, mask from seed."""
-    return _apply("dropout_forward", x, p, seed, version)
+def dropout_forward(x, p, seed, offset=0, *, version=None):
+    """Inverted dropout of x (float32, any shape) with drop probability p, mask from seed
+    (element i of x has mask index offset + i)."""
+    return _apply("dropout_forward", x, p, seed, version, offset)
 
 
-def dropout_backward(dy, p, seed, *, version=None):
+def dropout_backward(dy, p, seed, offset=0, *, version=None):
     """The gradient of dropout_forward: the same regenerated mask and scale applied to dy."""
-    return _apply("dropout_backward", dy, p, seed, version)
+    return _apply("dropout_backward", dy, p, seed, version, offset)
 
 
 def dropout_mask(shape, p, seed, like, offset=0):
