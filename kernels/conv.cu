@@ -828,3 +828,411 @@ extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_fil
 {
     conv::bwd_filter_v3<conv::V3_BM_SMALL, conv::V3_TM_SMALL>(dy, x, ws, conv::Shape(CONV_SHAPE_ARGS), splits, k_chunk);
 }
+
+// ---------------------------------------------------------------------------
+// v4: implicit GEMM with the gather decoded once per block, not per element.
+//
+// The K index of each pass is split into a part that depends only on k and a
+// part that depends only on the column: every gathered B element is
+//     B[k, col] = src[colptr(col) + tile_offset(k tile) + tab[k].off]
+//     (0 unless tab[k].bits & colbits(col) != 0)
+// tab (built by the launcher, copied into shared memory once per block) holds
+// one (off, bits) pair per k (fwd, bwd_data) or per output pixel p (bwd_filter);
+// colptr and colbits are decoded once per thread. The bits are one per filter
+// tap (i, j) (taps <= 32, "masked") or all ones where no tap can leave the image
+// (pad 0, more than 32 taps: "unmasked"); padded k and missing columns get 0.
+// So a loaded element costs one address computation, one LOP3 test and one
+// cp.async (zero-filling when the test fails); no division, no carry, no branch.
+//   fwd:        m = f, col = (n,oh,ow), k = (c,i,j):  colptr = x + (n,g*Cg,oh*SH-PH,ow*SW-PW),
+//               tab[k].off = c*H*W + i*W + j
+//   bwd_data:   stride 1 only, m = c, col = (n,ih,iw), k = (f,i,j):
+//               colptr = dy + (n,g*Fg,ih+PH,iw+PW), tab[k].off = f*OH*OW - i*OW - j
+//   bwd_filter: m = f, col = (c,i,j), k = (n, p = (oh,ow)), each K tile inside one image
+//               (p padded to Pp = a multiple of 16): colptr = x + (0,g*Cg+c,i-PH,j-PW),
+//               tile offset n*C*H*W, tab[p] = (oh*SH*W + ow*SW, the taps valid at (oh,ow))
+// A: fwd and bwd_data read the weights rearranged by the launcher into
+// at (G, Kp, Mp) (k-major, zero-padded to whole tiles: 16-byte cp.async, no
+// test); bwd_filter reads dy rows directly (4-byte cp.async, p < OH*OW test).
+//
+// Tile: BM x 128 x 16 (BM = 128: 256 threads; BM = 64, the *_m64 kernels: 128
+// threads), warps (BM/32) x 2, each owning a 32 x 64 sub-tile as 4 x 8 threads of
+// 8 x 8 accumulators: thread (ty, tx) of warp (wm, wn) holds rows
+// wm*32 + {ty*4, 16 + ty*4} + e and columns wn*64 + {tx*4, 32 + tx*4} + e, e < 4;
+// each kk step reads two A and two B float4 (one shared-memory wavefront each:
+// the A reads are 4 distinct float4, the B reads 8, all others broadcasts).
+// V4_STAGES = 3 shared-memory stages filled by cp.async (the helpers below have
+// a plain C++ branch for the emulation); one __syncthreads per K step.
+// Split-K (any pass): blockIdx.z = g * splits + slice; slice covers K tiles
+// [slice*tiles_per_slice, ...); with splits > 1 the partial sums go to
+// out + slice * (output size) and conv2d_v4_reduce adds them in a fixed order
+// (then bias and ReLU for the forward).
+// ---------------------------------------------------------------------------
+// v4's dynamic shared memory (at file scope: the engine below is in namespace conv).
+extern __shared__ __align__(16) unsigned char cn_smem[];
+
+namespace conv {
+
+constexpr int V4_BN = 128, V4_BK = 16, V4_STAGES = 3;
+constexpr int V4_BM = 128, V4_BM_SMALL = 64;        // threads = 2 * BM
+
+// cp.async of 4 and of 16 bytes (zero-filled when !pred; src is not read then),
+// commit and wait. The emulation copies at once (stricter ordering).
+__device__ __forceinline__ void cp_async4(float* dst, const float* src, bool pred)
+{
+#ifdef CN_EMULATION
+    *dst = pred ? *src : 0.f;
+#else
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" :: "r"(d), "l"(src), "r"(pred ? 4 : 0));
+#endif
+}
+
+__device__ __forceinline__ void cp_async16(float* dst, const float* src, bool pred)
+{
+#ifdef CN_EMULATION
+    for (int e = 0; e < 4; ++e) dst[e] = pred ? src[e] : 0.f;
+#else
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(d), "l"(src), "r"(pred ? 16 : 0));
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit()
+{
+#ifndef CN_EMULATION
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait()
+{
+#ifndef CN_EMULATION
+    asm volatile("cp.async.wait_group %0;\n" :: "n"(N));
+#endif
+}
+
+// Per-thread B column state: colptr and the taps it may read.
+struct ColB { const float* ptr; unsigned bits; };
+
+// fwd v4 (m = f, col = (n,oh,ow), k = (c,i,j)); y = conv + b, then max(0, .) when relu.
+struct FwdOp4 {
+    static constexpr bool A_WEIGHTS = true;
+    const float* x; const float* at; const float* bias; float* y;
+    Shape s; int g, has_bias, relu, masked, Kp, Mp, M, NCOL;
+    __device__ ColB col(int c) const {
+        if (c >= NCOL) return ColB{x, 0u};
+        const int n = c / s.OHW, p = c - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
+        const int ih0 = oh * s.SH - s.PH, iw0 = ow * s.SW - s.PW;
+        unsigned bits = 0xffffffffu;
+        if (masked) {
+            bits = 0u;
+            for (int i = 0; i < s.KH; ++i)
+                for (int j = 0; j < s.KW; ++j)
+                    if ((unsigned)(ih0 + i) < (unsigned)s.H && (unsigned)(iw0 + j) < (unsigned)s.W)
+                        bits |= 1u << (i * s.KW + j);
+        }
+        return ColB{x + ((n * s.C + g * s.Cg) * s.HW + ih0 * s.W + iw0), bits};
+    }
+    __device__ int b_offset(int) const { return 0; }
+    __device__ int out(int c) const { const int n = c / s.OHW; return n * s.F * s.OHW + (c - n * s.OHW); }
+    __device__ void store(int m, int o, float v) const {
+        const int f = g * s.Fg + m;
+        if (has_bias) v += bias[f];
+        if (relu) v = fmaxf(v, 0.f);
+        y[o + f * s.OHW] = v;
+    }
+};
+
+// bwd_data v4, stride 1 (m = c, col = (n,ih,iw), k = (f,i,j)): dy[n, g*Fg+f, ih+PH-i, iw+PW-j].
+struct BwdDataOp4 {
+    static constexpr bool A_WEIGHTS = true;
+    const float* dy; const float* at; float* dx;
+    Shape s; int g, Kp, Mp, M, NCOL;
+    __device__ ColB col(int c) const {
+        if (c >= NCOL) return ColB{dy, 0u};
+        const int n = c / s.HW, p = c - n * s.HW, ih = p / s.W, iw = p - ih * s.W;
+        const int th = ih + s.PH, tw = iw + s.PW;
+        unsigned bits = 0u;
+        for (int i = 0; i < s.KH; ++i)
+            for (int j = 0; j < s.KW; ++j)
+                if ((unsigned)(th - i) < (unsigned)s.OH && (unsigned)(tw - j) < (unsigned)s.OW)
+                    bits |= 1u << (i * s.KW + j);
+        return ColB{dy + ((n * s.F + g * s.Fg) * s.OHW + th * s.OW + tw), bits};
+    }
+    __device__ int b_offset(int) const { return 0; }
+    __device__ int out(int c) const { const int n = c / s.HW; return n * s.C * s.HW + (c - n * s.HW); }
+    __device__ void store(int m, int o, float v) const { dx[o + (g * s.Cg + m) * s.HW] = v; }
+};
+
+// bwd_filter v4 (m = f, col = (c,i,j), k = (n,p)); writes dw (or its split-K slice).
+struct BwdFilterOp4 {
+    static constexpr bool A_WEIGHTS = false;
+    const float* dy; const float* x; float* dw;
+    Shape s; int g, masked, PT, M, NCOL;           // PT: K tiles per image (Pp / 16)
+    __device__ ColB col(int c) const {
+        if (c >= NCOL) return ColB{x, 0u};
+        const int ci = c / s.KHW, tap = c - ci * s.KHW, i = tap / s.KW, j = tap - i * s.KW;
+        return ColB{x + ((g * s.Cg + ci) * s.HW + (i - s.PH) * s.W + (j - s.PW)), masked ? 1u << tap : 1u};
+    }
+    __device__ int b_offset(int n) const { return n * s.C * s.HW; }
+    __device__ int out(int c) const { return c; }
+    __device__ void store(int m, int o, float v) const { dw[(g * s.Fg + m) * NCOL + o] = v; }
+};
+
+
+// The v4 engine: C tile (blockIdx.y*BM.., blockIdx.x*128..) of group g over K tiles
+// [kt_begin, kt_end); gtab[2*tab_begin ..] holds the tab_count (off, bits) pairs the
+// block reads (copied to shared memory first). Dynamic shared memory:
+// V4_STAGES * 16 * ((BM + 4) + 128) floats + 2 * tab_count ints (conv.py, _v4_smem).
+template <int BM, class Op>
+__device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __restrict__ gtab, int tab_begin,
+                                                 int tab_count, int kt_begin, int kt_end)
+{
+    constexpr int BN = V4_BN, BK = V4_BK, ST = V4_STAGES, NT = 2 * BM, AP = BM + 4;
+    constexpr int B_ROWS = BK * BN / NT;          // consecutive k rows of one column per thread
+    constexpr int A_ROWS = BK * BM / NT;          // 8 dy elements per thread (bwd_filter)
+    constexpr int A_STEP = NT / BK;               // their row stride
+    static_assert(NT % BN == 0 && B_ROWS % 2 == 0 && A_ROWS == 8, "v4 tile shape");
+    float* As = reinterpret_cast<float*>(::cn_smem);             // [ST][BK][AP]
+    float* Bs = As + ST * BK * AP;                                // [ST][BK][BN]
+    int* tab = reinterpret_cast<int*>(Bs + ST * BK * BN);         // [tab_count][2]
+
+    const int t = threadIdx.x, lane = t % 32, warp = t / 32;
+    const int wm = warp / 2, wn = warp % 2, ty = lane / 8, tx = lane % 8;
+    const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
+
+    for (int i = t; i < 2 * tab_count; i += NT) tab[i] = gtab[2 * tab_begin + i];
+    __syncthreads();
+
+    // B: column bc, rows brow .. brow + B_ROWS - 1 of every K tile.
+    const int bc = t % BN, brow = (t / BN) * B_ROWS;
+    const ColB cb = op.col(col0 + bc);
+    // A, weights: 16-byte chunks at rows ak and ak + 8, columns am .. am + 3.
+    // A, dy: rows am + r * A_STEP (r < 8) of K-tile column ak.
+    int ak, am;
+    const float* asrc;
+    unsigned arows = 0u;                          // dy: bit r = row am + r*A_STEP exists
+    if constexpr (Op::A_WEIGHTS) {
+        ak = t / (BM / 4); am = (t % (BM / 4)) * 4;
+        asrc = op.at + ((op.g * op.Kp + ak) * op.Mp + row0 + am);
+    } else {
+        ak = t % BK; am = t / BK;
+        asrc = op.dy + ((op.g * op.s.Fg + row0 + am) * op.s.OHW + ak);
+#pragma unroll
+        for (int r = 0; r < A_ROWS; ++r)
+            if (row0 + am + r * A_STEP < op.M) arows |= 1u << r;
+    }
+
+    // Running state of the next tile to load: its stage's float offset, the A cursor
+    // and (bwd_filter) the image n and pixel p0 it starts at.
+    int lst = 0, an = 0, ap0 = 0;
+    if constexpr (Op::A_WEIGHTS) {
+        asrc += kt_begin * BK * op.Mp;
+    } else {
+        an = kt_begin / op.PT; ap0 = (kt_begin - an * op.PT) * BK;
+    }
+    int kload = kt_begin;
+    // Unconditional (tiles past kt_end copy nothing and zero-fill a stage nobody
+    // reads): a branch here keeps ptxas from interleaving the copies with the FMAs.
+    auto load = [&]() {
+        const bool live = kload < kt_end;
+        float* as = As + lst * (BK * AP);
+        float* bs = Bs + lst * (BN * BK);
+        int ti, boff;
+        if constexpr (Op::A_WEIGHTS) {
+            cp_async16(as + ak * AP + am, asrc, live);
+            cp_async16(as + (ak + 8) * AP + am, asrc + 8 * op.Mp, live);
+            asrc += BK * op.Mp;
+            ti = live ? kload * BK - tab_begin : 0;
+            boff = 0;
+        } else {
+            const float* a = asrc + (an * op.s.F * op.s.OHW + ap0);
+            const bool pok = live && ap0 + ak < op.s.OHW;
+#pragma unroll
+            for (int r = 0; r < A_ROWS; ++r)
+                cp_async4(as + ak * AP + am + r * A_STEP, a + r * A_STEP * op.s.OHW, pok && (arows >> r & 1u));
+            ti = live ? ap0 : 0;
+            boff = op.b_offset(an);
+            ap0 += BK;
+            if (ap0 == op.PT * BK) { ap0 = 0; ++an; }
+        }
+        const unsigned bits = live ? cb.bits : 0u;
+        const float* b = cb.ptr + boff;
+        const int4* e = reinterpret_cast<const int4*>(tab + 2 * (ti + brow));
+#pragma unroll
+        for (int r = 0; r < B_ROWS; r += 2) {
+            const int4 v = e[r / 2];              // (off, bits) of rows r and r + 1
+            cp_async4(bs + (brow + r) * BN + bc, b + v.x, (v.y & bits) != 0u);
+            cp_async4(bs + (brow + r + 1) * BN + bc, b + v.z, (v.w & bits) != 0u);
+        }
+        ++kload;
+        lst = lst == ST - 1 ? 0 : lst + 1;
+    };
+
+    float acc[8][8];
+#pragma unroll
+    for (int r = 0; r < 8; ++r)
+#pragma unroll
+        for (int c = 0; c < 8; ++c) acc[r][c] = 0.f;
+
+    const int nk = kt_end - kt_begin;
+#pragma unroll
+    for (int s = 0; s < ST - 1; ++s) {
+        load();
+        cp_async_commit();
+    }
+    int cst = 0;
+    for (int i = 0; i < nk; ++i) {
+        cp_async_wait<ST - 2>();                  // tile i has landed (this thread's part)
+        __syncthreads();                          // ... everyone's; the stage loaded next is free
+        load();
+        cp_async_commit();
+        const float* as = As + cst * (BK * AP) + wm * 32 + ty * 4;
+        const float* bs = Bs + cst * (BK * BN) + wn * 64 + tx * 4;
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            const float4 a0 = *reinterpret_cast<const float4*>(as + kk * AP);
+            const float4 a1 = *reinterpret_cast<const float4*>(as + kk * AP + 16);
+            const float4 b0 = *reinterpret_cast<const float4*>(bs + kk * BN);
+            const float4 b1 = *reinterpret_cast<const float4*>(bs + kk * BN + 32);
+            const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+            const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+            for (int r = 0; r < 8; ++r)
+#pragma unroll
+                for (int c = 0; c < 8; ++c) acc[r][c] = fmaf(av[r], bv[c], acc[r][c]);
+        }
+        cst = cst == ST - 1 ? 0 : cst + 1;
+    }
+    cp_async_wait<0>();
+
+    // Epilogue: rows wm*32 + {ty*4, 16 + ty*4} + e, columns wn*64 + {tx*4, 32 + tx*4} + e.
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+        const int col = col0 + wn * 64 + tx * 4 + (c / 4) * 32 + c % 4;
+        if (col >= op.NCOL) continue;
+        const int o = op.out(col);
+#pragma unroll
+        for (int r = 0; r < 8; ++r) {
+            const int m = row0 + wm * 32 + ty * 4 + (r / 4) * 16 + r % 4;
+            if (m < op.M) op.store(m, o, acc[r][c]);
+        }
+    }
+}
+
+// The v4 passes for a row tile of BM rows (kernels below). splits > 1: out is the
+// workspace, slice `slice` written at out + slice * count.
+template <int BM>
+__device__ __forceinline__ void fwd_v4(const float* x, const float* at, const int* tab, const float* b, float* y,
+                                       const Shape& s, int has_bias, int relu, int masked, int splits, int tps)
+{
+    const int g = blockIdx.z / splits, slice = blockIdx.z % splits;
+    const int Kp = (s.Cg * s.KHW + V4_BK - 1) / V4_BK * V4_BK, Mp = (s.Fg + BM - 1) / BM * BM;
+    const int kt0 = slice * tps, kt1 = min(Kp / V4_BK, kt0 + tps);
+    const FwdOp4 op{x, at, b, y + slice * (s.N * s.F * s.OHW), s, g, has_bias, relu, masked, Kp, Mp,
+                    s.Fg, s.N * s.OHW};
+    implicit_gemm_v4<BM>(op, tab, kt0 * V4_BK, (kt1 - kt0) * V4_BK, kt0, kt1);
+}
+
+template <int BM>
+__device__ __forceinline__ void bwd_data_v4(const float* dy, const float* at, const int* tab, float* dx,
+                                            const Shape& s, int splits, int tps)
+{
+    const int g = blockIdx.z / splits, slice = blockIdx.z % splits;
+    const int Kp = (s.Fg * s.KHW + V4_BK - 1) / V4_BK * V4_BK, Mp = (s.Cg + BM - 1) / BM * BM;
+    const int kt0 = slice * tps, kt1 = min(Kp / V4_BK, kt0 + tps);
+    const BwdDataOp4 op{dy, at, dx + slice * (s.N * s.C * s.HW), s, g, Kp, Mp, s.Cg, s.N * s.HW};
+    implicit_gemm_v4<BM>(op, tab, kt0 * V4_BK, (kt1 - kt0) * V4_BK, kt0, kt1);
+}
+
+template <int BM>
+__device__ __forceinline__ void bwd_filter_v4(const float* dy, const float* x, const int* tab, float* dw,
+                                              const Shape& s, int masked, int splits, int tps)
+{
+    const int g = blockIdx.z / splits, slice = blockIdx.z % splits;
+    const int PT = (s.OHW + V4_BK - 1) / V4_BK;
+    const int kt0 = slice * tps, kt1 = min(s.N * PT, kt0 + tps);
+    const BwdFilterOp4 op{dy, x, dw + slice * (s.F * s.Cg * s.KHW), s, g, masked, PT, s.Fg, s.Cg * s.KHW};
+    implicit_gemm_v4<BM>(op, tab, 0, PT * V4_BK, kt0, kt1);
+}
+
+}  // namespace conv
+
+// ---------------------------------------------------------------------------
+// v4 kernels. Block 2 * BM threads (256, or 128 for *_m64), dynamic shared memory
+// (conv.py, _v4_smem); grid (ceil(NCOL / 128), ceil(M / BM), G * splits),
+// blockIdx.z = g * splits + slice, tps = K tiles (of 16) per slice.
+// at (G, Kp, Mp): the weights as the GEMM's A, k-major, zero-padded (launcher);
+// tab: (off, bits) int pairs (launcher, _v4_table). splits > 1: y/dx/dw is the
+// workspace (splits, output) and conv2d_v4_reduce finishes (bias, ReLU there).
+// ---------------------------------------------------------------------------
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM, 2) conv2d_fwd_v4(
+    const float* __restrict__ x, const float* __restrict__ at, const int* __restrict__ tab,
+    const float* __restrict__ b, float* __restrict__ y,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int has_bias, int relu, int masked, int splits, int tps)
+{
+    conv::fwd_v4<conv::V4_BM>(x, at, tab, b, y, conv::Shape(CONV_SHAPE_ARGS), has_bias, relu, masked, splits, tps);
+}
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_fwd_v4_m64(
+    const float* __restrict__ x, const float* __restrict__ at, const int* __restrict__ tab,
+    const float* __restrict__ b, float* __restrict__ y,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int has_bias, int relu, int masked, int splits, int tps)
+{
+    conv::fwd_v4<conv::V4_BM_SMALL>(x, at, tab, b, y, conv::Shape(CONV_SHAPE_ARGS), has_bias, relu, masked, splits, tps);
+}
+
+// stride 1 only (the launcher runs v3 for other strides).
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM, 2) conv2d_bwd_data_v4(
+    const float* __restrict__ dy, const float* __restrict__ at, const int* __restrict__ tab,
+    float* __restrict__ dx,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int splits, int tps)
+{
+    conv::bwd_data_v4<conv::V4_BM>(dy, at, tab, dx, conv::Shape(CONV_SHAPE_ARGS), splits, tps);
+}
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_bwd_data_v4_m64(
+    const float* __restrict__ dy, const float* __restrict__ at, const int* __restrict__ tab,
+    float* __restrict__ dx,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int splits, int tps)
+{
+    conv::bwd_data_v4<conv::V4_BM_SMALL>(dy, at, tab, dx, conv::Shape(CONV_SHAPE_ARGS), splits, tps);
+}
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM, 2) conv2d_bwd_filter_v4(
+    const float* __restrict__ dy, const float* __restrict__ x, const int* __restrict__ tab,
+    float* __restrict__ dw,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int masked, int splits, int tps)
+{
+    conv::bwd_filter_v4<conv::V4_BM>(dy, x, tab, dw, conv::Shape(CONV_SHAPE_ARGS), masked, splits, tps);
+}
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_bwd_filter_v4_m64(
+    const float* __restrict__ dy, const float* __restrict__ x, const int* __restrict__ tab,
+    float* __restrict__ dw,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int masked, int splits, int tps)
+{
+    conv::bwd_filter_v4<conv::V4_BM_SMALL>(dy, x, tab, dw, conv::Shape(CONV_SHAPE_ARGS), masked, splits, tps);
+}
+
+// out[e] = sum_{sl < splits} ws[sl * count + e] in order sl = 0, 1, ...; then + b[(e / inner) % nb]
+// when has_bias, max(0, .) when relu (1-D grid over e).
+extern "C" __global__ void conv2d_v4_reduce(const float* __restrict__ ws, const float* __restrict__ b,
+                                            float* __restrict__ out, int count, int splits, int inner, int nb,
+                                            int has_bias, int relu)
+{
+    const int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= count) return;
+    float acc = 0.f;
+    for (int sl = 0; sl < splits; ++sl) acc += ws[sl * count + e];
+    if (has_bias) acc += b[(e / inner) % nb];
+    out[e] = relu ? fmaxf(acc, 0.f) : acc;
+}

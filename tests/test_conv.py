@@ -19,7 +19,7 @@ from convnet.kernel_ops import conv
 SMALL = conv.cases("small")
 VERSIONS = conv.VERSIONS
 # versions built for forward, backward-data and backward-filter alike
-ALL_PASS_VERSIONS = [v for v in VERSIONS if v != "v3" or len(conv.V3_PASSES) == 3]
+ALL_PASS_VERSIONS = list(VERSIONS)
 
 
 def _check(case, backend):
@@ -50,18 +50,60 @@ def test_every_kernel_is_checked():
     assert set(conv.SHIPPED.values()) <= set(VERSIONS)
 
 
-def test_every_small_shape_has_v3_cases():
-    """v3 runs on every small shape (odd, partial tiles) for each pass, with each row
-    tile, plus a full tile."""
+@pytest.mark.parametrize("version, row_tiles", [("v3", conv.V3_ROWS), ("v4", conv.V4_ROWS)])
+def test_every_small_shape_has_v3_v4_cases(version, row_tiles):
+    """v3 and v4 run on every small shape (odd, partial tiles) for each pass, with each
+    row tile, plus a full tile."""
     names = {c.name for c in SMALL}
     passes = {"conv2d_forward": "fwd", "conv2d_backward_data": "bwd_data",
               "conv2d_backward_filter": "bwd_filter"}
     assert set(passes) == set(conv.V3_PASSES)
     for label, *_ in conv.SMALL_SHAPES + conv.V3_SHAPES:
-        for rows in conv.V3_ROWS:
-            assert f"conv2d_fwd_v3 rows={rows} relu {label}" in names
+        for rows in row_tiles:
+            assert f"conv2d_fwd_{version} rows={rows} relu {label}" in names
             for op in conv.V3_PASSES:
-                assert f"conv2d_{passes[op]}_v3 rows={rows} {label}" in names
+                assert f"conv2d_{passes[op]}_{version} rows={rows} {label}" in names
+
+
+def test_v4_runs_where_it_applies_and_v3_elsewhere():
+    """v4_plan: the tap mask up to 32 taps, no mask without padding, bwd_data at stride 1
+    only; where v4 does not apply, version="v4" gives v3's result bit for bit."""
+    small = conv.Geometry.of("t", (2, 3, 9, 8), (4, 3, 3, 3), 1, 1, 1)
+    assert conv.v4_plan(small, "fwd").masked == 1
+    big = conv.Geometry.of("t", (2, 3, 14, 13), (5, 3, 7, 6), 2, 0, 1)       # 42 taps, pad 0
+    assert conv.v4_plan(big, "fwd").masked == 0 and conv.v4_plan(big, "bwd_filter").masked == 0
+    assert conv.v4_plan(big, "bwd_data") is None                              # stride 2
+    padded = conv.Geometry.of("t", (2, 3, 14, 13), (5, 3, 7, 6), 1, 1, 1)    # 42 taps, padded
+    assert all(conv.v4_plan(padded, p) is None for p in ("fwd", "bwd_data", "bwd_filter"))
+    x, w, b, dy = _data((2, 3, 14, 13), (5, 3, 7, 6), 1, 1, seed=21)
+    np.testing.assert_array_equal(conv.conv2d_forward(x, w, b, 1, 1, version="v4"),
+                                  conv.conv2d_forward(x, w, b, 1, 1, version="v3"))
+    x, w, b, dy = _data((2, 3, 14, 13), (5, 3, 7, 6), 2, 0, seed=22)
+    np.testing.assert_array_equal(conv.conv2d_backward_data(dy, w, x.shape, 2, 0, version="v4"),
+                                  conv.conv2d_backward_data(dy, w, x.shape, 2, 0, version="v3"))
+
+
+def test_v4_table_against_direct_decoding():
+    """The launcher's (off, bits) table: off and the tap bits decoded back for every k."""
+    geo = conv.Geometry.of("t", (2, 4, 7, 6), (6, 2, 3, 2), (2, 1), (1, 0), 2)
+    t = conv._v4_table_np(geo, "fwd", 1)
+    k = geo.cg * geo.taps
+    assert len(t) % conv.V4_BK == 0 and not t[k:].any()                       # padded k: nothing
+    for kk in range(k):
+        c, tap = divmod(kk, geo.taps)
+        i, j = divmod(tap, geo.kw)
+        assert t[kk, 0] == c * geo.h * geo.w + i * geo.w + j and t[kk, 1] == 1 << tap
+    t = conv._v4_table_np(geo, "bwd_filter", 1)
+    for p in range(len(t)):
+        oh, ow = divmod(p, geo.ow)
+        if p >= geo.oh * geo.ow:
+            assert not t[p].any()
+            continue
+        assert t[p, 0] == oh * geo.sh * geo.w + ow * geo.sw
+        for tap in range(geo.taps):
+            i, j = divmod(tap, geo.kw)
+            ih, iw = oh * geo.sh - geo.ph + i, ow * geo.sw - geo.pw + j
+            assert bool(t[p, 1] >> tap & 1) == (0 <= ih < geo.h and 0 <= iw < geo.w)
 
 
 def test_v3_row_tile_heuristic():
@@ -159,7 +201,7 @@ def test_groups_equal_separate_convolutions(version):
                                    rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("version", ["v2", "v3"])
+@pytest.mark.parametrize("version", ["v2", "v3", "v4"])
 def test_backward_filter_split_k_is_deterministic(version):
     xs, ws, s, p, g = (3, 4, 9, 10), (6, 2, 3, 2), 1, 1, 2
     x, w, b, dy = _data(xs, ws, s, p, seed=5)
@@ -175,9 +217,28 @@ def test_backward_filter_split_k_is_deterministic(version):
 @pytest.mark.parametrize("version, rows", [("v2", None), ("v3", None), ("v3", 64), ("v3", 128)])
 def test_split_heuristic_on_alexnet_shapes(version, rows):
     for label, xs, ws, s, p, g in conv.ALEXNET_SHAPES:
-        splits, chunk = conv.backward_filter_splits(conv._geometry(xs, ws, s, p, g), version, rows)
-        k_total = xs[0] * conv._out_shape(xs, ws, s, p)[2] * conv._out_shape(xs, ws, s, p)[3]
-        assert 1 <= splits <= 64 and (splits - 1) * chunk < k_total <= splits * chunk, label
+        geo = conv.Geometry.of("t", xs, ws, s, p, g)
+        splits, chunk = conv.backward_filter_splits(geo, version, rows)
+        k_total = geo.n * geo.oh * geo.ow
+        assert 1 <= splits <= conv.MAX_SPLITS and (splits - 1) * chunk < k_total <= splits * chunk, label
+
+
+def test_split_counts_fill_whole_waves():
+    """The split count minimises whole waves x steps per slice (+ workspace traffic): v3
+    bwd_filter on AlexNet fills its last wave to at least 95% (it was 1.02-1.27 waves
+    with a fixed block target), and a launch far above a wave is not split at all."""
+    for label, xs, ws, s, p, g in conv.ALEXNET_SHAPES:
+        geo = conv.Geometry.of("t", xs, ws, s, p, g)
+        m, ncol, _ = geo.gemm("bwd_filter")
+        tm = conv._tile("v3", m)[0]
+        blocks = g * -(-m // tm) * -(-ncol // 128)
+        splits, _ = conv.backward_filter_splits(geo, "v3")
+        waves = blocks * splits / (2 * conv.DEFAULT_SMS)
+        assert waves / -(-waves // 1) >= 0.95, (label, splits, waves)
+    assert conv._best_splits(3000, 100, 264, 1e-6, 1e8, 1, 64) == 1
+    assert conv._best_splits(20, 1000, 264, 1e-6, 1e5, 1, 64) == 13         # 260 blocks: one wave
+    geo = conv.Geometry.of("t", *conv.ALEXNET_SHAPES[1][1:])                  # conv2: 5.5 waves unsplit
+    assert conv.v4_plan(geo, "fwd").splits == 1
 
 
 def test_non_contiguous_inputs_are_copied():
