@@ -832,40 +832,45 @@ extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_fil
 // ---------------------------------------------------------------------------
 // v4: implicit GEMM with the gather decoded once per block, not per element.
 //
-// The K index of each pass is split into a part that depends only on k and a
-// part that depends only on the column: every gathered B element is
-//     B[k, col] = src[colptr(col) + tile_offset(k tile) + tab[k].off]
-//     (0 unless tab[k].bits & colbits(col) != 0)
-// tab (built by the launcher, copied into shared memory once per block) holds
-// one (off, bits) pair per k (fwd, bwd_data) or per output pixel p (bwd_filter);
-// colptr and colbits are decoded once per thread. The bits are one per filter
-// tap (i, j) (taps <= 32, "masked") or all ones where no tap can leave the image
-// (pad 0, more than 32 taps: "unmasked"); padded k and missing columns get 0.
-// So a loaded element costs one address computation, one LOP3 test and one
-// cp.async (zero-filling when the test fails); no division, no carry, no branch.
-//   fwd:        m = f, col = (n,oh,ow), k = (c,i,j):  colptr = x + (n,g*Cg,oh*SH-PH,ow*SW-PW),
-//               tab[k].off = c*H*W + i*W + j
-//   bwd_data:   stride 1 only, m = c, col = (n,ih,iw), k = (f,i,j):
-//               colptr = dy + (n,g*Fg,ih+PH,iw+PW), tab[k].off = f*OH*OW - i*OW - j
-//   bwd_filter: m = f, col = (c,i,j), k = (n, p = (oh,ow)), each K tile inside one image
-//               (p padded to Pp = a multiple of 16): colptr = x + (0,g*Cg+c,i-PH,j-PW),
-//               tile offset n*C*H*W, tab[p] = (oh*SH*W + ow*SW, the taps valid at (oh,ow))
-// A: fwd and bwd_data read the weights rearranged by the launcher into
-// at (G, Kp, Mp) (k-major, zero-padded to whole tiles: 16-byte cp.async, no
-// test); bwd_filter reads dy rows directly (4-byte cp.async, p < OH*OW test).
+// Each pass's B operand (the gathered image or gradient) is split into a part that
+// depends only on the GEMM row k and a part that depends only on the column:
+//     B[k, col] = src[colptr(col) + tile_offset + off[k]]   where bits[k] & colbits(col) != 0,
+//                 0 elsewhere
+// off/bits is a table built by the launcher (conv.py, _v4_table_np) and copied into
+// shared memory once per block; colptr/colbits are decoded once per thread. bits
+// has one bit per filter tap (i, j) (<= 32 taps: "masked"), or is 1 where no tap can
+// leave the image (pad 0, more than 32 taps: "unmasked"); padding rows and missing
+// columns get 0. The K order is the launcher's: where masked, tap-major with each
+// tap's run of channels padded to a multiple of a thread's rows, so the rows one
+// thread copies share one tap and one test. A copied element then costs one address
+// (IMAD.WIDE) and one cp.async (zero-filled where the test fails): no division, no
+// carry, no per-element branch.
+//   fwd:        m = f, col = (n,oh,ow), k = (tap, c) masked or (c,i,j) unmasked;
+//               colptr = x + (n, g*Cg, oh*SH-PH, ow*SW-PW), off = c*H*W + i*W + j
+//   bwd_data:   stride 1, masked: m = c, col = (n,ih,iw), k = (tap, f);
+//               colptr = dy + (n, g*Fg, ih+PH, iw+PW), off = f*OH*OW - i*OW - j
+//   bwd_filter: m = f, k = (n, p = (oh,ow)), each K tile inside one image (p padded to
+//               Pp, a multiple of 16; tile offset n*C*H*W); off[p] = oh*SH*W + ow*SW and
+//               bits[p] = the taps valid at (oh, ow); col = (tap, c) with c < cgp
+//               (masked, cgp = Cg padded to a multiple of 8) or (c,i,j) (unmasked, cgp = 0):
+//               a thread copies 8 columns of one tap at one p, one test for all 8
+// A: fwd and bwd_data read the weights rearranged by the launcher into at (G, kp, Mp)
+// (the K order above, zero-padded to whole tiles: 16-byte cp.async); bwd_filter reads
+// dy rows (rows past M clamped to M - 1: their results are never stored).
+// Padding rows of a channel run point at channel 0 of their tap (off of c = 0) and meet
+// zero rows of A, so they add 0 * (an input inside this output's receptive field).
 //
 // Tile: BM x 128 x 16 (BM = 128: 256 threads; BM = 64, the *_m64 kernels: 128
 // threads), warps (BM/32) x 2, each owning a 32 x 64 sub-tile as 4 x 8 threads of
 // 8 x 8 accumulators: thread (ty, tx) of warp (wm, wn) holds rows
 // wm*32 + {ty*4, 16 + ty*4} + e and columns wn*64 + {tx*4, 32 + tx*4} + e, e < 4;
 // each kk step reads two A and two B float4 (one shared-memory wavefront each:
-// the A reads are 4 distinct float4, the B reads 8, all others broadcasts).
-// V4_STAGES = 3 shared-memory stages filled by cp.async (the helpers below have
-// a plain C++ branch for the emulation); one __syncthreads per K step.
+// the A reads are 4 distinct float4, the B reads 8, the rest broadcasts).
+// V4_STAGES = 3 shared-memory stages filled by cp.async (the helpers below have a
+// plain C++ branch for the emulation); one __syncthreads per K step.
 // Split-K (any pass): blockIdx.z = g * splits + slice; slice covers K tiles
-// [slice*tiles_per_slice, ...); with splits > 1 the partial sums go to
-// out + slice * (output size) and conv2d_v4_reduce adds them in a fixed order
-// (then bias and ReLU for the forward).
+// [slice*tps, ...); with splits > 1 the partial sums go to out + slice * (output size)
+// and conv2d_v4_reduce adds them in a fixed order (then bias and ReLU for the forward).
 // ---------------------------------------------------------------------------
 // v4's dynamic shared memory (at file scope: the engine below is in namespace conv).
 extern __shared__ __align__(16) unsigned char cn_smem[];
@@ -874,26 +879,38 @@ namespace conv {
 
 constexpr int V4_BN = 128, V4_BK = 16, V4_STAGES = 3;
 constexpr int V4_BM = 128, V4_BM_SMALL = 64;        // threads = 2 * BM
+constexpr int V4_COLS = 8;                          // bwd_filter: columns one thread copies
+constexpr int V4_SPARE = (V4_STAGES - 1) * V4_BK;   // fwd/bwd_data: K rows loaded past a slice's end
+
+// A shared-memory destination of cp.async: the shared-window address on the GPU, a
+// plain pointer on the emulation. smem_add advances it by a number of floats.
+#ifdef CN_EMULATION
+typedef float* SmemAddr;
+__device__ __forceinline__ SmemAddr smem_addr(float* p) { return p; }
+__device__ __forceinline__ SmemAddr smem_add(SmemAddr a, int floats) { return a + floats; }
+#else
+typedef unsigned SmemAddr;
+__device__ __forceinline__ SmemAddr smem_addr(float* p) { return (unsigned)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ SmemAddr smem_add(SmemAddr a, int floats) { return a + 4u * (unsigned)floats; }
+#endif
 
 // cp.async of 4 and of 16 bytes (zero-filled when !pred; src is not read then),
-// commit and wait. The emulation copies at once (stricter ordering).
-__device__ __forceinline__ void cp_async4(float* dst, const float* src, bool pred)
+// commit and wait. The emulation copies at once (a stricter ordering).
+__device__ __forceinline__ void cp_async4(SmemAddr dst, const float* src, bool pred)
 {
 #ifdef CN_EMULATION
     *dst = pred ? *src : 0.f;
 #else
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" :: "r"(d), "l"(src), "r"(pred ? 4 : 0));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" :: "r"(dst), "l"(src), "r"(pred ? 4 : 0));
 #endif
 }
 
-__device__ __forceinline__ void cp_async16(float* dst, const float* src, bool pred)
+__device__ __forceinline__ void cp_async16(SmemAddr dst, const float* src, bool pred)
 {
 #ifdef CN_EMULATION
     for (int e = 0; e < 4; ++e) dst[e] = pred ? src[e] : 0.f;
 #else
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(d), "l"(src), "r"(pred ? 16 : 0));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(pred ? 16 : 0));
 #endif
 }
 
@@ -912,14 +929,18 @@ __device__ __forceinline__ void cp_async_wait()
 #endif
 }
 
-// Per-thread B column state: colptr and the taps it may read.
+// A compile-time int as a value (the stage of the unrolled main loop).
+template <int N>
+struct Int { static constexpr int value = N; };
+
+// Per-thread B column state of fwd and bwd_data: colptr and the taps it may read.
 struct ColB { const float* ptr; unsigned bits; };
 
-// fwd v4 (m = f, col = (n,oh,ow), k = (c,i,j)); y = conv + b, then max(0, .) when relu.
+// fwd v4 (m = f, col = (n,oh,ow)); y = conv + b, then max(0, .) when relu.
 struct FwdOp4 {
-    static constexpr bool A_WEIGHTS = true;
+    static constexpr bool WEIGHTS_A = true;
     const float* x; const float* at; const float* bias; float* y;
-    Shape s; int g, has_bias, relu, masked, Kp, Mp, M, NCOL;
+    Shape s; int g, has_bias, relu, masked, kp, Mp, M, NCOL;
     __device__ ColB col(int c) const {
         if (c >= NCOL) return ColB{x, 0u};
         const int n = c / s.OHW, p = c - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
@@ -934,7 +955,6 @@ struct FwdOp4 {
         }
         return ColB{x + ((n * s.C + g * s.Cg) * s.HW + ih0 * s.W + iw0), bits};
     }
-    __device__ int b_offset(int) const { return 0; }
     __device__ int out(int c) const { const int n = c / s.OHW; return n * s.F * s.OHW + (c - n * s.OHW); }
     __device__ void store(int m, int o, float v) const {
         const int f = g * s.Fg + m;
@@ -944,11 +964,11 @@ struct FwdOp4 {
     }
 };
 
-// bwd_data v4, stride 1 (m = c, col = (n,ih,iw), k = (f,i,j)): dy[n, g*Fg+f, ih+PH-i, iw+PW-j].
+// bwd_data v4, stride 1 (m = c, col = (n,ih,iw)): dy[n, g*Fg+f, ih+PH-i, iw+PW-j].
 struct BwdDataOp4 {
-    static constexpr bool A_WEIGHTS = true;
+    static constexpr bool WEIGHTS_A = true;
     const float* dy; const float* at; float* dx;
-    Shape s; int g, Kp, Mp, M, NCOL;
+    Shape s; int g, kp, Mp, M, NCOL;
     __device__ ColB col(int c) const {
         if (c >= NCOL) return ColB{dy, 0u};
         const int n = c / s.HW, p = c - n * s.HW, ih = p / s.W, iw = p - ih * s.W;
@@ -960,114 +980,150 @@ struct BwdDataOp4 {
                     bits |= 1u << (i * s.KW + j);
         return ColB{dy + ((n * s.F + g * s.Fg) * s.OHW + th * s.OW + tw), bits};
     }
-    __device__ int b_offset(int) const { return 0; }
     __device__ int out(int c) const { const int n = c / s.HW; return n * s.C * s.HW + (c - n * s.HW); }
     __device__ void store(int m, int o, float v) const { dx[o + (g * s.Cg + m) * s.HW] = v; }
 };
 
-// bwd_filter v4 (m = f, col = (c,i,j), k = (n,p)); writes dw (or its split-K slice).
+// bwd_filter v4 (m = f, k = (n,p), col = (tap, c < cgp) or (c,i,j) when cgp = 0);
+// writes dw (or its split-K slice).
 struct BwdFilterOp4 {
-    static constexpr bool A_WEIGHTS = false;
+    static constexpr bool WEIGHTS_A = false;
     const float* dy; const float* x; float* dw;
-    Shape s; int g, masked, PT, M, NCOL;           // PT: K tiles per image (Pp / 16)
-    __device__ ColB col(int c) const {
-        if (c >= NCOL) return ColB{x, 0u};
-        const int ci = c / s.KHW, tap = c - ci * s.KHW, i = tap / s.KW, j = tap - i * s.KW;
-        return ColB{x + ((g * s.Cg + ci) * s.HW + (i - s.PH) * s.W + (j - s.PW)), masked ? 1u << tap : 1u};
+    Shape s; int g, cgp, PT, M, NCOL;              // PT: K tiles per image (Pp / 16)
+    // The 8 columns j0 .. j0+7 (j0 % 8 == 0): their x offsets (c, i-PH, j-PW) and tap bit.
+    __device__ unsigned cols(int j0, int* off) const {
+        unsigned bit = 1u;
+        for (int r = 0; r < V4_COLS; ++r) {
+            int c, tap;
+            if (cgp) {
+                tap = min(j0 / cgp, s.KHW - 1);
+                c = min(j0 % cgp + r, s.Cg - 1);
+                bit = j0 < NCOL ? 1u << tap : 0u;
+            } else {
+                const int jj = min(j0 + r, NCOL - 1);
+                c = jj / s.KHW; tap = jj - c * s.KHW;
+            }
+            const int i = tap / s.KW, j = tap - i * s.KW;
+            off[r] = (g * s.Cg + c) * s.HW + (i - s.PH) * s.W + (j - s.PW);
+        }
+        return bit;
     }
-    __device__ int b_offset(int n) const { return n * s.C * s.HW; }
-    __device__ int out(int c) const { return c; }
-    __device__ void store(int m, int o, float v) const { dw[(g * s.Fg + m) * NCOL + o] = v; }
+    // dw column of GEMM column j (-1: a padding column).
+    __device__ int out(int j) const {
+        if (!cgp) return j;
+        const int tap = j / cgp, c = j - tap * cgp;
+        return c < s.Cg ? c * s.KHW + tap : -1;
+    }
+    __device__ void store(int m, int o, float v) const { dw[(g * s.Fg + m) * (s.Cg * s.KHW) + o] = v; }
 };
 
-
 // The v4 engine: C tile (blockIdx.y*BM.., blockIdx.x*128..) of group g over K tiles
-// [kt_begin, kt_end); gtab[2*tab_begin ..] holds the tab_count (off, bits) pairs the
-// block reads (copied to shared memory first). Dynamic shared memory:
-// V4_STAGES * 16 * ((BM + 4) + 128) floats + 2 * tab_count ints (conv.py, _v4_smem).
+// [kt_begin, kt_end). gtab: the table, offs at gtab[0 .. tab_total), bits at
+// gtab[tab_total ..); the block copies entries [tab_begin, tab_begin + tab_count).
+// Dynamic shared memory: V4_STAGES * 16 * ((BM + 4) + 128) floats + 2 * tab_count ints
+// (conv.py, _v4_smem).
 template <int BM, class Op>
-__device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __restrict__ gtab, int tab_begin,
-                                                 int tab_count, int kt_begin, int kt_end)
+__device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __restrict__ gtab, int tab_total,
+                                                 int tab_begin, int tab_count, int kt_begin, int kt_end)
 {
     constexpr int BN = V4_BN, BK = V4_BK, ST = V4_STAGES, NT = 2 * BM, AP = BM + 4;
-    constexpr int B_ROWS = BK * BN / NT;          // consecutive k rows of one column per thread
-    constexpr int A_ROWS = BK * BM / NT;          // 8 dy elements per thread (bwd_filter)
-    constexpr int A_STEP = NT / BK;               // their row stride
-    static_assert(NT % BN == 0 && B_ROWS % 2 == 0 && A_ROWS == 8, "v4 tile shape");
+    constexpr int B_ROWS = BK * BN / NT;          // fwd/bwd_data: consecutive k rows of one column
+    constexpr int A_ROWS = BK * BM / NT;          // bwd_filter: 8 consecutive dy elements per thread
+    constexpr int B_REP = BK * BN / (NT * V4_COLS); // bwd_filter: rows of 8 columns per thread
+    constexpr int B_KSTEP = NT / (BN / V4_COLS);  // ... at this k stride
+    static_assert(NT % BN == 0 && B_ROWS % 4 == 0 && A_ROWS == 8 && B_REP * B_KSTEP == BK, "v4 tile shape");
     float* As = reinterpret_cast<float*>(::cn_smem);             // [ST][BK][AP]
     float* Bs = As + ST * BK * AP;                                // [ST][BK][BN]
-    int* tab = reinterpret_cast<int*>(Bs + ST * BK * BN);         // [tab_count][2]
+    int* toff = reinterpret_cast<int*>(Bs + ST * BK * BN);        // [tab_count]
+    int* tbits = toff + tab_count;                                // [tab_count]
 
     const int t = threadIdx.x, lane = t % 32, warp = t / 32;
     const int wm = warp / 2, wn = warp % 2, ty = lane / 8, tx = lane % 8;
     const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
 
-    for (int i = t; i < 2 * tab_count; i += NT) tab[i] = gtab[2 * tab_begin + i];
+    for (int i = t; i < tab_count; i += NT) {
+        toff[i] = gtab[tab_begin + i];
+        tbits[i] = gtab[tab_total + tab_begin + i];
+    }
     __syncthreads();
 
-    // B: column bc, rows brow .. brow + B_ROWS - 1 of every K tile.
-    const int bc = t % BN, brow = (t / BN) * B_ROWS;
-    const ColB cb = op.col(col0 + bc);
-    // A, weights: 16-byte chunks at rows ak and ak + 8, columns am .. am + 3.
-    // A, dy: rows am + r * A_STEP (r < 8) of K-tile column ak.
-    int ak, am;
+    // A: weights: 16-byte chunks at rows ak and ak + 8, columns am .. am + 3;
+    //    dy: row am (clamped to M - 1), K-tile columns ak*8 .. ak*8 + 7 (consecutive floats).
+    // B: fwd/bwd_data: column bc, rows brow .. brow + B_ROWS - 1 (one tap: one test);
+    //    bwd_filter: columns bc .. bc + 7 (one tap) at rows brow + q * B_KSTEP.
+    int ak, am, bc, brow;
     const float* asrc;
-    unsigned arows = 0u;                          // dy: bit r = row am + r*A_STEP exists
-    if constexpr (Op::A_WEIGHTS) {
+    int arow = 0;
+    ColB cb;
+    int boff[Op::WEIGHTS_A ? 1 : V4_COLS];
+    unsigned bbit = 0u;
+    if constexpr (Op::WEIGHTS_A) {
         ak = t / (BM / 4); am = (t % (BM / 4)) * 4;
-        asrc = op.at + ((op.g * op.Kp + ak) * op.Mp + row0 + am);
+        asrc = op.at + ((op.g * op.kp + ak) * op.Mp + row0 + am) + kt_begin * BK * op.Mp;
+        bc = t % BN; brow = (t / BN) * B_ROWS;
+        cb = op.col(col0 + bc);
+        boff[0] = 0;
     } else {
-        ak = t % BK; am = t / BK;
-        asrc = op.dy + ((op.g * op.s.Fg + row0 + am) * op.s.OHW + ak);
-#pragma unroll
-        for (int r = 0; r < A_ROWS; ++r)
-            if (row0 + am + r * A_STEP < op.M) arows |= 1u << r;
+        ak = t % 2; am = t / 2;
+        asrc = op.dy;
+        arow = (op.g * op.s.Fg + min(row0 + am, op.M - 1)) * op.s.OHW + ak * A_ROWS;
+        bc = (t % (BN / V4_COLS)) * V4_COLS; brow = t / (BN / V4_COLS);
+        bbit = op.cols(col0 + bc, boff);
+        cb = ColB{op.x, 0u};
     }
+    const SmemAddr adst = smem_addr(As + (Op::WEIGHTS_A ? ak : ak * A_ROWS) * AP + am);
+    const SmemAddr bdst = smem_addr(Bs + brow * BN + bc);
 
-    // Running state of the next tile to load: its stage's float offset, the A cursor
-    // and (bwd_filter) the image n and pixel p0 it starts at.
-    int lst = 0, an = 0, ap0 = 0;
-    if constexpr (Op::A_WEIGHTS) {
-        asrc += kt_begin * BK * op.Mp;
-    } else {
-        an = kt_begin / op.PT; ap0 = (kt_begin - an * op.PT) * BK;
-    }
-    int kload = kt_begin;
-    // Unconditional (tiles past kt_end copy nothing and zero-fill a stage nobody
-    // reads): a branch here keeps ptxas from interleaving the copies with the FMAs.
-    auto load = [&]() {
-        const bool live = kload < kt_end;
-        float* as = As + lst * (BK * AP);
-        float* bs = Bs + lst * (BN * BK);
-        int ti, boff;
-        if constexpr (Op::A_WEIGHTS) {
-            cp_async16(as + ak * AP + am, asrc, live);
-            cp_async16(as + (ak + 8) * AP + am, asrc + 8 * op.Mp, live);
+    // The next tile to load: its index and (bwd_filter) the image n and pixel p0 it
+    // starts at. Stages are compile-time (the main loop is unrolled by V4_STAGES), so
+    // every shared-memory address is a register plus an immediate.
+    int kload = kt_begin, an = 0, ap0 = 0;
+    if constexpr (!Op::WEIGHTS_A) { an = kt_begin / op.PT; ap0 = (kt_begin - an * op.PT) * BK; }
+    // Unconditional (tiles past kt_end copy nothing and zero-fill a stage nobody reads).
+    auto load = [&](auto stage) {
+        constexpr int LS = decltype(stage)::value;
+        const SmemAddr as = smem_add(adst, LS * (BK * AP));
+        const SmemAddr bs = smem_add(bdst, LS * (BK * BN));
+        if constexpr (Op::WEIGHTS_A) {
+            // Past kt_end (at most ST - 1 tiles): at has ST - 1 spare tiles at its end and
+            // the table ST - 1 tiles of bits 0, so these copies stay in bounds unguarded.
+            cp_async16(as, asrc, true);
+            cp_async16(smem_add(as, 8 * AP), asrc + 8 * op.Mp, true);
             asrc += BK * op.Mp;
-            ti = live ? kload * BK - tab_begin : 0;
-            boff = 0;
+            const int ti = kload * BK - tab_begin + brow;
+            const bool ok = (tbits[ti] & cb.bits) != 0u;
+            const int4* e = reinterpret_cast<const int4*>(toff + ti);
+#pragma unroll
+            for (int r = 0; r < B_ROWS; r += 4) {
+                const int4 v = e[r / 4];
+                cp_async4(smem_add(bs, (r + 0) * BN), cb.ptr + v.x, ok);
+                cp_async4(smem_add(bs, (r + 1) * BN), cb.ptr + v.y, ok);
+                cp_async4(smem_add(bs, (r + 2) * BN), cb.ptr + v.z, ok);
+                cp_async4(smem_add(bs, (r + 3) * BN), cb.ptr + v.w, ok);
+            }
         } else {
-            const float* a = asrc + (an * op.s.F * op.s.OHW + ap0);
-            const bool pok = live && ap0 + ak < op.s.OHW;
+            // Offsets summed as unsigned ints (no overflow: the launcher keeps every
+            // tensor under 2^31 elements), so each address is one IADD and one IMAD.WIDE.
+            // Past kt_end the cursor stays on the last image (its copies land in a stage
+            // nobody reads), so no test of kt_end here.
+            const float* a = asrc + (int)((unsigned)(an * op.s.F * op.s.OHW + ap0) + (unsigned)arow);
+            const int nvalid = op.s.OHW - ap0 - ak * A_ROWS;    // of this thread's 8 (p < OH*OW)
 #pragma unroll
-            for (int r = 0; r < A_ROWS; ++r)
-                cp_async4(as + ak * AP + am + r * A_STEP, a + r * A_STEP * op.s.OHW, pok && (arows >> r & 1u));
-            ti = live ? ap0 : 0;
-            boff = op.b_offset(an);
+            for (int e = 0; e < A_ROWS; ++e) cp_async4(smem_add(as, e * AP), a + e, e < nvalid);
+            const unsigned xbase = (unsigned)(an * op.s.C * op.s.HW);
+#pragma unroll
+            for (int q = 0; q < B_REP; ++q) {
+                const int p = ap0 + brow + q * B_KSTEP;
+                const bool ok = (tbits[p] & bbit) != 0u;
+                const unsigned b = xbase + (unsigned)toff[p];
+#pragma unroll
+                for (int r = 0; r < V4_COLS; ++r)
+                    cp_async4(smem_add(bs, q * B_KSTEP * BN + r), op.x + (int)(b + (unsigned)boff[r]), ok);
+            }
             ap0 += BK;
-            if (ap0 == op.PT * BK) { ap0 = 0; ++an; }
-        }
-        const unsigned bits = live ? cb.bits : 0u;
-        const float* b = cb.ptr + boff;
-        const int4* e = reinterpret_cast<const int4*>(tab + 2 * (ti + brow));
-#pragma unroll
-        for (int r = 0; r < B_ROWS; r += 2) {
-            const int4 v = e[r / 2];              // (off, bits) of rows r and r + 1
-            cp_async4(bs + (brow + r) * BN + bc, b + v.x, (v.y & bits) != 0u);
-            cp_async4(bs + (brow + r + 1) * BN + bc, b + v.z, (v.w & bits) != 0u);
+            if (ap0 == op.PT * BK) { ap0 = 0; an = min(an + 1, op.s.N - 1); }
         }
         ++kload;
-        lst = lst == ST - 1 ? 0 : lst + 1;
     };
 
     float acc[8][8];
@@ -1076,20 +1132,16 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
 #pragma unroll
         for (int c = 0; c < 8; ++c) acc[r][c] = 0.f;
 
-    const int nk = kt_end - kt_begin;
-#pragma unroll
-    for (int s = 0; s < ST - 1; ++s) {
-        load();
+    // One K step on stage S: wait for its tile, barrier (the stage loaded next was
+    // last read before it), start the load ST - 1 tiles ahead, multiply.
+    auto step = [&](auto stage) {
+        constexpr int S = decltype(stage)::value;
+        cp_async_wait<ST - 2>();
+        __syncthreads();
+        load(Int<(S + ST - 1) % ST>{});
         cp_async_commit();
-    }
-    int cst = 0;
-    for (int i = 0; i < nk; ++i) {
-        cp_async_wait<ST - 2>();                  // tile i has landed (this thread's part)
-        __syncthreads();                          // ... everyone's; the stage loaded next is free
-        load();
-        cp_async_commit();
-        const float* as = As + cst * (BK * AP) + wm * 32 + ty * 4;
-        const float* bs = Bs + cst * (BK * BN) + wn * 64 + tx * 4;
+        const float* as = As + S * (BK * AP) + wm * 32 + ty * 4;
+        const float* bs = Bs + S * (BK * BN) + wn * 64 + tx * 4;
 #pragma unroll
         for (int kk = 0; kk < BK; ++kk) {
             const float4 a0 = *reinterpret_cast<const float4*>(as + kk * AP);
@@ -1103,7 +1155,20 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
 #pragma unroll
                 for (int c = 0; c < 8; ++c) acc[r][c] = fmaf(av[r], bv[c], acc[r][c]);
         }
-        cst = cst == ST - 1 ? 0 : cst + 1;
+    };
+
+    static_assert(ST == 3, "the main loop below is unrolled for 3 stages");
+    load(Int<0>{});
+    cp_async_commit();
+    load(Int<1>{});
+    cp_async_commit();
+    const int nk = kt_end - kt_begin;
+    for (int i = 0; i < nk; i += ST) {
+        step(Int<0>{});
+        if (i + 1 >= nk) break;
+        step(Int<1>{});
+        if (i + 2 >= nk) break;
+        step(Int<2>{});
     }
     cp_async_wait<0>();
 
@@ -1113,6 +1178,7 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
         const int col = col0 + wn * 64 + tx * 4 + (c / 4) * 32 + c % 4;
         if (col >= op.NCOL) continue;
         const int o = op.out(col);
+        if (o < 0) continue;
 #pragma unroll
         for (int r = 0; r < 8; ++r) {
             const int m = row0 + wm * 32 + ty * 4 + (r / 4) * 16 + r % 4;
@@ -1122,39 +1188,40 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
 }
 
 // The v4 passes for a row tile of BM rows (kernels below). splits > 1: out is the
-// workspace, slice `slice` written at out + slice * count.
+// workspace, slice `slice` written at out + slice * (output size).
 template <int BM>
 __device__ __forceinline__ void fwd_v4(const float* x, const float* at, const int* tab, const float* b, float* y,
-                                       const Shape& s, int has_bias, int relu, int masked, int splits, int tps)
+                                       const Shape& s, int has_bias, int relu, int masked, int kp, int splits, int tps)
 {
     const int g = blockIdx.z / splits, slice = blockIdx.z % splits;
-    const int Kp = (s.Cg * s.KHW + V4_BK - 1) / V4_BK * V4_BK, Mp = (s.Fg + BM - 1) / BM * BM;
-    const int kt0 = slice * tps, kt1 = min(Kp / V4_BK, kt0 + tps);
-    const FwdOp4 op{x, at, b, y + slice * (s.N * s.F * s.OHW), s, g, has_bias, relu, masked, Kp, Mp,
+    const int Mp = (s.Fg + BM - 1) / BM * BM;
+    const int kt0 = slice * tps, kt1 = min(kp / V4_BK, kt0 + tps);
+    const FwdOp4 op{x, at, b, y + slice * (s.N * s.F * s.OHW), s, g, has_bias, relu, masked, kp, Mp,
                     s.Fg, s.N * s.OHW};
-    implicit_gemm_v4<BM>(op, tab, kt0 * V4_BK, (kt1 - kt0) * V4_BK, kt0, kt1);
+    implicit_gemm_v4<BM>(op, tab, kp + V4_SPARE, kt0 * V4_BK, (kt1 - kt0) * V4_BK + V4_SPARE, kt0, kt1);
 }
 
 template <int BM>
 __device__ __forceinline__ void bwd_data_v4(const float* dy, const float* at, const int* tab, float* dx,
-                                            const Shape& s, int splits, int tps)
+                                            const Shape& s, int kp, int splits, int tps)
 {
     const int g = blockIdx.z / splits, slice = blockIdx.z % splits;
-    const int Kp = (s.Fg * s.KHW + V4_BK - 1) / V4_BK * V4_BK, Mp = (s.Cg + BM - 1) / BM * BM;
-    const int kt0 = slice * tps, kt1 = min(Kp / V4_BK, kt0 + tps);
-    const BwdDataOp4 op{dy, at, dx + slice * (s.N * s.C * s.HW), s, g, Kp, Mp, s.Cg, s.N * s.HW};
-    implicit_gemm_v4<BM>(op, tab, kt0 * V4_BK, (kt1 - kt0) * V4_BK, kt0, kt1);
+    const int Mp = (s.Cg + BM - 1) / BM * BM;
+    const int kt0 = slice * tps, kt1 = min(kp / V4_BK, kt0 + tps);
+    const BwdDataOp4 op{dy, at, dx + slice * (s.N * s.C * s.HW), s, g, kp, Mp, s.Cg, s.N * s.HW};
+    implicit_gemm_v4<BM>(op, tab, kp + V4_SPARE, kt0 * V4_BK, (kt1 - kt0) * V4_BK + V4_SPARE, kt0, kt1);
 }
 
 template <int BM>
 __device__ __forceinline__ void bwd_filter_v4(const float* dy, const float* x, const int* tab, float* dw,
-                                              const Shape& s, int masked, int splits, int tps)
+                                              const Shape& s, int cgp, int splits, int tps)
 {
     const int g = blockIdx.z / splits, slice = blockIdx.z % splits;
     const int PT = (s.OHW + V4_BK - 1) / V4_BK;
     const int kt0 = slice * tps, kt1 = min(s.N * PT, kt0 + tps);
-    const BwdFilterOp4 op{dy, x, dw + slice * (s.F * s.Cg * s.KHW), s, g, masked, PT, s.Fg, s.Cg * s.KHW};
-    implicit_gemm_v4<BM>(op, tab, 0, PT * V4_BK, kt0, kt1);
+    const int ncol = cgp ? s.KHW * cgp : s.Cg * s.KHW;
+    const BwdFilterOp4 op{dy, x, dw + slice * (s.F * s.Cg * s.KHW), s, g, cgp, PT, s.Fg, ncol};
+    implicit_gemm_v4<BM>(op, tab, PT * V4_BK, 0, PT * V4_BK, kt0, kt1);
 }
 
 }  // namespace conv
@@ -1163,27 +1230,29 @@ __device__ __forceinline__ void bwd_filter_v4(const float* dy, const float* x, c
 // v4 kernels. Block 2 * BM threads (256, or 128 for *_m64), dynamic shared memory
 // (conv.py, _v4_smem); grid (ceil(NCOL / 128), ceil(M / BM), G * splits),
 // blockIdx.z = g * splits + slice, tps = K tiles (of 16) per slice.
-// at (G, Kp, Mp): the weights as the GEMM's A, k-major, zero-padded (launcher);
-// tab: (off, bits) int pairs (launcher, _v4_table). splits > 1: y/dx/dw is the
-// workspace (splits, output) and conv2d_v4_reduce finishes (bias, ReLU there).
+// at (G, kp, Mp) + V4_SPARE * Mp spare floats: the weights as the GEMM's A in the
+// launcher's K order, zero-padded; tab (2, kp + V4_SPARE) (fwd, bwd_data) or (2, Pp)
+// (bwd_filter): offs then bits (conv.py, _v4_table_np). splits > 1: y/dx/dw is
+// the workspace (splits, output) and conv2d_v4_reduce finishes (bias, ReLU there).
 // ---------------------------------------------------------------------------
 
 extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM, 2) conv2d_fwd_v4(
     const float* __restrict__ x, const float* __restrict__ at, const int* __restrict__ tab,
     const float* __restrict__ b, float* __restrict__ y,
     int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
-    int sh, int sw, int ph, int pw, int groups, int has_bias, int relu, int masked, int splits, int tps)
+    int sh, int sw, int ph, int pw, int groups, int has_bias, int relu, int masked, int kp, int splits, int tps)
 {
-    conv::fwd_v4<conv::V4_BM>(x, at, tab, b, y, conv::Shape(CONV_SHAPE_ARGS), has_bias, relu, masked, splits, tps);
+    conv::fwd_v4<conv::V4_BM>(x, at, tab, b, y, conv::Shape(CONV_SHAPE_ARGS), has_bias, relu, masked, kp, splits, tps);
 }
 
 extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_fwd_v4_m64(
     const float* __restrict__ x, const float* __restrict__ at, const int* __restrict__ tab,
     const float* __restrict__ b, float* __restrict__ y,
     int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
-    int sh, int sw, int ph, int pw, int groups, int has_bias, int relu, int masked, int splits, int tps)
+    int sh, int sw, int ph, int pw, int groups, int has_bias, int relu, int masked, int kp, int splits, int tps)
 {
-    conv::fwd_v4<conv::V4_BM_SMALL>(x, at, tab, b, y, conv::Shape(CONV_SHAPE_ARGS), has_bias, relu, masked, splits, tps);
+    conv::fwd_v4<conv::V4_BM_SMALL>(x, at, tab, b, y, conv::Shape(CONV_SHAPE_ARGS), has_bias, relu, masked, kp,
+                                    splits, tps);
 }
 
 // stride 1 only (the launcher runs v3 for other strides).
@@ -1191,36 +1260,37 @@ extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM, 2) conv2d_bwd_data
     const float* __restrict__ dy, const float* __restrict__ at, const int* __restrict__ tab,
     float* __restrict__ dx,
     int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
-    int sh, int sw, int ph, int pw, int groups, int splits, int tps)
+    int sh, int sw, int ph, int pw, int groups, int kp, int splits, int tps)
 {
-    conv::bwd_data_v4<conv::V4_BM>(dy, at, tab, dx, conv::Shape(CONV_SHAPE_ARGS), splits, tps);
+    conv::bwd_data_v4<conv::V4_BM>(dy, at, tab, dx, conv::Shape(CONV_SHAPE_ARGS), kp, splits, tps);
 }
 
 extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_bwd_data_v4_m64(
     const float* __restrict__ dy, const float* __restrict__ at, const int* __restrict__ tab,
     float* __restrict__ dx,
     int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
-    int sh, int sw, int ph, int pw, int groups, int splits, int tps)
+    int sh, int sw, int ph, int pw, int groups, int kp, int splits, int tps)
 {
-    conv::bwd_data_v4<conv::V4_BM_SMALL>(dy, at, tab, dx, conv::Shape(CONV_SHAPE_ARGS), splits, tps);
+    conv::bwd_data_v4<conv::V4_BM_SMALL>(dy, at, tab, dx, conv::Shape(CONV_SHAPE_ARGS), kp, splits, tps);
 }
 
+// cgp: 0 (columns (c,i,j), no tap mask) or Cg padded to a multiple of 8 (columns (tap, c)).
 extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM, 2) conv2d_bwd_filter_v4(
     const float* __restrict__ dy, const float* __restrict__ x, const int* __restrict__ tab,
     float* __restrict__ dw,
     int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
-    int sh, int sw, int ph, int pw, int groups, int masked, int splits, int tps)
+    int sh, int sw, int ph, int pw, int groups, int cgp, int splits, int tps)
 {
-    conv::bwd_filter_v4<conv::V4_BM>(dy, x, tab, dw, conv::Shape(CONV_SHAPE_ARGS), masked, splits, tps);
+    conv::bwd_filter_v4<conv::V4_BM>(dy, x, tab, dw, conv::Shape(CONV_SHAPE_ARGS), cgp, splits, tps);
 }
 
 extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_bwd_filter_v4_m64(
     const float* __restrict__ dy, const float* __restrict__ x, const int* __restrict__ tab,
     float* __restrict__ dw,
     int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
-    int sh, int sw, int ph, int pw, int groups, int masked, int splits, int tps)
+    int sh, int sw, int ph, int pw, int groups, int cgp, int splits, int tps)
 {
-    conv::bwd_filter_v4<conv::V4_BM_SMALL>(dy, x, tab, dw, conv::Shape(CONV_SHAPE_ARGS), masked, splits, tps);
+    conv::bwd_filter_v4<conv::V4_BM_SMALL>(dy, x, tab, dw, conv::Shape(CONV_SHAPE_ARGS), cgp, splits, tps);
 }
 
 // out[e] = sum_{sl < splits} ws[sl * count + e] in order sl = 0, 1, ...; then + b[(e / inner) % nb]

@@ -84,43 +84,30 @@ def test_v4_runs_where_it_applies_and_v3_elsewhere():
 
 
 def test_v4_table_against_direct_decoding():
-    """The launcher's (off, bits) table: off and the tap bits decoded back for every k."""
-    geo = conv.Geometry.of("t", (2, 4, 7, 6), (6, 2, 3, 2), (2, 1), (1, 0), 2)
-    t = conv._v4_table_np(geo, "fwd", 1)
-    k = geo.cg * geo.taps
-    assert len(t) % conv.V4_BK == 0 and not t[k:].any()                       # padded k: nothing
-    for kk in range(k):
-        c, tap = divmod(kk, geo.taps)
+    """The launcher's (off, bits) table decoded back for every row: fwd in the tap-major
+    order with padded channel runs, and bwd_filter's per-pixel tap masks."""
+    geo = conv.Geometry.of("t", (2, 6, 7, 6), (6, 3, 3, 2), (2, 1), (1, 0), 2)
+    plan = conv.v4_plan(geo, "fwd", rows=128)
+    run = plan.run
+    assert run == 8 and plan.kp == 48                                         # 6 taps x 8 (3 live)
+    off, bits = conv._v4_table_np(geo, "fwd", plan.masked, run, plan.kp)
+    assert len(off) == plan.kp + conv.V4_SPARE and not bits[geo.taps * run:].any()
+    for k in range(geo.taps * run):
+        tap, c = divmod(k, run)
         i, j = divmod(tap, geo.kw)
-        assert t[kk, 0] == c * geo.h * geo.w + i * geo.w + j and t[kk, 1] == 1 << tap
-    t = conv._v4_table_np(geo, "bwd_filter", 1)
-    for p in range(len(t)):
+        c = c if c < geo.cg else 0                                            # padding rows read c = 0
+        assert off[k] == c * geo.h * geo.w + i * geo.w + j and bits[k] == 1 << tap
+    off, bits = conv._v4_table_np(geo, "bwd_filter", 1, 8, 0)
+    for p in range(len(off)):
         oh, ow = divmod(p, geo.ow)
         if p >= geo.oh * geo.ow:
-            assert not t[p].any()
+            assert off[p] == 0 and bits[p] == 0
             continue
-        assert t[p, 0] == oh * geo.sh * geo.w + ow * geo.sw
+        assert off[p] == oh * geo.sh * geo.w + ow * geo.sw
         for tap in range(geo.taps):
             i, j = divmod(tap, geo.kw)
             ih, iw = oh * geo.sh - geo.ph + i, ow * geo.sw - geo.pw + j
-            assert bool(t[p, 1] >> tap & 1) == (0 <= ih < geo.h and 0 <= iw < geo.w)
-
-
-def test_v3_row_tile_heuristic():
-    # AlexNet's GEMM rows: 96, 128, 256, 384 keep 128; 48 and 192 pad less with 64
-    assert [conv._v3_rows(m) for m in (96, 128, 256, 384, 48, 192, 1, 64, 65, 130)] == \
-        [128, 128, 128, 128, 64, 64, 64, 64, 128, 64]
-    xs, ws, s, p, g = (2, 6, 9, 8), (8, 3, 3, 3), 1, 1, 2
-    x, w, b, dy = _data(xs, ws, s, p, seed=13)
-    for rows in (None, 64, 128):
-        np.testing.assert_allclose(conv.conv2d_forward(x, w, b, s, p, g, version="v3", tile_rows=rows),
-                                   conv.conv2d_forward(x, w, b, s, p, g, version="v1"), rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="tile_rows"):
-        conv.conv2d_forward(x, w, b, s, p, g, version="v3", tile_rows=32)
-    with pytest.raises(ValueError, match="tile_rows"):
-        conv.conv2d_backward_data(dy, w, xs, s, p, g, version="v2", tile_rows=64)
-    with pytest.raises(ValueError, match="tile_rows"):
-        conv.conv2d_backward_filter(dy, x, ws, s, p, g, version="v1", tile_rows=128)
+            assert bool(bits[p] >> tap & 1) == (0 <= ih < geo.h and 0 <= iw < geo.w)
 
 
 @pytest.mark.parametrize("version", conv.VERSIONS)

@@ -278,11 +278,16 @@ def _slices(k_total, splits):
 
 @dataclass(frozen=True)
 class V4Plan:
-    """How one v4 launch runs: row tile, kernel suffix, whether columns test their taps
-    (masked), K tiles in all and per slice, slices, table entries per block, shared memory."""
+    """How one v4 launch runs (conv.cu, v4): row tile and kernel suffix; masked (columns
+    test their taps) or not; run, the padded length of each tap's run of channels in
+    the tap-major K order (fwd, bwd_data) or of the (tap, c) columns (bwd_filter; 0: the
+    (c,i,j) order, unmasked); kp, the padded K (fwd, bwd_data); K tiles in all and per
+    slice; slices; table entries per block; bytes of shared memory."""
     rows: int
     suffix: str
     masked: int
+    run: int
+    kp: int
     k_tiles: int
     tps: int
     splits: int
@@ -297,6 +302,14 @@ class V4Plan:
 def _v4_smem(rows, tab_entries):
     """Bytes of dynamic shared memory of a v4 block (implicit_gemm_v4's layout)."""
     return 4 * V4_STAGES * V4_BK * ((rows + 4) + V4_TILE_N) + 8 * tab_entries
+
+
+def _v4_brows(rows):
+    """K rows of one column a thread copies per K tile (fwd, bwd_data): they share one tap."""
+    return V4_BK * V4_TILE_N // (2 * rows)
+
+
+V4_SPARE = (V4_STAGES - 1) * V4_BK      # conv::V4_SPARE: K rows loaded past a slice's end
 
 
 def v4_plan(geo, pass_, rows=None, splits=None, sms=DEFAULT_SMS):
@@ -315,27 +328,34 @@ def v4_plan(geo, pass_, rows=None, splits=None, sms=DEFAULT_SMS):
         return None
     if pass_ == "bwd_filter":
         per_image = _cdiv(geo.oh * geo.ow, V4_BK)
-        k_tiles, min_tiles = geo.n * per_image, 4
+        run = _cdiv(geo.cg, 8) * 8 if masked else 0
+        ncol = geo.taps * run if masked else ncol
+        kp, k_tiles, min_tiles = 0, geo.n * per_image, 4
     else:
-        per_image, k_tiles, min_tiles = None, _cdiv(k, V4_BK), 8
+        channels = geo.cg if pass_ == "fwd" else geo.fg
+        run = _cdiv(channels, _v4_brows(rows)) * _v4_brows(rows) if masked else 0
+        kp = _cdiv(geo.taps * run if masked else k, V4_BK) * V4_BK
+        k_tiles, min_tiles = kp // V4_BK, 8
     blocks = geo.groups * _cdiv(m, rows) * _cdiv(ncol, V4_TILE_N)
     if splits is None:
         bps = V4_BLOCKS_PER_SM[rows]
         out_bytes = 4 * geo.groups * m * ncol
         splits = _best_splits(blocks, k_tiles, bps * sms, _step_seconds(rows, V4_TILE_N, V4_BK, bps), out_bytes,
                               min_tiles, min(MAX_SPLITS, 65535 // geo.groups))
-    tps = _cdiv(k_tiles, splits)
+    tps = _cdiv(k_tiles, min(splits, k_tiles))
     splits = _cdiv(k_tiles, tps)
-    tab = per_image * V4_BK if pass_ == "bwd_filter" else tps * V4_BK
+    tab = per_image * V4_BK if pass_ == "bwd_filter" else tps * V4_BK + V4_SPARE
     smem = _v4_smem(rows, tab)
     if smem > V4_SMEM_LIMIT:
         return None
-    return V4Plan(rows, suffix, masked, k_tiles, tps, splits, tab, smem)
+    return V4Plan(rows, suffix, masked, run, kp, k_tiles, tps, splits, tab, smem)
 
 
 @functools.lru_cache(maxsize=256)
-def _v4_table_np(geo, pass_, masked):
-    """The (off, bits) int32 pairs of implicit_gemm_v4's table (see conv.cu, v4)."""
+def _v4_table_np(geo, pass_, masked, run, kp):
+    """implicit_gemm_v4's table, (2, entries) int32: the offs, then the bits (see conv.cu, v4).
+    fwd/bwd_data: one entry per row of the launcher's K order (kp + V4_SPARE entries);
+    bwd_filter: one per output pixel p < Pp."""
     taps = np.arange(geo.taps)
     i, j = taps // geo.kw, taps % geo.kw
     if pass_ == "bwd_filter":
@@ -350,32 +370,38 @@ def _v4_table_np(geo, pass_, masked):
         else:
             bits = np.ones_like(p)
         live = p < geo.oh * geo.ow
+        off, bits = np.where(live, off, 0), np.where(live, bits, 0)
     else:
-        m, _, k = geo.gemm(pass_)
-        kk = np.arange(_cdiv(k, V4_BK) * V4_BK)
-        outer, tap = kk // geo.taps, kk % geo.taps
+        kk = np.arange(kp + V4_SPARE)
+        if masked:                      # k = (tap, c), c < run; padding channels read c = 0
+            tap, c = kk // run, kk % run
+            c = np.where(c < (geo.cg if pass_ == "fwd" else geo.fg), c, 0)
+            live = kk < geo.taps * run
+            bits = np.where(live, np.int64(1) << np.minimum(tap, geo.taps - 1), 0)
+        else:                           # k = (c,i,j); rows past K read k = 0 (A is 0 there)
+            c, tap = kk // geo.taps, kk % geo.taps
+            live = kk < geo.cg * geo.taps
+            c, tap = np.where(live, c, 0), np.where(live, tap, 0)
+            bits = np.where(kk < kp, 1, 0)
         ki, kj = tap // geo.kw, tap % geo.kw
         if pass_ == "fwd":
-            off = outer * geo.h * geo.w + ki * geo.w + kj
+            off = c * geo.h * geo.w + ki * geo.w + kj
         else:
-            off = outer * geo.oh * geo.ow - ki * geo.ow - kj
-        bits = (np.int64(1) << tap) if masked else np.ones_like(kk)
-        live = kk < k
-    table = np.zeros((len(off), 2), dtype=np.int64)
-    table[:, 0] = np.where(live, off, 0)
-    table[:, 1] = np.where(live, bits, 0)
+            off = c * geo.oh * geo.ow - ki * geo.ow - kj
+        off = np.where(kk < kp, off, 0)
+    table = np.stack([off, bits]).astype(np.int64)
     return table.astype(np.uint32).view(np.int32)        # bits: the low 32, as the kernel reads them
 
 
 _V4_TABLES = {}
 
 
-def _v4_table(geo, pass_, masked, like):
+def _v4_table(geo, pass_, plan, like):
     """_v4_table_np on like's backend (cached per GPU)."""
-    table = _v4_table_np(geo, pass_, masked)
+    table = _v4_table_np(geo, pass_, plan.masked, plan.run, plan.kp)
     if not is_cupy(like):
         return table
-    key = (geo, pass_, masked, like.device.id)
+    key = (geo, pass_, plan.masked, plan.run, plan.kp, like.device.id)
     if key not in _V4_TABLES:
         import cupy
         with cupy.cuda.Device(like.device.id):
@@ -383,19 +409,24 @@ def _v4_table(geo, pass_, masked, like):
     return _V4_TABLES[key]
 
 
-def _v4_weights(xp, w, geo, pass_, rows):
-    """The weights as v4's A operand: (G, Kp, Mp), k-major, zero-padded to whole tiles.
-    fwd: at[g, (c,i,j), f] = w[g*Fg+f, c, i, j]; bwd_data: at[g, (f,i,j), c] = w[g*Fg+f, c, i, j]."""
+def _v4_weights(xp, w, geo, pass_, plan):
+    """The weights as v4's A operand, (G, kp, Mp) in the plan's K order, zero-padded,
+    with V4_SPARE spare rows after the end. fwd: at[g, k, f] = w[g*Fg+f, c, i, j] with
+    k = (tap, c) (masked) or (c,i,j); bwd_data: at[g, (tap, f), c] = w[g*Fg+f, c, i, j]."""
     g, fg, cg, taps = geo.groups, geo.fg, geo.cg, geo.taps
-    m, _, k = geo.gemm(pass_)
-    wg = w.reshape(g, fg, cg * taps)
+    m, _, _ = geo.gemm(pass_)
+    mp = _cdiv(m, plan.rows) * plan.rows
+    flat = xp.zeros(g * plan.kp * mp + V4_SPARE * mp, dtype=np.float32)
+    at = flat[:g * plan.kp * mp].reshape(g, plan.kp, mp)
+    w4 = w.reshape(g, fg, cg, taps)
     if pass_ == "fwd":
-        a = wg.transpose(0, 2, 1)                                              # (G, Cg*taps, Fg)
-    else:
-        a = wg.reshape(g, fg, cg, taps).transpose(0, 1, 3, 2).reshape(g, fg * taps, cg)
-    at = xp.zeros((g, _cdiv(k, V4_BK) * V4_BK, _cdiv(m, rows) * rows), dtype=np.float32)
-    at[:, :k, :m] = a
-    return at
+        if plan.masked:                 # (G, taps, Cg, Fg) into runs of plan.run channels
+            at[:, :taps * plan.run].reshape(g, taps, plan.run, mp)[:, :, :cg, :fg] = w4.transpose(0, 3, 2, 1)
+        else:
+            at[:, :cg * taps, :fg] = w4.reshape(g, fg, cg * taps).transpose(0, 2, 1)
+    else:                               # (G, taps, Fg, Cg)
+        at[:, :taps * plan.run].reshape(g, taps, plan.run, mp)[:, :, :fg, :cg] = w4.transpose(0, 3, 1, 2)
+    return flat
 
 
 def _v4_reduce(xp, ws, out, splits, like, b=None, inner=1, relu=False):
@@ -445,14 +476,14 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None, relu=F
     if v == "v4":
         plan = v4_plan(geo, "fwd", tile_rows, _split_arg(op, splits), device_sms(x))
         if plan is not None:
-            at = _v4_weights(xp, w, geo, "fwd", plan.rows)
-            tab = _v4_table(geo, "fwd", plan.masked, x)
+            at = _v4_weights(xp, w, geo, "fwd", plan)
+            tab = _v4_table(geo, "fwd", plan, x)
             out = y if plan.splits == 1 else xp.empty((plan.splits,) + geo.y_shape, dtype=np.float32)
             fuse = plan.splits == 1
             grid = (_cdiv(geo.n * geo.oh * geo.ow, V4_TILE_N), _cdiv(geo.fg, plan.rows), geo.groups * plan.splits)
             _get(f"conv2d_fwd_v4{plan.suffix}", x)(
                 grid, plan.threads, (x, at, tab, b, out) + geo.args
-                + (has_bias if fuse else 0, int(relu) if fuse else 0, plan.masked, plan.splits, plan.tps),
+                + (has_bias if fuse else 0, int(relu) if fuse else 0, plan.masked, plan.kp, plan.splits, plan.tps),
                 shared_mem=plan.smem)
             if not fuse:
                 _v4_reduce(xp, out, y, plan.splits, x, b if has_bias else None, geo.oh * geo.ow, relu)
@@ -492,12 +523,13 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, version=None
     if v == "v4":
         plan = v4_plan(geo, "bwd_data", tile_rows, _split_arg(op, splits), device_sms(dy))
         if plan is not None:
-            at = _v4_weights(xp, w, geo, "bwd_data", plan.rows)
-            tab = _v4_table(geo, "bwd_data", 1, dy)
+            at = _v4_weights(xp, w, geo, "bwd_data", plan)
+            tab = _v4_table(geo, "bwd_data", plan, dy)
             out = dx if plan.splits == 1 else xp.empty((plan.splits,) + geo.x_shape, dtype=np.float32)
             grid = (_cdiv(geo.n * geo.h * geo.w, V4_TILE_N), _cdiv(geo.cg, plan.rows), geo.groups * plan.splits)
             _get(f"conv2d_bwd_data_v4{plan.suffix}", dy)(
-                grid, plan.threads, (dy, at, tab, out) + geo.args + (plan.splits, plan.tps), shared_mem=plan.smem)
+                grid, plan.threads, (dy, at, tab, out) + geo.args + (plan.kp, plan.splits, plan.tps),
+                shared_mem=plan.smem)
             if plan.splits > 1:
                 _v4_reduce(xp, out, dx, plan.splits, dy)
             return dx
@@ -539,11 +571,12 @@ def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, spl
     if v == "v4":
         plan = v4_plan(geo, "bwd_filter", tile_rows, splits, device_sms(x))
         if plan is not None:
-            tab = _v4_table(geo, "bwd_filter", plan.masked, x)
+            tab = _v4_table(geo, "bwd_filter", plan, x)
             out = dw if plan.splits == 1 else xp.empty((plan.splits,) + geo.w_shape, dtype=np.float32)
-            grid = (_cdiv(geo.cg * geo.taps, V4_TILE_N), _cdiv(geo.fg, plan.rows), geo.groups * plan.splits)
+            ncol = geo.taps * plan.run if plan.masked else geo.cg * geo.taps
+            grid = (_cdiv(ncol, V4_TILE_N), _cdiv(geo.fg, plan.rows), geo.groups * plan.splits)
             _get(f"conv2d_bwd_filter_v4{plan.suffix}", x)(
-                grid, plan.threads, (dy, x, tab, out) + geo.args + (plan.masked, plan.splits, plan.tps),
+                grid, plan.threads, (dy, x, tab, out) + geo.args + (plan.run, plan.splits, plan.tps),
                 shared_mem=plan.smem)
             if plan.splits > 1:
                 _v4_reduce(xp, out, dw, plan.splits, x)
