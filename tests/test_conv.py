@@ -58,7 +58,7 @@ def test_every_small_shape_has_v3_v4_cases(version, row_tiles):
     passes = {"conv2d_forward": "fwd", "conv2d_backward_data": "bwd_data",
               "conv2d_backward_filter": "bwd_filter"}
     assert set(passes) == set(conv.V3_PASSES)
-    for label, *_ in conv.SMALL_SHAPES + conv.V3_SHAPES:
+    for label, *_ in conv.SMALL_SHAPES + (conv.V3_SHAPES if version == "v3" else conv.V4_SHAPES[1:]):
         for rows in row_tiles:
             assert f"conv2d_fwd_{version} rows={rows} relu {label}" in names
             for op in conv.V3_PASSES:
@@ -283,3 +283,65 @@ def test_empty_batch(version):
     assert dw.shape == w.shape and not dw.any()
     db = conv.conv2d_backward_bias(dy, version=version)
     assert db.shape == (2,) and not db.any()
+
+
+def _winograd_float64(x, w, pad):
+    """F(2x2, 3x3) in float64 with conv.WINO_* (one group): the algorithm alone, no kernel."""
+    n, c, h, wd = x.shape
+    ph, pw = pad
+    oh, ow = h + 2 * ph - 2, wd + 2 * pw - 2
+    th, tw = -(-oh // 2), -(-ow // 2)
+    xp = np.zeros((n, c, 2 * th + 2, 2 * tw + 2))
+    xp[:, :, ph:ph + h, pw:pw + wd] = x
+    d = np.stack([np.stack([xp[:, :, 2 * a:2 * a + 4, 2 * b:2 * b + 4] for b in range(tw)], 2)
+                  for a in range(th)], 2)                                     # (n, c, th, tw, 4, 4)
+    bt, g, at = conv.WINO_BT, conv.WINO_G, conv.WINO_AT
+    v = np.einsum("ij,nctujk,lk->nctuil", bt, d, bt)
+    u = np.einsum("ij,fcjk,lk->fcil", g, w, g)
+    m = np.einsum("fcil,nctuil->nftuil", u, v)
+    y = np.einsum("ij,nftujk,lk->nftuil", at, m, at)                          # (n, f, th, tw, 2, 2)
+    return y.transpose(0, 1, 2, 4, 3, 5).reshape(n, w.shape[0], 2 * th, 2 * tw)[:, :, :oh, :ow]
+
+
+def test_winograd_transforms_are_exact_in_float64():
+    """F(2x2, 3x3)'s B, G, A give the direct convolution to rounding in float64 (the
+    algorithm has no approximation; its float32 error is rounding in the transforms)."""
+    rng = np.random.default_rng(31)
+    x, w = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3))
+    for pad in ((1, 1), (0, 2)):
+        ref = R.conv2d_forward(x, w, None, 1, pad)
+        got = _winograd_float64(x, w, pad)
+        assert np.max(np.abs(got - ref)) <= 1e-12 * np.max(np.abs(ref))
+
+
+@pytest.mark.parametrize("pass_", ["fwd", "bwd_data"])
+def test_winograd_float32_error_is_near_direct(pass_):
+    """The float32 Winograd kernels against the float64 reference: within 3x the error of
+    the direct v4 kernel on the same data (and under 1e-5 normwise), channels enough
+    for the sums to matter (C = 64: K = 576)."""
+    xs, ws, s, p, g = (2, 64, 9, 7), (16, 64, 3, 3), 1, 1, 1
+    rng = np.random.default_rng(32)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = (rng.standard_normal(ws) / 24).astype(np.float32)
+    dy = rng.standard_normal(conv._out_shape(xs, ws, s, p)).astype(np.float32)
+    geo = dict(stride=s, pad=p, groups=g)
+    if pass_ == "fwd":
+        ref = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, **geo)
+        run = lambda v: conv.conv2d_forward(x, w, None, **geo, version=v)        # noqa: E731
+    else:
+        ref = R.conv2d_backward_data(dy.astype(np.float64), w.astype(np.float64), xs, **geo)
+        run = lambda v: conv.conv2d_backward_data(dy, w, xs, **geo, version=v)   # noqa: E731
+    err = {v: checking.relative_error(run(v), ref) for v in ("winograd", "v4")}
+    print(f"{pass_}: normwise relative error winograd {err['winograd']:.2e}, direct v4 {err['v4']:.2e}")
+    assert err["winograd"] <= max(3 * err["v4"], 1e-7) and err["winograd"] < 1e-5
+
+
+def test_winograd_applies_to_3x3_stride_1_only():
+    geo = conv.Geometry.of("t", (2, 4, 9, 9), (4, 4, 3, 3), 1, 1, 1)
+    assert conv.winograd_applies(geo, "fwd") and conv.winograd_applies(geo, "bwd_data")
+    assert not conv.winograd_applies(geo, "bwd_filter")
+    assert not conv.winograd_applies(conv.Geometry.of("t", (2, 4, 9, 9), (4, 4, 3, 3), 2, 1, 1), "fwd")
+    assert not conv.winograd_applies(conv.Geometry.of("t", (2, 4, 9, 9), (4, 4, 5, 5), 1, 2, 1), "fwd")
+    x, w, b, dy = _data((2, 4, 9, 9), (4, 4, 5, 5), 1, 2, seed=33)            # 5x5: runs v4
+    np.testing.assert_array_equal(conv.conv2d_forward(x, w, b, 1, 2, version="winograd"),
+                                  conv.conv2d_forward(x, w, b, 1, 2, version="v4"))

@@ -26,10 +26,13 @@ SHIPPED = {
     "conv2d_backward_filter": "v2",
     "conv2d_backward_bias": "v2",
 }
-VERSIONS = ("v1", "v2", "v3", "v4")
+VERSIONS = ("v1", "v2", "v3", "v4", "winograd")
+# The direct (implicit-GEMM) versions; "winograd" is F(2x2, 3x3) for 3x3 filters at
+# stride 1, forward and backward-data, and runs v4 everywhere else (winograd_applies).
+DIRECT_VERSIONS = ("v1", "v2", "v3", "v4")
 # Passes with v3 and v4 kernels (conv2d_backward_bias has neither: BIAS_KERNEL).
 V3_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter")
-BIAS_KERNEL = {"v1": "v1", "v2": "v2", "v3": "v2", "v4": "v2"}
+BIAS_KERNEL = {"v1": "v1", "v2": "v2", "v3": "v2", "v4": "v2", "winograd": "v2"}
 
 # conv.cu's v2 tile (conv::BM, BN, V2_THREADS), v3 tile (conv::V3_BM, V3_BN,
 # V3_THREADS) and the v1 block size.
@@ -439,6 +442,80 @@ def _v4_reduce(xp, ws, out, splits, like, b=None, inner=1, relu=False):
                                    (ws, b, out, out.size, splits, inner, nb, int(has_bias), int(relu)))
 
 
+# --- Winograd F(2x2, 3x3) (conv.cu: conv2d_wino_*) --------------------------------------
+
+# F(2x2, 3x3)'s transforms (Lavin and Gray 2016): Y = A^T [(G g G^T) . (B^T d B)] A.
+WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+WINO_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
+WINO_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
+
+
+def winograd_applies(geo, pass_):
+    """F(2x2, 3x3) runs fwd, and bwd_data (as a forward of dy with the flipped filters, pad
+    2 - pad), for 3x3 filters at stride 1 (pad <= 2 for bwd_data) whose GEMM table fits."""
+    if (geo.kh, geo.kw, geo.sh, geo.sw) != (3, 3, 1, 1) or pass_ == "bwd_filter":
+        return False
+    if pass_ == "bwd_data" and max(geo.ph, geo.pw) > 2:
+        return False
+    channels = geo.cg if pass_ == "fwd" else geo.fg
+    return _v4_smem(64, _cdiv(channels, V4_BK) * V4_BK + V4_SPARE) <= V4_SMEM_LIMIT
+
+
+def winograd_tiles(geo):
+    """(TH, TW, P): 2x2 output tiles per image row and column, and in all."""
+    th, tw = _cdiv(geo.oh, 2), _cdiv(geo.ow, 2)
+    return th, tw, geo.n * th * tw
+
+
+@functools.lru_cache(maxsize=64)
+def _wino_table_np(cg, p, kp):
+    """conv2d_wino_gemm's (off, bits) table: off = c*P for c < Cg (0 beyond: A is 0
+    there), bits 1 up to kp and 0 in the spare rows."""
+    c = np.arange(kp + V4_SPARE)
+    off = np.where(c < cg, c * p, 0)
+    bits = (c < kp).astype(np.int64)
+    return np.stack([off, bits]).astype(np.int64).astype(np.uint32).view(np.int32)
+
+
+def _wino_forward(xp, x, w, b, geo, relu):
+    """y = conv(x, w) + b (ReLU) for a 3x3 stride-1 geometry by F(2x2, 3x3)."""
+    g, fg, cg = geo.groups, geo.fg, geo.cg
+    th, tw, p = winograd_tiles(geo)
+    rows, _, threads, suffix = _tile("v4", fg)
+    kp = _cdiv(cg, V4_BK) * V4_BK
+    mp = _cdiv(fg, rows) * rows
+    gm = xp.asarray(WINO_G, dtype=np.float32)
+    u = xp.einsum("ai,fcij,bj->fcab", gm, w, gm).reshape(g, fg, cg, 16)     # (G, Fg, Cg, 16)
+    flat = xp.zeros(16 * g * kp * mp + V4_SPARE * mp, dtype=np.float32)
+    flat[:16 * g * kp * mp].reshape(16, g, kp, mp)[:, :, :cg, :fg] = u.transpose(3, 0, 2, 1)
+    tab = _wino_table_np(cg, p, kp)
+    if is_cupy(x):
+        tab = xp.asarray(tab)
+    v = xp.empty(16 * geo.c * p, dtype=np.float32)
+    m = xp.empty(16 * geo.f * p, dtype=np.float32)
+    _get("conv2d_wino_input", x)(_cdiv(p * geo.c, V1_THREADS), V1_THREADS,
+                                 (x, v, geo.n, geo.c, geo.h, geo.w, geo.ph, geo.pw, th, tw))
+    _get(f"conv2d_wino_gemm{suffix}", x)((_cdiv(p, V4_TILE_N), _cdiv(fg, rows), 16 * g), threads,
+                                         (v, flat, tab, m, geo.c, geo.f, g, p, kp),
+                                         shared_mem=_v4_smem(rows, kp + V4_SPARE))
+    has_bias = b is not None
+    y = xp.empty(geo.y_shape, dtype=np.float32)
+    _get("conv2d_wino_output", x)(_cdiv(p * geo.f, V1_THREADS), V1_THREADS,
+                                  (m, b if has_bias else xp.zeros(1, dtype=np.float32), y, geo.n, geo.f,
+                                   geo.oh, geo.ow, th, tw, int(has_bias), int(relu)))
+    return y
+
+
+def _wino_backward_data(xp, dy, w, geo):
+    """dx by F(2x2, 3x3): the forward of dy with w'[c, f] = w[f, c] flipped (per group),
+    pad 2 - pad (stride 1)."""
+    g, fg, cg = geo.groups, geo.fg, geo.cg
+    wt = w.reshape(g, fg, cg, 3, 3).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+    wt = xp.ascontiguousarray(wt.reshape(geo.c, fg, 3, 3))
+    flipped = Geometry.of("conv2d_backward_data", geo.y_shape, wt.shape, 1, (2 - geo.ph, 2 - geo.pw), g)
+    return _wino_forward(xp, dy, wt, None, flipped, False)
+
+
 # --- launchers -------------------------------------------------------------
 
 def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None, relu=False, tile_rows=None,
@@ -469,10 +546,14 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None, relu=F
         if tuple(b.shape) != (geo.f,):
             raise ValueError(f"{op}: bias must have shape ({geo.f},), got {tuple(b.shape)}")
     y = xp.empty(geo.y_shape, dtype=np.float32)
-    if splits is not None and v != "v4":
+    if splits is not None and v not in ("v4", "winograd"):
         raise ValueError(f"{op}: splits is a v4 setting, got version {v!r}")
     if geo.n == 0:
         return y
+    if v == "winograd":
+        if winograd_applies(geo, "fwd") and tile_rows is None and splits is None:
+            return _wino_forward(xp, x, w, b if has_bias else None, geo, relu)
+        v = "v4"
     if v == "v4":
         plan = v4_plan(geo, "fwd", tile_rows, _split_arg(op, splits), device_sms(x))
         if plan is not None:
@@ -516,10 +597,14 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, version=None
     geo = Geometry.of(op, x_shape, tuple(w.shape), stride, pad, groups)
     _check_dy(op, dy, geo)
     dx = xp.empty(geo.x_shape, dtype=np.float32)
-    if splits is not None and v != "v4":
+    if splits is not None and v not in ("v4", "winograd"):
         raise ValueError(f"{op}: splits is a v4 setting, got version {v!r}")
     if geo.n == 0:
         return dx
+    if v == "winograd":
+        if winograd_applies(geo, "bwd_data") and tile_rows is None:
+            return _wino_backward_data(xp, dy, w, geo)
+        v = "v4"
     if v == "v4":
         plan = v4_plan(geo, "bwd_data", tile_rows, _split_arg(op, splits), device_sms(dy))
         if plan is not None:
@@ -568,6 +653,8 @@ def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, spl
     if geo.n == 0:
         return xp.zeros(geo.w_shape, dtype=np.float32)
     dw = xp.empty(geo.w_shape, dtype=np.float32)
+    if v == "winograd":                  # no Winograd backward-filter: v4
+        v = "v4"
     if v == "v4":
         plan = v4_plan(geo, "bwd_filter", tile_rows, splits, device_sms(x))
         if plan is not None:
@@ -644,10 +731,20 @@ V3_SHAPES = [
     ("3x4x12x10 k3 p1 g2 F260", (3, 4, 12, 10), (260, 2, 3, 3), 1, 1, 2),
 ]
 
-# v4's other paths: more than 32 taps without padding (no tap mask), and a K of
-# several tiles with a partial last one in every pass (Cg*taps = 3*36 = 108 = 6.75 tiles).
+# v4's other paths: more than 32 taps without padding (no tap mask, K = 126: 7.9
+# tiles), full tiles in M, N and K, and several row tiles with a partial last one.
 V4_SHAPES = [
     ("2x3x14x13 k7x6 s2 p0 (42 taps, unmasked)", (2, 3, 14, 13), (5, 3, 7, 6), 2, 0, 1),
+    ("2x128x8x8 k1 full v4 tile", (2, 128, 8, 8), (128, 128, 1, 1), 1, 0, 1),
+    ("2x4x6x5 k2 p1 g2 F260 (several row tiles)", (2, 4, 6, 5), (260, 2, 2, 2), 1, 1, 2),
+]
+
+# Winograd F(2x2, 3x3): odd output sizes (partial 2x2 tiles), groups, pads 0..2, and
+# a 128-row GEMM tile (Fg = 130: two row tiles, the second partial).
+WINOGRAD_SHAPES = [
+    ("3x6x11x9 k3 p1 g2", (3, 6, 11, 9), (10, 3, 3, 3), 1, 1, 2),
+    ("2x5x8x7 k3 p(0,2)", (2, 5, 8, 7), (7, 5, 3, 3), 1, (0, 2), 1),
+    ("1x3x6x5 k3 p1 F100 (128-row GEMM tile)", (1, 3, 6, 5), (100, 3, 3, 3), 1, 1, 1),
 ]
 
 # AlexNet as one device (batch 128): conv1..conv5.
@@ -665,7 +762,7 @@ def _out_shape(x_shape, w_shape, stride, pad, groups=None):
     return Geometry.of("conv cases", x_shape, w_shape, stride, pad, groups).y_shape
 
 
-def shape_cases(label, x_shape, w_shape, stride, pad, groups, versions=VERSIONS, seed=0,
+def shape_cases(label, x_shape, w_shape, stride, pad, groups, versions=DIRECT_VERSIONS, seed=0,
                 scale="small", tol=None):
     """Cases for one convolution geometry: every op, every version in `versions`."""
     rng = np.random.default_rng(seed)
@@ -684,6 +781,8 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, versions=VERSIONS,
         if v in ("v3", "v4"):
             variants += [(v, rows, f"{v} rows={rows}", suffix)
                          for rows, suffix in (V3_ROWS if v == "v3" else V4_ROWS).items()]
+        elif v == "winograd":
+            variants.append((v, None, v, ""))
         else:
             variants.append((v, None, v, ""))
     cases = []
@@ -722,6 +821,11 @@ def _kernels_run(v, geo, pass_, rows, suffix, unit):
     """The kernel names one case of version v exercises (v4 falls back to v3 where
     v4_plan says it does not apply; split-K adds a reduction kernel)."""
     name = {"fwd": "conv2d_fwd", "bwd_data": "conv2d_bwd_data", "bwd_filter": "conv2d_bwd_filter"}[pass_]
+    if v == "winograd":
+        if winograd_applies(geo, pass_):
+            m = geo.fg if pass_ == "fwd" else geo.cg
+            return ("conv2d_wino_input", f"conv2d_wino_gemm{_tile('v4', m)[3]}", "conv2d_wino_output")
+        v = "v4"
     if v == "v4":
         plan = v4_plan(geo, pass_, rows)
         if plan is not None:
@@ -750,9 +854,11 @@ def cases(scale="small"):
         out += shape_cases(label, xs, ws, s, p, g, seed=i, scale=scale)
     if scale == "small":
         for i, (label, xs, ws, s, p, g) in enumerate(V3_SHAPES):
-            out += shape_cases(label, xs, ws, s, p, g, versions=("v3", "v4"), seed=50 + i)
+            out += shape_cases(label, xs, ws, s, p, g, versions=("v3",), seed=50 + i)
         for i, (label, xs, ws, s, p, g) in enumerate(V4_SHAPES):
             out += shape_cases(label, xs, ws, s, p, g, versions=("v4",), seed=70 + i)
+        for i, (label, xs, ws, s, p, g) in enumerate(WINOGRAD_SHAPES):
+            out += shape_cases(label, xs, ws, s, p, g, versions=("winograd",), seed=90 + i)
         out += split_cases() + v4_split_cases()
     return out
 
