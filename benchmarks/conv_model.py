@@ -15,7 +15,12 @@ reach on an H100 SXM5 (132 SMs, 66.9 TFLOP/s FMA peak, 3.35 TB/s), from:
   running its slice's K steps at (FFMA share x peak / blocks per SM);
 - memory passes outside the main loop at HBM bandwidth: v4's weight
   rearrangement (fwd, bwd_data) and the split-K workspace (written, read back,
-  the output written once more).
+  the output written once more); Winograd's transforms (x in, V out, V and U
+  into the GEMMs, M out and back in, y out).
+
+For Winograd the rate is effective: the direct convolution's FLOPs over the
+predicted time (its GEMMs do 2.25x fewer multiplications, less the padding of
+the output to whole 2x2 tiles).
 
 bound = FLOPs / (main-loop time + memory passes), as a share of peak. It is an
 upper bound: stalls (latency, bank conflicts, the barrier), the prologue and
@@ -90,10 +95,40 @@ def v3_row(geo, pass_, ffma):
                 bound=geo.flops / (t_main + t_extra) / PEAK, seconds=t_main + t_extra)
 
 
-MODELS = {"v3": v3_row, "v4": v4_row}
+def wino_row(geo, pass_, ffma):
+    """F(2x2, 3x3): input transform + 16*G GEMMs (the v4 engine) + output transform;
+    the transforms at HBM bandwidth (each reads and writes its tensors once)."""
+    if not conv.winograd_applies(geo, pass_):
+        return None
+    if pass_ == "bwd_data":                 # the forward of dy with the flipped filters
+        geo = conv.Geometry.of("conv_model", geo.y_shape, (geo.c, geo.fg, 3, 3), 1,
+                               (2 - geo.ph, 2 - geo.pw), geo.groups)
+    th, tw, p = conv.winograd_tiles(geo)
+    rows, _, _, suffix = conv._tile("v4", geo.fg)
+    bps = conv.V4_BLOCKS_PER_SM[rows]
+    kp = _cdiv(geo.cg, conv.V4_BK) * conv.V4_BK
+    blocks = 16 * geo.groups * _cdiv(geo.fg, rows) * _cdiv(p, conv.V4_TILE_N)
+    kernel = f"conv2d_wino_gemm{suffix}"
+    frac = ffma[kernel]
+    waves = _cdiv(blocks, bps * conv.DEFAULT_SMS)
+    t_gemm = waves * (kp // conv.V4_BK) * conv._step_seconds(rows, conv.V4_TILE_N, conv.V4_BK, bps) / frac
+    gemm_flops = 2.0 * 16 * geo.groups * geo.fg * geo.cg * p
+    padded = 2.0 * 16 * geo.groups * _cdiv(geo.fg, rows) * rows * _cdiv(p, 128) * 128 * kp
+    move = 4 * (geo.n * geo.c * geo.h * geo.w + 16 * geo.c * p        # x in, V out
+                + 16 * geo.c * p + 16 * geo.f * p                      # the GEMMs' operands and result
+                + 16 * geo.f * p + geo.n * geo.f * geo.oh * geo.ow     # M in, y out
+                + 2 * 16 * geo.f * geo.cg)                             # U (made and read)
+    seconds = t_gemm + move / HBM
+    return dict(kernel=kernel, tile=f"{rows}x128", splits=1, fill=gemm_flops / padded,
+                waves=blocks / (waves * bps * conv.DEFAULT_SMS), ffma=frac,
+                bound=geo.flops / seconds / PEAK, seconds=seconds,
+                saving=geo.flops / gemm_flops)
 
 
-def table(batch=128, versions=("v3", "v4"), fatbin=conv_sass.FATBIN):
+MODELS = {"v3": v3_row, "v4": v4_row, "winograd": wino_row}
+
+
+def table(batch=128, versions=("v3", "v4", "winograd"), fatbin=conv_sass.FATBIN):
     ffma = {name: conv_sass.ffma_fraction(body) for name, body in conv_sass.main_loops(fatbin).items()}
     rows = []
     for layer in LAYERS:
@@ -109,15 +144,16 @@ def table(batch=128, versions=("v3", "v4"), fatbin=conv_sass.FATBIN):
 
 
 def totals(rows, version, split):
-    sel = [r for r in rows if (r["layer"].endswith("/col")) == (split == "column") and r[version]]
+    """All passes of one split together; a pass without this version counts with v4."""
+    sel = [r for r in rows if (r["layer"].endswith("/col")) == (split == "column")]
     flops = sum(r["gflop"] for r in sel) * 1e9
-    return flops / sum(r[version]["seconds"] for r in sel) / PEAK
+    return flops / sum((r[version] or r["v4"])["seconds"] for r in sel) / PEAK
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--versions", default="v3,v4")
+    ap.add_argument("--versions", default="v3,v4,winograd")
     ap.add_argument("--fatbin", default=conv_sass.FATBIN)
     args = ap.parse_args(argv)
     versions = tuple(v.strip() for v in args.versions.split(",") if v.strip())
@@ -130,12 +166,16 @@ def main(argv=None):
         line = f"| {r['layer']} | {r['pass']} | {r['gemm']} | {r['gflop']:.1f} |"
         for v in versions:
             m = r[v]
+            if m is None:
+                line += " - |" * 7
+                continue
             line += (f" {m['kernel']} | {m['tile']} | {m['splits']} | {100 * m['fill']:.0f}% | "
                      f"{100 * m['waves']:.0f}% | {100 * m['ffma']:.1f}% | **{100 * m['bound']:.0f}%** |")
         print(line)
     for split in ("device", "column"):
         print(f"all passes, {split}: " + ", ".join(f"{v} {100 * totals(rows, v, split):.0f}% of peak"
-                                                  for v in versions))
+                                                  for v in versions)
+              + " (winograd: v4 where it does not apply; effective rate = direct FLOPs / time)")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ share of the issue slots in the K loop: one warp scheduler issues one
 instruction per cycle and an SM's four schedulers reach the FFMA peak only
 when every slot is an FFMA. `@!PT` instructions (never-executed padding that
 ptxas places around LDGSTS) are counted, since they take an issue slot.
-`main_loops()` returns the same figures for benchmarks/notes-conv.md's model
-(conv_model.py).
+`main_loops()` returns the same figures for the model (benchmarks/conv_model.py,
+convnet.tune.FFMA_SHARE).
 """
 import argparse
 import collections
@@ -46,11 +46,13 @@ def cuobjdump():
     raise SystemExit("cuobjdump not found: install the CUDA toolkit or `pip install nvidia-cuda-cuobjdump`")
 
 
-def sass(fatbin=FATBIN, arch="sm_90"):
-    """{kernel name: [(address, instruction text)]} of one architecture's code in the fatbin."""
+def sass(fatbin=FATBIN, arch="sm_90", names=None):
+    """{kernel name: [(address, instruction text)]} of one architecture's code in the fatbin
+    (only the kernels in names, when given)."""
     if not os.path.exists(fatbin):
         raise SystemExit(f"{fatbin} is missing: run `make kernels` (needs nvcc)")
-    out = subprocess.run([cuobjdump(), "-sass", "-arch", arch, fatbin], check=True,
+    only = ["-fun", ",".join(names)] if names else []
+    out = subprocess.run([cuobjdump(), "-sass", "-arch", arch, *only, fatbin], check=True,
                          capture_output=True, text=True).stdout
     funcs, cur = {}, None
     for line in out.splitlines():
@@ -88,10 +90,11 @@ def main_loop(instrs):
     return best
 
 
-def main_loops(fatbin=FATBIN, pattern=""):
-    """{kernel: Counter of its main loop's opcodes} for kernels whose name contains pattern."""
+def main_loops(fatbin=FATBIN, pattern="", names=None):
+    """{kernel: Counter of its main loop's opcodes} for kernels whose name contains pattern
+    (and is in names, when given)."""
     out = {}
-    for name, instrs in sorted(sass(fatbin).items()):
+    for name, instrs in sorted(sass(fatbin, names=names).items()):
         if pattern in name:
             loop = main_loop(instrs)
             if loop is not None and loop[2]["FFMA"]:

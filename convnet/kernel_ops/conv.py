@@ -1,8 +1,9 @@
 """Launchers for kernels/conv.cu: 2-D convolution forward, backward-data,
 backward-filter and backward-bias on the CUDA kernels.
 
-Same names and signatures as convnet.reference, plus `version=` (None = the
-shipped version, SHIPPED below). NumPy float32 arrays run on the CPU
+Same names and signatures as convnet.reference, plus `version=` (None: on a
+GPU the tuner's choice, convnet.tune; on the emulation the shipped version,
+SHIPPED below, which is also the tuner's fallback). NumPy float32 arrays run on the CPU
 emulation, CuPy float32 arrays on their GPU; outputs are allocated with the
 inputs' array module. Layouts are NCHW; weights (F, C/groups, KH, KW).
 Every launcher computes the convolution's geometry once, as a `Geometry`
@@ -56,7 +57,7 @@ V4_SMEM_LIMIT = 99 * 1024
 # slices (the workspace is splits x the output), the count with the least predicted
 # time (_best_splits: whole waves, plus the workspace's traffic).
 MIN_K_PER_SLICE = 256
-MAX_SPLITS = 128
+MAX_SPLITS = 256
 # The machine the split counts are sized for: an H100 SXM5 (132 SMs, FP32 FMA peak
 # 66.9 TFLOP/s = 132 x 128 lanes x 2 x 1.98 GHz, HBM3 3.35 TB/s). On a GPU, its own SM count.
 DEFAULT_SMS = 132
@@ -539,6 +540,7 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None, relu=F
         b = _input(op, "b", b, 1)
         xp = _module(op, x=x, w=w, b=b)
     geo = Geometry.of(op, tuple(x.shape), tuple(w.shape), stride, pad, groups)
+    v, tile_rows, splits = _tuned("fwd", version, geo, x, tile_rows, splits)
     if b is None:
         b, has_bias = xp.zeros(1, dtype=np.float32), 0
     else:
@@ -580,6 +582,19 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None, relu=F
     return y
 
 
+def _tuned(pass_, version, geo, like, tile_rows, splits):
+    """(version, tile_rows, splits) to run: as given, or (no version given, on a GPU) the
+    tuner's choice (convnet.tune.choice: cached timing, else the model's best); the
+    emulation and anything the tuner cannot answer run SHIPPED."""
+    op = {"fwd": "conv2d_forward", "bwd_data": "conv2d_backward_data", "bwd_filter": "conv2d_backward_filter"}[pass_]
+    if version is None and tile_rows is None and splits is None and is_cupy(like):
+        from convnet import tune
+        cand = tune.choice(geo, pass_, like)
+        if cand is not None:
+            return cand.version, cand.tile_rows, cand.splits
+    return _version(op, version), tile_rows, splits
+
+
 def _split_arg(op, splits):
     return None if splits is None else check_int(op, "splits", splits, 1)
 
@@ -596,6 +611,7 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, version=None
     xp = _module(op, dy=dy, w=w)
     geo = Geometry.of(op, x_shape, tuple(w.shape), stride, pad, groups)
     _check_dy(op, dy, geo)
+    v, tile_rows, splits = _tuned("bwd_data", version, geo, dy, tile_rows, splits)
     dx = xp.empty(geo.x_shape, dtype=np.float32)
     if splits is not None and v not in ("v4", "winograd"):
         raise ValueError(f"{op}: splits is a v4 setting, got version {v!r}")
@@ -649,6 +665,7 @@ def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, spl
     xp = _module(op, dy=dy, x=x)
     geo = Geometry.of(op, tuple(x.shape), w_shape, stride, pad, groups)
     _check_dy(op, dy, geo)
+    v, tile_rows, splits = _tuned("bwd_filter", version, geo, dy, tile_rows, splits)
     splits = _split_arg(op, splits)
     if geo.n == 0:
         return xp.zeros(geo.w_shape, dtype=np.float32)
