@@ -37,109 +37,32 @@ from benchmarks import conv_sass  # noqa: E402
 from benchmarks.conv_throughput import LAYERS  # noqa: E402
 from convnet.kernel_ops import conv  # noqa: E402
 
-PEAK = conv.MODEL_SM_FLOPS * conv.DEFAULT_SMS      # 66.9e12
-HBM = conv.MODEL_HBM
-KERNEL = {"fwd": "conv2d_fwd", "bwd_data": "conv2d_bwd_data", "bwd_filter": "conv2d_bwd_filter"}
+from convnet import tune  # noqa: E402
+
+PEAK = tune.PEAK
 
 
-def _cdiv(a, b):
-    return -(-a // b)
+def row(geo, pass_, version, ffma):
+    """The model's figures (convnet.tune.predict) for version with the launcher's own row
+    tile and split count, and its bound as a share of peak; None where it does not apply."""
+    m = tune.predict(geo, pass_, tune.Candidate(version), ffma)
+    if m is not None:
+        m["bound"] = geo.flops / m["seconds"] / PEAK
+    return m
 
 
-def v4_row(geo, pass_, ffma):
-    plan = conv.v4_plan(geo, pass_)
-    if plan is None:
-        return None
-    m, ncol, k = geo.gemm(pass_)
-    if pass_ == "bwd_filter":
-        ncol = geo.taps * plan.run if plan.masked else ncol
-        kpad = plan.k_tiles * conv.V4_BK
-    else:
-        kpad = plan.kp
-    rows, bps = plan.rows, conv.V4_BLOCKS_PER_SM[plan.rows]
-    blocks = geo.groups * _cdiv(m, rows) * _cdiv(ncol, conv.V4_TILE_N)
-    padded = 2.0 * geo.groups * _cdiv(m, rows) * rows * _cdiv(ncol, conv.V4_TILE_N) * conv.V4_TILE_N * kpad
-    kernel = f"{KERNEL[pass_]}_v4{plan.suffix}"
-    frac = ffma[kernel]
-    waves = _cdiv(blocks * plan.splits, bps * conv.DEFAULT_SMS)
-    t_main = waves * plan.tps * conv._step_seconds(rows, conv.V4_TILE_N, conv.V4_BK, bps) / frac
-    out_bytes = 4 * (geo.groups * m * geo.gemm(pass_)[1])
-    t_extra = (2 * plan.splits + 1) * out_bytes / HBM if plan.splits > 1 else 0.0
-    if pass_ != "bwd_filter":
-        at = geo.groups * plan.kp * _cdiv(m, rows) * rows
-        t_extra += 4 * (geo.f * geo.cg * geo.taps + at) / HBM
-    return dict(kernel=kernel, tile=f"{rows}x128", splits=plan.splits, fill=geo.flops / padded,
-                waves=blocks * plan.splits / (waves * bps * conv.DEFAULT_SMS), ffma=frac,
-                bound=geo.flops / (t_main + t_extra) / PEAK, seconds=t_main + t_extra)
-
-
-def v3_row(geo, pass_, ffma):
-    m, ncol, k = geo.gemm(pass_)
-    rows = conv._v3_rows(m)
-    suffix = conv.V3_ROWS[rows]
-    unit = pass_ == "bwd_data" and (geo.sh, geo.sw) == (1, 1)
-    kernel = f"{KERNEL[pass_]}_v3" + ("_s1" if unit else "") + suffix
-    blocks = geo.groups * _cdiv(m, rows) * _cdiv(ncol, 128)
-    if pass_ == "bwd_filter":
-        splits, chunk = conv.backward_filter_splits(geo, "v3")
-        steps = chunk // 8
-    else:
-        splits, steps = 1, _cdiv(k, 8)
-    padded = 2.0 * geo.groups * _cdiv(m, rows) * rows * _cdiv(ncol, 128) * 128 * splits * steps * 8
-    frac = ffma[kernel]
-    waves = _cdiv(blocks * splits, 2 * conv.DEFAULT_SMS)
-    t_main = waves * steps * conv._step_seconds(rows, 128, 8, 2) / frac
-    t_extra = (2 * splits + 1) * 4 * geo.f * ncol / HBM if splits > 1 else 0.0
-    return dict(kernel=kernel, tile=f"{rows}x128", splits=splits, fill=geo.flops / padded,
-                waves=blocks * splits / (waves * 2 * conv.DEFAULT_SMS), ffma=frac,
-                bound=geo.flops / (t_main + t_extra) / PEAK, seconds=t_main + t_extra)
-
-
-def wino_row(geo, pass_, ffma):
-    """F(2x2, 3x3): input transform + 16*G GEMMs (the v4 engine) + output transform;
-    the transforms at HBM bandwidth (each reads and writes its tensors once)."""
-    if not conv.winograd_applies(geo, pass_):
-        return None
-    if pass_ == "bwd_data":                 # the forward of dy with the flipped filters
-        geo = conv.Geometry.of("conv_model", geo.y_shape, (geo.c, geo.fg, 3, 3), 1,
-                               (2 - geo.ph, 2 - geo.pw), geo.groups)
-    th, tw, p = conv.winograd_tiles(geo)
-    rows, _, _, suffix = conv._tile("v4", geo.fg)
-    bps = conv.V4_BLOCKS_PER_SM[rows]
-    kp = _cdiv(geo.cg, conv.V4_BK) * conv.V4_BK
-    blocks = 16 * geo.groups * _cdiv(geo.fg, rows) * _cdiv(p, conv.V4_TILE_N)
-    kernel = f"conv2d_wino_gemm{suffix}"
-    frac = ffma[kernel]
-    waves = _cdiv(blocks, bps * conv.DEFAULT_SMS)
-    t_gemm = waves * (kp // conv.V4_BK) * conv._step_seconds(rows, conv.V4_TILE_N, conv.V4_BK, bps) / frac
-    gemm_flops = 2.0 * 16 * geo.groups * geo.fg * geo.cg * p
-    padded = 2.0 * 16 * geo.groups * _cdiv(geo.fg, rows) * rows * _cdiv(p, 128) * 128 * kp
-    move = 4 * (geo.n * geo.c * geo.h * geo.w + 16 * geo.c * p        # x in, V out
-                + 16 * geo.c * p + 16 * geo.f * p                      # the GEMMs' operands and result
-                + 16 * geo.f * p + geo.n * geo.f * geo.oh * geo.ow     # M in, y out
-                + 2 * 16 * geo.f * geo.cg)                             # U (made and read)
-    seconds = t_gemm + move / HBM
-    return dict(kernel=kernel, tile=f"{rows}x128", splits=1, fill=gemm_flops / padded,
-                waves=blocks / (waves * bps * conv.DEFAULT_SMS), ffma=frac,
-                bound=geo.flops / seconds / PEAK, seconds=seconds,
-                saving=geo.flops / gemm_flops)
-
-
-MODELS = {"v3": v3_row, "v4": v4_row, "winograd": wino_row}
-
-
-def table(batch=128, versions=("v3", "v4", "winograd"), fatbin=conv_sass.FATBIN):
+def table(batch=128, versions=("v2", "v3", "v4", "winograd"), fatbin=conv_sass.FATBIN):
     ffma = {name: conv_sass.ffma_fraction(body) for name, body in conv_sass.main_loops(fatbin).items()}
     rows = []
     for layer in LAYERS:
         xs, ws, _ = layer.shapes(batch)
         geo = conv.Geometry.of("conv_model", xs, ws, layer.stride, layer.pad, layer.groups)
         for pass_ in layer.passes():
-            row = {"layer": layer.name, "pass": pass_, "gemm": "x".join(map(str, geo.gemm(pass_))),
-                   "gflop": geo.flops / 1e9}
-            for v in versions:
-                row[v] = MODELS[v](geo, pass_, ffma)
-            rows.append(row)
+            entry = {"layer": layer.name, "pass": pass_, "gemm": "x".join(map(str, geo.gemm(pass_))),
+                     "gflop": geo.flops / 1e9}
+            for v in dict.fromkeys(versions + ("v4",)):       # v4: where winograd does not apply
+                entry[v] = row(geo, pass_, v, ffma)
+            rows.append(entry)
     return rows
 
 
@@ -153,7 +76,7 @@ def totals(rows, version, split):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--versions", default="v3,v4,winograd")
+    ap.add_argument("--versions", default="v2,v3,v4,winograd")
     ap.add_argument("--fatbin", default=conv_sass.FATBIN)
     args = ap.parse_args(argv)
     versions = tuple(v.strip() for v in args.versions.split(",") if v.strip())

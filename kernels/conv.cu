@@ -878,7 +878,7 @@ extern __shared__ __align__(16) unsigned char cn_smem[];
 namespace conv {
 
 constexpr int V4_BN = 128, V4_BK = 16, V4_STAGES = 3;
-constexpr int V4_BM = 128, V4_BM_SMALL = 64;        // threads = 2 * BM
+constexpr int V4_BM = 128, V4_BM_MID = 96, V4_BM_SMALL = 64;   // threads = 2 * BM
 constexpr int V4_COLS = 8;                          // bwd_filter: columns one thread copies
 constexpr int V4_SPARE = (V4_STAGES - 1) * V4_BK;   // fwd/bwd_data: K rows loaded past a slice's end
 
@@ -1027,11 +1027,14 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
                                                  int tab_begin, int tab_count, int kt_begin, int kt_end)
 {
     constexpr int BN = V4_BN, BK = V4_BK, ST = V4_STAGES, NT = 2 * BM, AP = BM + 4;
-    constexpr int B_ROWS = BK * BN / NT;          // fwd/bwd_data: consecutive k rows of one column
+    // B is copied by the first BT threads (all of them, but 128 of the 96-row tile's 192).
+    constexpr int BT = NT / BN * BN;
+    constexpr int B_ROWS = BK * BN / BT;          // fwd/bwd_data: consecutive k rows of one column
     constexpr int A_ROWS = BK * BM / NT;          // bwd_filter: 8 consecutive dy elements per thread
-    constexpr int B_REP = BK * BN / (NT * V4_COLS); // bwd_filter: rows of 8 columns per thread
-    constexpr int B_KSTEP = NT / (BN / V4_COLS);  // ... at this k stride
-    static_assert(NT % BN == 0 && B_ROWS % 4 == 0 && A_ROWS == 8 && B_REP * B_KSTEP == BK, "v4 tile shape");
+    constexpr int B_REP = BK * BN / (BT * V4_COLS); // bwd_filter: rows of 8 columns per thread
+    constexpr int B_KSTEP = BT / (BN / V4_COLS);  // ... at this k stride
+    static_assert(BT * B_ROWS == BK * BN && B_ROWS % 4 == 0 && A_ROWS == 8 && B_REP * B_KSTEP == BK &&
+                  (BM / 4) * 8 <= NT, "v4 tile shape");
     float* As = reinterpret_cast<float*>(::cn_smem);             // [ST][BK][AP]
     float* Bs = As + ST * BK * AP;                                // [ST][BK][BN]
     int* toff = reinterpret_cast<int*>(Bs + ST * BK * BN);        // [tab_count]
@@ -1040,6 +1043,7 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
     const int t = threadIdx.x, lane = t % 32, warp = t / 32;
     const int wm = warp / 2, wn = warp % 2, ty = lane / 8, tx = lane % 8;
     const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
+    const bool copies_b = BT == NT || t < BT;     // warp-uniform (BT is a multiple of 32)
 
     for (int i = t; i < tab_count; i += NT) {
         toff[i] = gtab[tab_begin + i];
@@ -1060,14 +1064,14 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
     if constexpr (Op::WEIGHTS_A) {
         ak = t / (BM / 4); am = (t % (BM / 4)) * 4;
         asrc = op.at + ((op.g * op.kp + ak) * op.Mp + row0 + am) + kt_begin * BK * op.Mp;
-        bc = t % BN; brow = (t / BN) * B_ROWS;
+        bc = t % BN; brow = ((BT == NT ? t : t % BT) / BN) * B_ROWS;
         cb = op.col(col0 + bc);
         boff[0] = 0;
     } else {
         ak = t % 2; am = t / 2;
         asrc = op.dy;
         arow = (op.g * op.s.Fg + min(row0 + am, op.M - 1)) * op.s.OHW + ak * A_ROWS;
-        bc = (t % (BN / V4_COLS)) * V4_COLS; brow = t / (BN / V4_COLS);
+        bc = (t % (BN / V4_COLS)) * V4_COLS; brow = (BT == NT ? t : t % BT) / (BN / V4_COLS);
         bbit = op.cols(col0 + bc, boff);
         cb = ColB{op.x, 0u};
     }
@@ -1090,16 +1094,18 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
             cp_async16(as, asrc, true);
             cp_async16(smem_add(as, 8 * AP), asrc + 8 * op.Mp, true);
             asrc += BK * op.Mp;
-            const int ti = kload * BK - tab_begin + brow;
-            const bool ok = (tbits[ti] & cb.bits) != 0u;
-            const int4* e = reinterpret_cast<const int4*>(toff + ti);
+            if (copies_b) {
+                const int ti = kload * BK - tab_begin + brow;
+                const bool ok = (tbits[ti] & cb.bits) != 0u;
+                const int4* e = reinterpret_cast<const int4*>(toff + ti);
 #pragma unroll
-            for (int r = 0; r < B_ROWS; r += 4) {
-                const int4 v = e[r / 4];
-                cp_async4(smem_add(bs, (r + 0) * BN), cb.ptr + v.x, ok);
-                cp_async4(smem_add(bs, (r + 1) * BN), cb.ptr + v.y, ok);
-                cp_async4(smem_add(bs, (r + 2) * BN), cb.ptr + v.z, ok);
-                cp_async4(smem_add(bs, (r + 3) * BN), cb.ptr + v.w, ok);
+                for (int r = 0; r < B_ROWS; r += 4) {
+                    const int4 v = e[r / 4];
+                    cp_async4(smem_add(bs, (r + 0) * BN), cb.ptr + v.x, ok);
+                    cp_async4(smem_add(bs, (r + 1) * BN), cb.ptr + v.y, ok);
+                    cp_async4(smem_add(bs, (r + 2) * BN), cb.ptr + v.z, ok);
+                    cp_async4(smem_add(bs, (r + 3) * BN), cb.ptr + v.w, ok);
+                }
             }
         } else {
             // Offsets summed as unsigned ints (no overflow: the launcher keeps every
@@ -1112,7 +1118,7 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
             for (int e = 0; e < A_ROWS; ++e) cp_async4(smem_add(as, e * AP), a + e, e < nvalid);
             const unsigned xbase = (unsigned)(an * op.s.C * op.s.HW);
 #pragma unroll
-            for (int q = 0; q < B_REP; ++q) {
+            for (int q = 0; q < (copies_b ? B_REP : 0); ++q) {
                 const int p = ap0 + brow + q * B_KSTEP;
                 const bool ok = (tbits[p] & bbit) != 0u;
                 const unsigned b = xbase + (unsigned)toff[p];
@@ -1255,6 +1261,16 @@ extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_fw
                                     splits, tps);
 }
 
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_MID, 2) conv2d_fwd_v4_m96(
+    const float* __restrict__ x, const float* __restrict__ at, const int* __restrict__ tab,
+    const float* __restrict__ b, float* __restrict__ y,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int has_bias, int relu, int masked, int kp, int splits, int tps)
+{
+    conv::fwd_v4<conv::V4_BM_MID>(x, at, tab, b, y, conv::Shape(CONV_SHAPE_ARGS), has_bias, relu, masked, kp,
+                                    splits, tps);
+}
+
 // stride 1 only (the launcher runs v3 for other strides).
 extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM, 2) conv2d_bwd_data_v4(
     const float* __restrict__ dy, const float* __restrict__ at, const int* __restrict__ tab,
@@ -1274,6 +1290,15 @@ extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_bw
     conv::bwd_data_v4<conv::V4_BM_SMALL>(dy, at, tab, dx, conv::Shape(CONV_SHAPE_ARGS), kp, splits, tps);
 }
 
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_MID, 2) conv2d_bwd_data_v4_m96(
+    const float* __restrict__ dy, const float* __restrict__ at, const int* __restrict__ tab,
+    float* __restrict__ dx,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int kp, int splits, int tps)
+{
+    conv::bwd_data_v4<conv::V4_BM_MID>(dy, at, tab, dx, conv::Shape(CONV_SHAPE_ARGS), kp, splits, tps);
+}
+
 // cgp: 0 (columns (c,i,j), no tap mask) or Cg padded to a multiple of 8 (columns (tap, c)).
 extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM, 2) conv2d_bwd_filter_v4(
     const float* __restrict__ dy, const float* __restrict__ x, const int* __restrict__ tab,
@@ -1291,6 +1316,15 @@ extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_bw
     int sh, int sw, int ph, int pw, int groups, int cgp, int splits, int tps)
 {
     conv::bwd_filter_v4<conv::V4_BM_SMALL>(dy, x, tab, dw, conv::Shape(CONV_SHAPE_ARGS), cgp, splits, tps);
+}
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_MID, 2) conv2d_bwd_filter_v4_m96(
+    const float* __restrict__ dy, const float* __restrict__ x, const int* __restrict__ tab,
+    float* __restrict__ dw,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int cgp, int splits, int tps)
+{
+    conv::bwd_filter_v4<conv::V4_BM_MID>(dy, x, tab, dw, conv::Shape(CONV_SHAPE_ARGS), cgp, splits, tps);
 }
 
 // out[e] = sum_{sl < splits} ws[sl * count + e] in order sl = 0, 1, ...; then + b[(e / inner) % nb]
@@ -1400,6 +1434,13 @@ extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_wi
     float* __restrict__ m, int c, int f, int groups, int p, int kp)
 {
     conv::wino_gemm<conv::V4_BM_SMALL>(v, at, tab, m, c, f, groups, p, kp);
+}
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_MID, 2) conv2d_wino_gemm_m96(
+    const float* __restrict__ v, const float* __restrict__ at, const int* __restrict__ tab,
+    float* __restrict__ m, int c, int f, int groups, int p, int kp)
+{
+    conv::wino_gemm<conv::V4_BM_MID>(v, at, tab, m, c, f, groups, p, kp);
 }
 
 // thread -> (n, f, th, tw) (flat, tw fastest): y[n, f, 2*th + a, 2*tw + b] = (A^T M A)[a][b]

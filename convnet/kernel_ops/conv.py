@@ -43,12 +43,12 @@ V3_TILE_M, V3_TILE_N, V3_THREADS = 128, 128, 256
 # kernels conv2d_*_v3_m64); _v3_rows picks one per layer.
 V3_ROWS = {128: "", 64: "_m64"}
 V1_THREADS = 256
-# v4 (conv::V4_*): row tile 128 (256 threads) or 64 (*_m64, 128 threads), 128 columns,
-# K tiles of 16, 3 shared-memory stages; blocks per SM that the registers allow
-# (__launch_bounds__: 2 x 256 or 4 x 128 threads of at most 128 registers).
-V4_ROWS = {128: "", 64: "_m64"}
+# v4 (conv::V4_*): row tile 128 (256 threads), 96 (*_m96, 192 threads) or 64 (*_m64,
+# 128 threads), 128 columns, K tiles of 16, 3 shared-memory stages; blocks per SM that
+# __launch_bounds__ sets (2 x 256, 2 x 192, 4 x 128 threads); _v4_rows picks the tile.
+V4_ROWS = {128: "", 96: "_m96", 64: "_m64"}
 V4_TILE_N, V4_BK, V4_STAGES = 128, 16, 3
-V4_BLOCKS_PER_SM = {128: 2, 64: 4}
+V4_BLOCKS_PER_SM = {128: 2, 96: 2, 64: 4}
 V4_MASK_TAPS = 32              # taps a 32-bit column mask can hold
 # Dynamic shared memory a v4 block may use: 99 KiB, the most an sm_86/sm_89 block
 # can opt into (sm_80: 163 KiB, sm_90: 227 KiB). Larger tables run v3 (_v4_plan).
@@ -217,6 +217,12 @@ def _v3_rows(m):
     return 64 if _cdiv(m, 64) * 64 < _cdiv(m, 128) * 128 else 128
 
 
+def _v4_rows(m):
+    """The v4 row tile for a GEMM of m rows: the one that pads m the least (ties: the
+    taller). AlexNet: 128, 256, 384 -> 128; 96, 192 -> 96; 48 -> 64."""
+    return min(V4_ROWS, key=lambda r: (_cdiv(m, r) * r, -r))
+
+
 def _tile(v, m, rows=None):
     """(rows, columns, threads, kernel name suffix) of the implicit-GEMM block tile of
     version v2, v3 or v4 for a GEMM of m rows; rows forces the row tile (None: chosen)."""
@@ -226,7 +232,7 @@ def _tile(v, m, rows=None):
         return (V2_TILE_M, V2_TILE_N, V2_THREADS, "") if v == "v2" else (0, 0, V1_THREADS, "")
     table = V3_ROWS if v == "v3" else V4_ROWS
     if rows is None:
-        rows = _v3_rows(m)
+        rows = _v3_rows(m) if v == "v3" else _v4_rows(m)
     if rows not in table:
         raise ValueError(f"tile_rows must be one of {sorted(table)} (or None), got {rows!r}")
     if v == "v3":
@@ -309,8 +315,9 @@ def _v4_smem(rows, tab_entries):
 
 
 def _v4_brows(rows):
-    """K rows of one column a thread copies per K tile (fwd, bwd_data): they share one tap."""
-    return V4_BK * V4_TILE_N // (2 * rows)
+    """K rows of one column a thread copies per K tile (fwd, bwd_data): they share one tap.
+    The copies are shared by the first (2*rows // 128) * 128 threads (implicit_gemm_v4's BT)."""
+    return V4_BK * V4_TILE_N // (2 * rows // V4_TILE_N * V4_TILE_N)
 
 
 V4_SPARE = (V4_STAGES - 1) * V4_BK      # conv::V4_SPARE: K rows loaded past a slice's end
@@ -571,7 +578,7 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None, relu=F
             if not fuse:
                 _v4_reduce(xp, out, y, plan.splits, x, b if has_bias else None, geo.oh * geo.ow, relu)
             return y
-        v = "v3"
+        v, tile_rows = "v3", (tile_rows if tile_rows in V3_ROWS else None)
     tm, tn, threads, suffix = _tile(v, geo.fg, tile_rows)
     k = _get(f"conv2d_fwd_{v}{suffix}", x)
     if v == "v1":
@@ -634,7 +641,7 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, version=None
             if plan.splits > 1:
                 _v4_reduce(xp, out, dx, plan.splits, dy)
             return dx
-        v = "v3"
+        v, tile_rows = "v3", (tile_rows if tile_rows in V3_ROWS else None)
     tm, tn, threads, suffix = _tile(v, geo.cg, tile_rows)
     unit = v == "v3" and geo.sh == geo.sw == 1       # v3's stride-1 kernels skip the divisibility test
     k = _get(f"conv2d_bwd_data_{v}" + ("_s1" if unit else "") + suffix, dy)
@@ -685,7 +692,7 @@ def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, spl
             if plan.splits > 1:
                 _v4_reduce(xp, out, dw, plan.splits, x)
             return dw
-        v = "v3"
+        v, tile_rows = "v3", (tile_rows if tile_rows in V3_ROWS else None)
     tm, tn, threads, suffix = _tile(v, geo.fg, tile_rows)
     k = _get(f"conv2d_bwd_filter_{v}{suffix}", dy)
     if v == "v1":
@@ -760,7 +767,7 @@ V4_SHAPES = [
 # a 128-row GEMM tile (Fg = 130: two row tiles, the second partial).
 WINOGRAD_SHAPES = [
     ("3x6x11x9 k3 p1 g2", (3, 6, 11, 9), (10, 3, 3, 3), 1, 1, 2),
-    ("2x5x8x7 k3 p(0,2)", (2, 5, 8, 7), (7, 5, 3, 3), 1, (0, 2), 1),
+    ("2x5x8x7 k3 p(0,2) F90 (96-row GEMM tile)", (2, 5, 8, 7), (90, 5, 3, 3), 1, (0, 2), 1),
     ("1x3x6x5 k3 p1 F100 (128-row GEMM tile)", (1, 3, 6, 5), (100, 3, 3, 3), 1, 1, 1),
 ]
 
@@ -846,8 +853,9 @@ def _kernels_run(v, geo, pass_, rows, suffix, unit):
     if v == "v4":
         plan = v4_plan(geo, pass_, rows)
         if plan is not None:
-            return (f"{name}_v4{suffix}",) + (("conv2d_v4_reduce",) if plan.splits > 1 else ())
-        v = "v3"
+            return (f"{name}_v4{plan.suffix}",) + (("conv2d_v4_reduce",) if plan.splits > 1 else ())
+        v, rows = "v3", (rows if rows in V3_ROWS else None)
+        suffix = V3_ROWS[rows or _v3_rows(geo.gemm(pass_)[0])]
     if v == "v1":
         return (f"{name}_v1",)
     if pass_ == "bwd_data" and v == "v3" and unit:
