@@ -19,9 +19,9 @@ given and the arrays are on a GPU: the cached timed choice, else the model's
 best; the emulation (NumPy arrays) runs conv.SHIPPED, and SHIPPED is also what
 runs when neither the cache nor the model has an answer.
 
-The model (predict) is a static bound: main-loop time from whole waves of
-blocks, each K step at the FP32 peak of its share of an SM divided by the
-FFMA share of the kernel's sm_90 main loop (FFMA_SHARE, read from the SASS by
+The model (predict) is a static bound: main-loop time from waves of blocks
+(conv.wave_seconds: the blocks resident on an SM share its FP32 peak), divided
+by the FFMA share of the kernel's sm_90 main loop (FFMA_SHARE, read from the SASS by
 benchmarks/conv_sass.py), plus the memory passes outside the loop at HBM
 bandwidth (v4's weight rearrangement and split-K workspace, Winograd's
 transforms). benchmarks/conv_model.py prints it per pass.
@@ -114,6 +114,11 @@ def _waves(blocks, bps):
     return _cdiv(blocks, bps * conv.DEFAULT_SMS)
 
 
+def _main_loop(blocks, steps, bps, rows, cols, bk, frac):
+    """conv.wave_seconds at the FFMA share frac of the issue slots."""
+    return conv.wave_seconds(blocks, steps, conv.DEFAULT_SMS, bps, conv._step_seconds(rows, cols, bk)) / frac
+
+
 def model_v2(geo, pass_, cand, ffma):
     m, ncol, k = geo.gemm(pass_)
     blocks = geo.groups * _cdiv(m, 64) * _cdiv(ncol, 64)
@@ -122,7 +127,7 @@ def model_v2(geo, pass_, cand, ffma):
         splits, chunk = conv.backward_filter_splits(geo, "v2")
         steps = chunk // 8
     frac = ffma[f"{KERNEL[pass_]}_v2"]
-    t = _waves(blocks * splits, 2) * steps * conv._step_seconds(64, 64, 8, 2) / frac
+    t = _main_loop(blocks * splits, steps, 2, 64, 64, 8, frac)
     return dict(kernel=f"{KERNEL[pass_]}_v2", tile="64x64", splits=splits, ffma=frac, seconds=t,
                 fill=geo.flops / (2.0 * geo.groups * _cdiv(m, 64) * 64 * _cdiv(ncol, 64) * 64 * splits * steps * 8),
                 waves=blocks * splits / (_waves(blocks * splits, 2) * 2 * conv.DEFAULT_SMS))
@@ -141,7 +146,7 @@ def model_v3(geo, pass_, cand, ffma):
         splits, steps = 1, _cdiv(k, 8)
     frac = ffma[kernel]
     waves = _waves(blocks * splits, 2)
-    t = waves * steps * conv._step_seconds(rows, 128, 8, 2) / frac
+    t = _main_loop(blocks * splits, steps, 2, rows, 128, 8, frac)
     t += (2 * splits + 1) * 4 * geo.f * ncol / HBM if splits > 1 else 0.0
     padded = 2.0 * geo.groups * _cdiv(m, rows) * rows * _cdiv(ncol, 128) * 128 * splits * steps * 8
     return dict(kernel=kernel, tile=f"{rows}x128", splits=splits, ffma=frac, seconds=t, fill=geo.flops / padded,
@@ -164,7 +169,7 @@ def model_v4(geo, pass_, cand, ffma):
     kernel = f"{KERNEL[pass_]}_v4{plan.suffix}"
     frac = ffma[kernel]
     waves = _waves(blocks * plan.splits, bps)
-    t = waves * plan.tps * conv._step_seconds(rows, conv.V4_TILE_N, conv.V4_BK, bps) / frac
+    t = _main_loop(blocks * plan.splits, plan.tps, bps, rows, conv.V4_TILE_N, conv.V4_BK, frac)
     out_bytes = 4 * geo.groups * m * out_cols
     t += (2 * plan.splits + 1) * out_bytes / HBM if plan.splits > 1 else 0.0
     if pass_ != "bwd_filter":
@@ -183,14 +188,15 @@ def model_winograd(geo, pass_, cand, ffma):
     if pass_ == "bwd_data":                 # the forward of dy with the flipped filters
         geo = conv.Geometry.of("tune", geo.y_shape, (geo.c, geo.fg, 3, 3), 1, (2 - geo.ph, 2 - geo.pw), geo.groups)
     _, _, p = conv.winograd_tiles(geo)
-    rows, _, _, suffix = conv._tile("v4", geo.fg)
+    rows = conv.winograd_rows(geo)
+    suffix = conv.V4_ROWS[rows]
     bps = conv.V4_BLOCKS_PER_SM[rows]
     kp = _cdiv(geo.cg, conv.V4_BK) * conv.V4_BK
     blocks = 16 * geo.groups * _cdiv(geo.fg, rows) * _cdiv(p, conv.V4_TILE_N)
     kernel = f"conv2d_wino_gemm{suffix}"
     frac = ffma[kernel]
     waves = _waves(blocks, bps)
-    t = waves * (kp // conv.V4_BK) * conv._step_seconds(rows, conv.V4_TILE_N, conv.V4_BK, bps) / frac
+    t = _main_loop(blocks, kp // conv.V4_BK, bps, rows, conv.V4_TILE_N, conv.V4_BK, frac)
     moved = 4 * (geo.n * geo.c * geo.h * geo.w + 2 * 16 * geo.c * p      # x in; V out and back in
                  + 2 * 16 * geo.f * p + geo.n * geo.f * geo.oh * geo.ow   # M out and back in; y out
                  + 2 * 16 * geo.f * geo.cg)                               # U

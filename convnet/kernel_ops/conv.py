@@ -248,24 +248,34 @@ def device_sms(like=None):
     return DEFAULT_SMS
 
 
-def _split_time(blocks, k_steps, splits, wave, step_s, out_bytes):
-    """Predicted seconds of a split-K launch: whole waves of `wave` blocks, each running
-    ceil(k_steps / splits) steps of step_s, plus (splits > 1) the workspace traffic:
-    the slices written and read back by the reduction, at MODEL_HBM bytes/s."""
-    t = _cdiv(blocks * splits, wave) * _cdiv(k_steps, splits) * step_s
+def wave_seconds(blocks, steps, sms, bps, block_step):
+    """Predicted seconds of `blocks` blocks of `steps` K steps each: whole waves of
+    sms x bps blocks, bps sharing an SM's FP32 pipe (bps x block_step per step), and a
+    last partial wave with ceil(rest / sms) blocks per SM. block_step: one block's step
+    alone on an SM at peak (_step_seconds)."""
+    full, rest = divmod(blocks, sms * bps)
+    return steps * block_step * (full * bps + _cdiv(rest, sms))
+
+
+def _split_time(blocks, k_steps, splits, sms, bps, block_step, out_bytes):
+    """Predicted seconds of a split-K launch (wave_seconds of blocks x splits blocks of
+    ceil(k_steps / splits) steps) plus (splits > 1) the workspace traffic: the slices
+    written and read back by the reduction, at MODEL_HBM bytes/s."""
+    t = wave_seconds(blocks * splits, _cdiv(k_steps, splits), sms, bps, block_step)
     return t + (2 * splits * out_bytes / MODEL_HBM if splits > 1 else 0.0)
 
 
-def _best_splits(blocks, k_steps, wave, step_s, out_bytes, min_steps, max_splits):
+def _best_splits(blocks, k_steps, sms, bps, block_step, out_bytes, min_steps, max_splits):
     """The split count with the least _split_time, each slice at least min_steps long
-    (ties: fewer slices)."""
+    (ties: more slices, i.e. more blocks resident per SM to hide latency with)."""
     top = max(1, min(max_splits, k_steps // max(1, min_steps)))
-    return min(range(1, top + 1), key=lambda s: (_split_time(blocks, k_steps, s, wave, step_s, out_bytes), s))
+    return min(range(1, top + 1),
+               key=lambda s: (_split_time(blocks, k_steps, s, sms, bps, block_step, out_bytes), -s))
 
 
-def _step_seconds(rows, cols, bk, blocks_per_sm):
-    """Seconds one block takes for one K step when blocks_per_sm share an SM at FP32 peak."""
-    return 2.0 * rows * cols * bk * blocks_per_sm / MODEL_SM_FLOPS
+def _step_seconds(rows, cols, bk):
+    """Seconds one block takes for one K step alone on an SM at FP32 peak."""
+    return 2.0 * rows * cols * bk / MODEL_SM_FLOPS
 
 
 def backward_filter_splits(geo, version="v2", tile_rows=None, sms=DEFAULT_SMS):
@@ -276,7 +286,7 @@ def backward_filter_splits(geo, version="v2", tile_rows=None, sms=DEFAULT_SMS):
     tm, tn, _, _ = _tile(version, m, tile_rows)
     blocks = geo.groups * _cdiv(m, tm) * _cdiv(ncol, tn)
     steps = _cdiv(k_total, 8)
-    splits = _best_splits(blocks, steps, 2 * sms, _step_seconds(tm, tn, 8, 2), 4 * geo.f * ncol,
+    splits = _best_splits(blocks, steps, sms, 2, _step_seconds(tm, tn, 8), 4 * geo.f * ncol,
                           MIN_K_PER_SLICE // 8, min(MAX_SPLITS, 65535 // geo.groups))
     return _slices(k_total, splits)
 
@@ -292,7 +302,7 @@ class V4Plan:
     test their taps) or not; run, the padded length of each tap's run of channels in
     the tap-major K order (fwd, bwd_data) or of the (tap, c) columns (bwd_filter; 0: the
     (c,i,j) order, unmasked); kp, the padded K (fwd, bwd_data); K tiles in all and per
-    slice; slices; table entries per block; bytes of shared memory."""
+    slice; slices; table entries per block; bytes of shared memory; predicted seconds."""
     rows: int
     suffix: str
     masked: int
@@ -303,6 +313,7 @@ class V4Plan:
     splits: int
     tab_entries: int
     smem: int
+    seconds: float = 0.0            # predicted at FP32 peak in the main loop (_split_time)
 
     @property
     def threads(self):
@@ -326,7 +337,15 @@ V4_SPARE = (V4_STAGES - 1) * V4_BK      # conv::V4_SPARE: K rows loaded past a s
 def v4_plan(geo, pass_, rows=None, splits=None, sms=DEFAULT_SMS):
     """The V4Plan of one pass, or None where v4 does not apply (then the launchers run
     v3): more than V4_MASK_TAPS taps with padding; bwd_data at a stride other than 1
-    or with more than V4_MASK_TAPS taps; a table that does not fit V4_SMEM_LIMIT."""
+    or with more than V4_MASK_TAPS taps; a table that does not fit V4_SMEM_LIMIT.
+    rows None: the row tile with the least predicted time (V4Plan.seconds; ties: the
+    one that pads M least, then the taller)."""
+    if rows is None:
+        m = geo.gemm(pass_)[0]
+        plans = [p for p in (v4_plan(geo, pass_, r, splits, sms) for r in V4_ROWS) if p is not None]
+        if not plans:
+            return None
+        return min(plans, key=lambda p: (p.seconds, _cdiv(m, p.rows) * p.rows, -p.rows))
     m, ncol, k = geo.gemm(pass_)
     rows, _, _, suffix = _tile("v4", m, rows)
     if geo.taps <= V4_MASK_TAPS:
@@ -351,7 +370,7 @@ def v4_plan(geo, pass_, rows=None, splits=None, sms=DEFAULT_SMS):
     if splits is None:
         bps = V4_BLOCKS_PER_SM[rows]
         out_bytes = 4 * geo.groups * m * ncol
-        splits = _best_splits(blocks, k_tiles, bps * sms, _step_seconds(rows, V4_TILE_N, V4_BK, bps), out_bytes,
+        splits = _best_splits(blocks, k_tiles, sms, bps, _step_seconds(rows, V4_TILE_N, V4_BK), out_bytes,
                               min_tiles, min(MAX_SPLITS, 65535 // geo.groups))
     tps = _cdiv(k_tiles, min(splits, k_tiles))
     splits = _cdiv(k_tiles, tps)
@@ -359,7 +378,10 @@ def v4_plan(geo, pass_, rows=None, splits=None, sms=DEFAULT_SMS):
     smem = _v4_smem(rows, tab)
     if smem > V4_SMEM_LIMIT:
         return None
-    return V4Plan(rows, suffix, masked, run, kp, k_tiles, tps, splits, tab, smem)
+    bps = V4_BLOCKS_PER_SM[rows]
+    seconds = _split_time(blocks, k_tiles, splits, sms, bps, _step_seconds(rows, V4_TILE_N, V4_BK),
+                          4 * geo.groups * m * ncol)
+    return V4Plan(rows, suffix, masked, run, kp, k_tiles, tps, splits, tab, smem, seconds)
 
 
 @functools.lru_cache(maxsize=256)
@@ -469,6 +491,19 @@ def winograd_applies(geo, pass_):
     return _v4_smem(64, _cdiv(channels, V4_BK) * V4_BK + V4_SPARE) <= V4_SMEM_LIMIT
 
 
+def winograd_rows(geo, sms=DEFAULT_SMS):
+    """The row tile of conv2d_wino_gemm for a forward geometry: the least predicted
+    time of its 16*G GEMMs (whole waves x K tiles; ties: less padding, then taller)."""
+    _, _, p = winograd_tiles(geo)
+    k_tiles = _cdiv(geo.cg, V4_BK)
+
+    def seconds(r):
+        bps = V4_BLOCKS_PER_SM[r]
+        blocks = 16 * geo.groups * _cdiv(geo.fg, r) * _cdiv(p, V4_TILE_N)
+        return _split_time(blocks, k_tiles, 1, sms, bps, _step_seconds(r, V4_TILE_N, V4_BK), 0)
+    return min(V4_ROWS, key=lambda r: (seconds(r), _cdiv(geo.fg, r) * r, -r))
+
+
 def winograd_tiles(geo):
     """(TH, TW, P): 2x2 output tiles per image row and column, and in all."""
     th, tw = _cdiv(geo.oh, 2), _cdiv(geo.ow, 2)
@@ -485,11 +520,12 @@ def _wino_table_np(cg, p, kp):
     return np.stack([off, bits]).astype(np.int64).astype(np.uint32).view(np.int32)
 
 
-def _wino_forward(xp, x, w, b, geo, relu):
-    """y = conv(x, w) + b (ReLU) for a 3x3 stride-1 geometry by F(2x2, 3x3)."""
+def _wino_forward(xp, x, w, b, geo, relu, rows=None):
+    """y = conv(x, w) + b (ReLU) for a 3x3 stride-1 geometry by F(2x2, 3x3); rows: the
+    GEMM's row tile (None: winograd_rows)."""
     g, fg, cg = geo.groups, geo.fg, geo.cg
     th, tw, p = winograd_tiles(geo)
-    rows, _, threads, suffix = _tile("v4", fg)
+    rows, _, threads, suffix = _tile("v4", fg, rows or winograd_rows(geo))
     kp = _cdiv(cg, V4_BK) * V4_BK
     mp = _cdiv(fg, rows) * rows
     gm = xp.asarray(WINO_G, dtype=np.float32)
@@ -514,14 +550,14 @@ def _wino_forward(xp, x, w, b, geo, relu):
     return y
 
 
-def _wino_backward_data(xp, dy, w, geo):
+def _wino_backward_data(xp, dy, w, geo, rows=None):
     """dx by F(2x2, 3x3): the forward of dy with w'[c, f] = w[f, c] flipped (per group),
     pad 2 - pad (stride 1)."""
     g, fg, cg = geo.groups, geo.fg, geo.cg
     wt = w.reshape(g, fg, cg, 3, 3).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
     wt = xp.ascontiguousarray(wt.reshape(geo.c, fg, 3, 3))
     flipped = Geometry.of("conv2d_backward_data", geo.y_shape, wt.shape, 1, (2 - geo.ph, 2 - geo.pw), g)
-    return _wino_forward(xp, dy, wt, None, flipped, False)
+    return _wino_forward(xp, dy, wt, None, flipped, False, rows)
 
 
 # --- launchers -------------------------------------------------------------
@@ -532,7 +568,7 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None, relu=F
 
     relu=True fuses the activation into the kernel's epilogue (every version):
     y = max(0, conv(x, w) + b), the same as relu_forward of the unfused result.
-    tile_rows (v3, v4): 128 or 64, force the row tile (None: chosen per layer).
+    tile_rows (v3, v4, winograd's GEMM): force the row tile (None: chosen per layer).
     splits (v4): cut the reduction into this many slices (None: counted in waves).
     v4 runs v3 where it does not apply (v4_plan).
     """
@@ -560,8 +596,8 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None, relu=F
     if geo.n == 0:
         return y
     if v == "winograd":
-        if winograd_applies(geo, "fwd") and tile_rows is None and splits is None:
-            return _wino_forward(xp, x, w, b if has_bias else None, geo, relu)
+        if winograd_applies(geo, "fwd") and splits is None:
+            return _wino_forward(xp, x, w, b if has_bias else None, geo, relu, tile_rows)
         v = "v4"
     if v == "v4":
         plan = v4_plan(geo, "fwd", tile_rows, _split_arg(op, splits), device_sms(x))
@@ -609,7 +645,7 @@ def _split_arg(op, splits):
 def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, version=None, tile_rows=None,
                          splits=None):
     """dx, the gradient of conv2d_forward's input.  dy (N, F, OH, OW), w -> dx of x_shape.
-    tile_rows (v3, v4): 128 or 64, force the row tile (None: chosen per layer);
+    tile_rows (v3, v4, winograd's GEMM): force the row tile (None: chosen per layer);
     splits (v4): reduction slices (None: counted in waves). v4 runs v3 where it does
     not apply (stride > 1, v4_plan)."""
     op = "conv2d_backward_data"
@@ -625,8 +661,8 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, version=None
     if geo.n == 0:
         return dx
     if v == "winograd":
-        if winograd_applies(geo, "bwd_data") and tile_rows is None:
-            return _wino_backward_data(xp, dy, w, geo)
+        if winograd_applies(geo, "bwd_data") and splits is None:
+            return _wino_backward_data(xp, dy, w, geo, tile_rows)
         v = "v4"
     if v == "v4":
         plan = v4_plan(geo, "bwd_data", tile_rows, _split_arg(op, splits), device_sms(dy))
@@ -655,7 +691,7 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, version=None
 
 def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, tile_rows=None):
     """dw, the gradient of conv2d_forward's weight.  dy (N, F, OH, OW), x (N, C, H, W) -> w_shape.
-    tile_rows (v3, v4): 128 or 64, force the row tile (None: chosen per layer)."""
+    tile_rows (v3, v4): force the row tile (None: chosen per layer)."""
     return backward_filter(dy, x, w_shape, stride, pad, groups, version, tile_rows=tile_rows)
 
 
@@ -806,7 +842,7 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, versions=DIRECT_VE
             variants += [(v, rows, f"{v} rows={rows}", suffix)
                          for rows, suffix in (V3_ROWS if v == "v3" else V4_ROWS).items()]
         elif v == "winograd":
-            variants.append((v, None, v, ""))
+            variants += [(v, rows, f"{v} rows={rows}", suffix) for rows, suffix in V4_ROWS.items()]
         else:
             variants.append((v, None, v, ""))
     cases = []
@@ -847,8 +883,11 @@ def _kernels_run(v, geo, pass_, rows, suffix, unit):
     name = {"fwd": "conv2d_fwd", "bwd_data": "conv2d_bwd_data", "bwd_filter": "conv2d_bwd_filter"}[pass_]
     if v == "winograd":
         if winograd_applies(geo, pass_):
-            m = geo.fg if pass_ == "fwd" else geo.cg
-            return ("conv2d_wino_input", f"conv2d_wino_gemm{_tile('v4', m)[3]}", "conv2d_wino_output")
+            if pass_ == "bwd_data":
+                geo = Geometry.of("conv cases", geo.y_shape, (geo.c, geo.fg, 3, 3), 1, (2 - geo.ph, 2 - geo.pw),
+                                  geo.groups)
+            return ("conv2d_wino_input", f"conv2d_wino_gemm{V4_ROWS[rows or winograd_rows(geo)]}",
+                    "conv2d_wino_output")
         v = "v4"
     if v == "v4":
         plan = v4_plan(geo, pass_, rows)
