@@ -110,10 +110,6 @@ def candidates(geo, pass_):
 
 # --- the model ---------------------------------------------------------------------------
 
-def _waves(blocks, bps):
-    return _cdiv(blocks, bps * conv.DEFAULT_SMS)
-
-
 def _main_loop(blocks, steps, bps, rows, cols, bk, frac):
     """conv.wave_seconds at the FFMA share frac of the issue slots."""
     return conv.wave_seconds(blocks, steps, conv.DEFAULT_SMS, bps, conv._step_seconds(rows, cols, bk)) / frac
@@ -130,7 +126,7 @@ def model_v2(geo, pass_, cand, ffma):
     t = _main_loop(blocks * splits, steps, 2, 64, 64, 8, frac)
     return dict(kernel=f"{KERNEL[pass_]}_v2", tile="64x64", splits=splits, ffma=frac, seconds=t,
                 fill=geo.flops / (2.0 * geo.groups * _cdiv(m, 64) * 64 * _cdiv(ncol, 64) * 64 * splits * steps * 8),
-                waves=blocks * splits / (_waves(blocks * splits, 2) * 2 * conv.DEFAULT_SMS))
+                waves=conv.wave_fill(blocks * splits, conv.DEFAULT_SMS, 2))
 
 
 def model_v3(geo, pass_, cand, ffma):
@@ -145,12 +141,11 @@ def model_v3(geo, pass_, cand, ffma):
     else:
         splits, steps = 1, _cdiv(k, 8)
     frac = ffma[kernel]
-    waves = _waves(blocks * splits, 2)
     t = _main_loop(blocks * splits, steps, 2, rows, 128, 8, frac)
     t += (2 * splits + 1) * 4 * geo.f * ncol / HBM if splits > 1 else 0.0
     padded = 2.0 * geo.groups * _cdiv(m, rows) * rows * _cdiv(ncol, 128) * 128 * splits * steps * 8
     return dict(kernel=kernel, tile=f"{rows}x128", splits=splits, ffma=frac, seconds=t, fill=geo.flops / padded,
-                waves=blocks * splits / (waves * 2 * conv.DEFAULT_SMS))
+                waves=conv.wave_fill(blocks * splits, conv.DEFAULT_SMS, 2))
 
 
 def model_v4(geo, pass_, cand, ffma):
@@ -168,7 +163,6 @@ def model_v4(geo, pass_, cand, ffma):
     blocks = geo.groups * _cdiv(m, rows) * _cdiv(ncol, conv.V4_TILE_N)
     kernel = f"{KERNEL[pass_]}_v4{plan.suffix}"
     frac = ffma[kernel]
-    waves = _waves(blocks * plan.splits, bps)
     t = _main_loop(blocks * plan.splits, plan.tps, bps, rows, conv.V4_TILE_N, conv.V4_BK, frac)
     out_bytes = 4 * geo.groups * m * out_cols
     t += (2 * plan.splits + 1) * out_bytes / HBM if plan.splits > 1 else 0.0
@@ -176,7 +170,7 @@ def model_v4(geo, pass_, cand, ffma):
         t += 4 * (geo.f * geo.cg * geo.taps + geo.groups * plan.kp * _cdiv(m, rows) * rows) / HBM
     padded = 2.0 * geo.groups * _cdiv(m, rows) * rows * _cdiv(ncol, conv.V4_TILE_N) * conv.V4_TILE_N * kpad
     return dict(kernel=kernel, tile=f"{rows}x128", splits=plan.splits, ffma=frac, seconds=t,
-                fill=geo.flops / padded, waves=blocks * plan.splits / (waves * bps * conv.DEFAULT_SMS))
+                fill=geo.flops / padded, waves=conv.wave_fill(blocks * plan.splits, conv.DEFAULT_SMS, bps))
 
 
 def model_winograd(geo, pass_, cand, ffma):
@@ -195,7 +189,6 @@ def model_winograd(geo, pass_, cand, ffma):
     blocks = 16 * geo.groups * _cdiv(geo.fg, rows) * _cdiv(p, conv.V4_TILE_N)
     kernel = f"conv2d_wino_gemm{suffix}"
     frac = ffma[kernel]
-    waves = _waves(blocks, bps)
     t = _main_loop(blocks, kp // conv.V4_BK, bps, rows, conv.V4_TILE_N, conv.V4_BK, frac)
     moved = 4 * (geo.n * geo.c * geo.h * geo.w + 2 * 16 * geo.c * p      # x in; V out and back in
                  + 2 * 16 * geo.f * p + geo.n * geo.f * geo.oh * geo.ow   # M out and back in; y out
@@ -203,7 +196,7 @@ def model_winograd(geo, pass_, cand, ffma):
     gemm_flops = 2.0 * 16 * geo.groups * geo.fg * geo.cg * p
     padded = 2.0 * 16 * geo.groups * _cdiv(geo.fg, rows) * rows * _cdiv(p, 128) * 128 * kp
     return dict(kernel=kernel, tile=f"{rows}x128", splits=1, ffma=frac, seconds=t + moved / HBM,
-                fill=gemm_flops / padded, waves=blocks / (waves * bps * conv.DEFAULT_SMS),
+                fill=gemm_flops / padded, waves=conv.wave_fill(blocks, conv.DEFAULT_SMS, bps),
                 saving=flops / gemm_flops)
 
 

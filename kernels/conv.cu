@@ -49,6 +49,14 @@
 //      q < 2, e < 4). im2col index math hoisted: each thread decodes its column once
 //      and walks k = (c,i,j) by additions and carries (no division in the K loop).
 //      See benchmarks/notes-conv.md for the design, floors and what to measure.
+//   v4 fwd, bwd_data (stride 1; other strides run v3), bwd_filter: the same GEMM views with
+//      the gather decoded once per block: a launcher-built (off, tap bits) table in shared
+//      memory and a per-thread column pointer and tap mask, so a copied element is one
+//      IMAD.WIDE and one cp.async; 3-stage cp.async pipeline, BK = 16, warp-tiled
+//      BM x 128 tile (BM = 128, 96: *_m96, 64: *_m64) of 8 x 8 per thread, split-K on any
+//      pass with conv2d_v4_reduce (fixed order; bias and ReLU there). Section "v4" below.
+//   Winograd F(2x2, 3x3) fwd (conv2d_wino_input, conv2d_wino_gemm* on the v4 engine,
+//      conv2d_wino_output); the launcher runs bwd_data through it with flipped filters.
 //
 // resources (sm_90, nvcc 13.0 -Xptxas -v):
 //   kernel                       regs  smem (bytes)
@@ -69,6 +77,11 @@
 //   conv2d_bwd_data_v3_m64         95  12544
 //   conv2d_bwd_data_v3_s1_m64      95  12544
 //   conv2d_bwd_filter_v3_m64      105  12544
+//   conv2d_fwd_v4, _bwd_data_v4, _bwd_filter_v4     128  dynamic: 3*16*(BM+4+128)*4 + 8 * table
+//   conv2d_*_v4_m96 (192 threads, 2 blocks/SM)    139..141  entries (conv.py, _v4_smem)
+//   conv2d_*_v4_m64 (128 threads, 4 blocks/SM)    125..128
+//   conv2d_wino_gemm, _m96, _m64                  127..128
+//   conv2d_v4_reduce, conv2d_wino_input, _output    32      0
 //   (no spills, no local memory on sm_80/86/89/90; v2 and v3 blocks are 256 threads;
 //   v3 is capped at 128 registers by __launch_bounds__(256, 2); sm_80..89 use
 //   124..127 for the 128-row kernels, 93..103 for *_m64)

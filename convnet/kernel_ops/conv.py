@@ -257,6 +257,13 @@ def wave_seconds(blocks, steps, sms, bps, block_step):
     return steps * block_step * (full * bps + _cdiv(rest, sms))
 
 
+def wave_fill(blocks, sms, bps):
+    """The share of block slots busy under wave_seconds' accounting: blocks over
+    sms x (bps per full wave + the blocks per SM of the last partial wave)."""
+    full, rest = divmod(blocks, sms * bps)
+    return blocks / (sms * (full * bps + _cdiv(rest, sms)))
+
+
 def _split_time(blocks, k_steps, splits, sms, bps, block_step, out_bytes):
     """Predicted seconds of a split-K launch (wave_seconds of blocks x splits blocks of
     ceil(k_steps / splits) steps) plus (splits > 1) the workspace traffic: the slices
