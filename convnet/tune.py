@@ -318,7 +318,6 @@ def _run(pass_, geo, t, cand):
         return conv.conv2d_forward(t["x"], t["w"], t["b"], **kw)
     if pass_ == "bwd_data":
         return conv.conv2d_backward_data(t["dy"], t["w"], geo.x_shape, **kw)
-    kw.pop("splits", None) if cand is None else None
     return conv.backward_filter(t["dy"], t["x"], geo.w_shape, **kw)
 
 

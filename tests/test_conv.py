@@ -275,6 +275,12 @@ def test_bad_input_errors():
         conv.conv2d_backward_bias([1.0, 2.0])
     with pytest.raises(ValueError, match="splits"):
         conv.backward_filter(dy, x, ws, groups=2, splits=0)
+    with pytest.raises(ValueError, match="splits is a v4 setting"):
+        conv.conv2d_forward(x, w, groups=2, version="v3", splits=2)
+    with pytest.raises(ValueError, match="tile_rows must be one of"):
+        conv.conv2d_forward(x, w, groups=2, version="v3", tile_rows=96)
+    with pytest.raises(TypeError, match="conv2d_forward: stride"):            # the op names itself
+        conv.conv2d_forward(x, w, stride="1", groups=2)
 
 
 @pytest.mark.parametrize("version", ALL_PASS_VERSIONS)
