@@ -49,6 +49,14 @@
 //      q < 2, e < 4). im2col index math hoisted: each thread decodes its column once
 //      and walks k = (c,i,j) by additions and carries (no division in the K loop).
 //      See benchmarks/notes-conv.md for the design, floors and what to measure.
+//   v4 fwd, bwd_data (stride 1; other strides run v3), bwd_filter: the same GEMM views with
+//      the gather decoded once per block: a launcher-built (off, tap bits) table in shared
+//      memory and a per-thread column pointer and tap mask, so a copied element is one
+//      IMAD.WIDE and one cp.async; 3-stage cp.async pipeline, BK = 16, warp-tiled
+//      BM x 128 tile (BM = 128, 96: *_m96, 64: *_m64) of 8 x 8 per thread, split-K on any
+//      pass with conv2d_v4_reduce (fixed order; bias and ReLU there). Section "v4" below.
+//   Winograd F(2x2, 3x3) fwd (conv2d_wino_input, conv2d_wino_gemm* on the v4 engine,
+//      conv2d_wino_output); the launcher runs bwd_data through it with flipped filters.
 //
 // resources (sm_90, nvcc 13.0 -Xptxas -v):
 //   kernel                       regs  smem (bytes)
@@ -69,6 +77,11 @@
 //   conv2d_bwd_data_v3_m64         95  12544
 //   conv2d_bwd_data_v3_s1_m64      95  12544
 //   conv2d_bwd_filter_v3_m64      105  12544
+//   conv2d_fwd_v4, _bwd_data_v4, _bwd_filter_v4     128  dynamic: 3*16*(BM+4+128)*4 + 8 * table
+//   conv2d_*_v4_m96 (192 threads, 2 blocks/SM)    139..141  entries (conv.py, _v4_smem)
+//   conv2d_*_v4_m64 (128 threads, 4 blocks/SM)    125..128
+//   conv2d_wino_gemm, _m96, _m64                  127..128
+//   conv2d_v4_reduce, conv2d_wino_input, _output    32      0
 //   (no spills, no local memory on sm_80/86/89/90; v2 and v3 blocks are 256 threads;
 //   v3 is capped at 128 registers by __launch_bounds__(256, 2); sm_80..89 use
 //   124..127 for the 128-row kernels, 93..103 for *_m64)
@@ -827,4 +840,656 @@ extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_fil
     int sh, int sw, int ph, int pw, int groups, int splits, int k_chunk)
 {
     conv::bwd_filter_v3<conv::V3_BM_SMALL, conv::V3_TM_SMALL>(dy, x, ws, conv::Shape(CONV_SHAPE_ARGS), splits, k_chunk);
+}
+
+// ---------------------------------------------------------------------------
+// v4: implicit GEMM with the gather decoded once per block, not per element.
+//
+// Each pass's B operand (the gathered image or gradient) is split into a part that
+// depends only on the GEMM row k and a part that depends only on the column:
+//     B[k, col] = src[colptr(col) + tile_offset + off[k]]   where bits[k] & colbits(col) != 0,
+//                 0 elsewhere
+// off/bits is a table built by the launcher (conv.py, _v4_table_np) and copied into
+// shared memory once per block; colptr/colbits are decoded once per thread. bits
+// has one bit per filter tap (i, j) (<= 32 taps: "masked"), or is 1 where no tap can
+// leave the image (pad 0, more than 32 taps: "unmasked"); padding rows and missing
+// columns get 0. The K order is the launcher's: where masked, tap-major with each
+// tap's run of channels padded to a multiple of a thread's rows, so the rows one
+// thread copies share one tap and one test. A copied element then costs one address
+// (IMAD.WIDE) and one cp.async (zero-filled where the test fails): no division, no
+// carry, no per-element branch.
+//   fwd:        m = f, col = (n,oh,ow), k = (tap, c) masked or (c,i,j) unmasked;
+//               colptr = x + (n, g*Cg, oh*SH-PH, ow*SW-PW), off = c*H*W + i*W + j
+//   bwd_data:   stride 1, masked: m = c, col = (n,ih,iw), k = (tap, f);
+//               colptr = dy + (n, g*Fg, ih+PH, iw+PW), off = f*OH*OW - i*OW - j
+//   bwd_filter: m = f, k = (n, p = (oh,ow)), each K tile inside one image (p padded to
+//               Pp, a multiple of 16; tile offset n*C*H*W); off[p] = oh*SH*W + ow*SW and
+//               bits[p] = the taps valid at (oh, ow); col = (tap, c) with c < cgp
+//               (masked, cgp = Cg padded to a multiple of 8) or (c,i,j) (unmasked, cgp = 0):
+//               a thread copies 8 columns of one tap at one p, one test for all 8
+// A: fwd and bwd_data read the weights rearranged by the launcher into at (G, kp, Mp)
+// (the K order above, zero-padded to whole tiles: 16-byte cp.async); bwd_filter reads
+// dy rows (rows past M clamped to M - 1: their results are never stored).
+// Padding rows of a channel run point at channel 0 of their tap (off of c = 0) and meet
+// zero rows of A, so they add 0 * (an input inside this output's receptive field).
+//
+// Tile: BM x 128 x 16 (BM = 128: 256 threads; BM = 64, the *_m64 kernels: 128
+// threads), warps (BM/32) x 2, each owning a 32 x 64 sub-tile as 4 x 8 threads of
+// 8 x 8 accumulators: thread (ty, tx) of warp (wm, wn) holds rows
+// wm*32 + {ty*4, 16 + ty*4} + e and columns wn*64 + {tx*4, 32 + tx*4} + e, e < 4;
+// each kk step reads two A and two B float4 (one shared-memory wavefront each:
+// the A reads are 4 distinct float4, the B reads 8, the rest broadcasts).
+// V4_STAGES = 3 shared-memory stages filled by cp.async (the helpers below have a
+// plain C++ branch for the emulation); one __syncthreads per K step.
+// Split-K (any pass): blockIdx.z = g * splits + slice; slice covers K tiles
+// [slice*tps, ...); with splits > 1 the partial sums go to out + slice * (output size)
+// and conv2d_v4_reduce adds them in a fixed order (then bias and ReLU for the forward).
+// ---------------------------------------------------------------------------
+// v4's dynamic shared memory (at file scope: the engine below is in namespace conv).
+extern __shared__ __align__(16) unsigned char cn_smem[];
+
+namespace conv {
+
+constexpr int V4_BN = 128, V4_BK = 16, V4_STAGES = 3;
+constexpr int V4_BM = 128, V4_BM_MID = 96, V4_BM_SMALL = 64;   // threads = 2 * BM
+constexpr int V4_COLS = 8;                          // bwd_filter: columns one thread copies
+constexpr int V4_SPARE = (V4_STAGES - 1) * V4_BK;   // fwd/bwd_data: K rows loaded past a slice's end
+
+// A shared-memory destination of cp.async: the shared-window address on the GPU, a
+// plain pointer on the emulation. smem_add advances it by a number of floats.
+#ifdef CN_EMULATION
+typedef float* SmemAddr;
+__device__ __forceinline__ SmemAddr smem_addr(float* p) { return p; }
+__device__ __forceinline__ SmemAddr smem_add(SmemAddr a, int floats) { return a + floats; }
+#else
+typedef unsigned SmemAddr;
+__device__ __forceinline__ SmemAddr smem_addr(float* p) { return (unsigned)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ SmemAddr smem_add(SmemAddr a, int floats) { return a + 4u * (unsigned)floats; }
+#endif
+
+// cp.async of 4 and of 16 bytes (zero-filled when !pred; src is not read then),
+// commit and wait. The emulation copies at once (a stricter ordering).
+__device__ __forceinline__ void cp_async4(SmemAddr dst, const float* src, bool pred)
+{
+#ifdef CN_EMULATION
+    *dst = pred ? *src : 0.f;
+#else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" :: "r"(dst), "l"(src), "r"(pred ? 4 : 0));
+#endif
+}
+
+__device__ __forceinline__ void cp_async16(SmemAddr dst, const float* src, bool pred)
+{
+#ifdef CN_EMULATION
+    for (int e = 0; e < 4; ++e) dst[e] = pred ? src[e] : 0.f;
+#else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(pred ? 16 : 0));
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit()
+{
+#ifndef CN_EMULATION
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait()
+{
+#ifndef CN_EMULATION
+    asm volatile("cp.async.wait_group %0;\n" :: "n"(N));
+#endif
+}
+
+// A compile-time int as a value (the stage of the unrolled main loop).
+template <int N>
+struct Int { static constexpr int value = N; };
+
+// Per-thread B column state of fwd and bwd_data: colptr and the taps it may read.
+struct ColB { const float* ptr; unsigned bits; };
+
+// fwd v4 (m = f, col = (n,oh,ow)); y = conv + b, then max(0, .) when relu.
+struct FwdOp4 {
+    static constexpr bool WEIGHTS_A = true;
+    const float* x; const float* at; const float* bias; float* y;
+    Shape s; int g, has_bias, relu, masked, kp, Mp, M, NCOL;
+    __device__ ColB col(int c) const {
+        if (c >= NCOL) return ColB{x, 0u};
+        const int n = c / s.OHW, p = c - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
+        const int ih0 = oh * s.SH - s.PH, iw0 = ow * s.SW - s.PW;
+        unsigned bits = 0xffffffffu;
+        if (masked) {
+            bits = 0u;
+            for (int i = 0; i < s.KH; ++i)
+                for (int j = 0; j < s.KW; ++j)
+                    if ((unsigned)(ih0 + i) < (unsigned)s.H && (unsigned)(iw0 + j) < (unsigned)s.W)
+                        bits |= 1u << (i * s.KW + j);
+        }
+        return ColB{x + ((n * s.C + g * s.Cg) * s.HW + ih0 * s.W + iw0), bits};
+    }
+    __device__ int out(int c) const { const int n = c / s.OHW; return n * s.F * s.OHW + (c - n * s.OHW); }
+    __device__ void store(int m, int o, float v) const {
+        const int f = g * s.Fg + m;
+        if (has_bias) v += bias[f];
+        if (relu) v = fmaxf(v, 0.f);
+        y[o + f * s.OHW] = v;
+    }
+};
+
+// bwd_data v4, stride 1 (m = c, col = (n,ih,iw)): dy[n, g*Fg+f, ih+PH-i, iw+PW-j].
+struct BwdDataOp4 {
+    static constexpr bool WEIGHTS_A = true;
+    const float* dy; const float* at; float* dx;
+    Shape s; int g, kp, Mp, M, NCOL;
+    __device__ ColB col(int c) const {
+        if (c >= NCOL) return ColB{dy, 0u};
+        const int n = c / s.HW, p = c - n * s.HW, ih = p / s.W, iw = p - ih * s.W;
+        const int th = ih + s.PH, tw = iw + s.PW;
+        unsigned bits = 0u;
+        for (int i = 0; i < s.KH; ++i)
+            for (int j = 0; j < s.KW; ++j)
+                if ((unsigned)(th - i) < (unsigned)s.OH && (unsigned)(tw - j) < (unsigned)s.OW)
+                    bits |= 1u << (i * s.KW + j);
+        return ColB{dy + ((n * s.F + g * s.Fg) * s.OHW + th * s.OW + tw), bits};
+    }
+    __device__ int out(int c) const { const int n = c / s.HW; return n * s.C * s.HW + (c - n * s.HW); }
+    __device__ void store(int m, int o, float v) const { dx[o + (g * s.Cg + m) * s.HW] = v; }
+};
+
+// bwd_filter v4 (m = f, k = (n,p), col = (tap, c < cgp) or (c,i,j) when cgp = 0);
+// writes dw (or its split-K slice).
+struct BwdFilterOp4 {
+    static constexpr bool WEIGHTS_A = false;
+    const float* dy; const float* x; float* dw;
+    Shape s; int g, cgp, PT, M, NCOL;              // PT: K tiles per image (Pp / 16)
+    // The 8 columns j0 .. j0+7 (j0 % 8 == 0): their x offsets (c, i-PH, j-PW) and tap bit.
+    __device__ unsigned cols(int j0, int* off) const {
+        unsigned bit = 1u;
+        for (int r = 0; r < V4_COLS; ++r) {
+            int c, tap;
+            if (cgp) {
+                tap = min(j0 / cgp, s.KHW - 1);
+                c = min(j0 % cgp + r, s.Cg - 1);
+                bit = j0 < NCOL ? 1u << tap : 0u;
+            } else {
+                const int jj = min(j0 + r, NCOL - 1);
+                c = jj / s.KHW; tap = jj - c * s.KHW;
+            }
+            const int i = tap / s.KW, j = tap - i * s.KW;
+            off[r] = (g * s.Cg + c) * s.HW + (i - s.PH) * s.W + (j - s.PW);
+        }
+        return bit;
+    }
+    // dw column of GEMM column j (-1: a padding column).
+    __device__ int out(int j) const {
+        if (!cgp) return j;
+        const int tap = j / cgp, c = j - tap * cgp;
+        return c < s.Cg ? c * s.KHW + tap : -1;
+    }
+    __device__ void store(int m, int o, float v) const { dw[(g * s.Fg + m) * (s.Cg * s.KHW) + o] = v; }
+};
+
+// The v4 engine: C tile (blockIdx.y*BM.., blockIdx.x*128..) of group g over K tiles
+// [kt_begin, kt_end). gtab: the table, offs at gtab[0 .. tab_total), bits at
+// gtab[tab_total ..); the block copies entries [tab_begin, tab_begin + tab_count).
+// Dynamic shared memory: V4_STAGES * 16 * ((BM + 4) + 128) floats + 2 * tab_count ints
+// (conv.py, _v4_smem).
+template <int BM, class Op>
+__device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __restrict__ gtab, int tab_total,
+                                                 int tab_begin, int tab_count, int kt_begin, int kt_end)
+{
+    constexpr int BN = V4_BN, BK = V4_BK, ST = V4_STAGES, NT = 2 * BM, AP = BM + 4;
+    // B is copied by the first BT threads (all of them, but 128 of the 96-row tile's 192).
+    constexpr int BT = NT / BN * BN;
+    constexpr int B_ROWS = BK * BN / BT;          // fwd/bwd_data: consecutive k rows of one column
+    constexpr int A_ROWS = BK * BM / NT;          // bwd_filter: 8 consecutive dy elements per thread
+    constexpr int B_REP = BK * BN / (BT * V4_COLS); // bwd_filter: rows of 8 columns per thread
+    constexpr int B_KSTEP = BT / (BN / V4_COLS);  // ... at this k stride
+    static_assert(BT * B_ROWS == BK * BN && B_ROWS % 4 == 0 && A_ROWS == 8 && B_REP * B_KSTEP == BK &&
+                  (BM / 4) * 8 <= NT, "v4 tile shape");
+    float* As = reinterpret_cast<float*>(::cn_smem);             // [ST][BK][AP]
+    float* Bs = As + ST * BK * AP;                                // [ST][BK][BN]
+    int* toff = reinterpret_cast<int*>(Bs + ST * BK * BN);        // [tab_count]
+    int* tbits = toff + tab_count;                                // [tab_count]
+
+    const int t = threadIdx.x, lane = t % 32, warp = t / 32;
+    const int wm = warp / 2, wn = warp % 2, ty = lane / 8, tx = lane % 8;
+    const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
+    const bool copies_b = BT == NT || t < BT;     // warp-uniform (BT is a multiple of 32)
+
+    for (int i = t; i < tab_count; i += NT) {
+        toff[i] = gtab[tab_begin + i];
+        tbits[i] = gtab[tab_total + tab_begin + i];
+    }
+    __syncthreads();
+
+    // A: weights: 16-byte chunks at rows ak and ak + 8, columns am .. am + 3;
+    //    dy: row am (clamped to M - 1), K-tile columns ak*8 .. ak*8 + 7 (consecutive floats).
+    // B: fwd/bwd_data: column bc, rows brow .. brow + B_ROWS - 1 (one tap: one test);
+    //    bwd_filter: columns bc .. bc + 7 (one tap) at rows brow + q * B_KSTEP.
+    int ak, am, bc, brow;
+    const float* asrc;
+    int arow = 0;
+    ColB cb;
+    int boff[Op::WEIGHTS_A ? 1 : V4_COLS];
+    unsigned bbit = 0u;
+    if constexpr (Op::WEIGHTS_A) {
+        ak = t / (BM / 4); am = (t % (BM / 4)) * 4;
+        asrc = op.at + ((op.g * op.kp + ak) * op.Mp + row0 + am) + kt_begin * BK * op.Mp;
+        bc = t % BN; brow = ((BT == NT ? t : t % BT) / BN) * B_ROWS;
+        cb = op.col(col0 + bc);
+        boff[0] = 0;
+    } else {
+        ak = t % 2; am = t / 2;
+        asrc = op.dy;
+        arow = (op.g * op.s.Fg + min(row0 + am, op.M - 1)) * op.s.OHW + ak * A_ROWS;
+        bc = (t % (BN / V4_COLS)) * V4_COLS; brow = (BT == NT ? t : t % BT) / (BN / V4_COLS);
+        bbit = op.cols(col0 + bc, boff);
+        cb = ColB{op.x, 0u};
+    }
+    const SmemAddr adst = smem_addr(As + (Op::WEIGHTS_A ? ak : ak * A_ROWS) * AP + am);
+    const SmemAddr bdst = smem_addr(Bs + brow * BN + bc);
+
+    // The next tile to load: its index and (bwd_filter) the image n and pixel p0 it
+    // starts at. Stages are compile-time (the main loop is unrolled by V4_STAGES), so
+    // every shared-memory address is a register plus an immediate.
+    int kload = kt_begin, an = 0, ap0 = 0;
+    if constexpr (!Op::WEIGHTS_A) { an = kt_begin / op.PT; ap0 = (kt_begin - an * op.PT) * BK; }
+    // Unconditional (tiles past kt_end copy nothing and zero-fill a stage nobody reads).
+    auto load = [&](auto stage) {
+        constexpr int LS = decltype(stage)::value;
+        const SmemAddr as = smem_add(adst, LS * (BK * AP));
+        const SmemAddr bs = smem_add(bdst, LS * (BK * BN));
+        if constexpr (Op::WEIGHTS_A) {
+            // Past kt_end (at most ST - 1 tiles): at has ST - 1 spare tiles at its end and
+            // the table ST - 1 tiles of bits 0, so these copies stay in bounds unguarded.
+            cp_async16(as, asrc, true);
+            cp_async16(smem_add(as, 8 * AP), asrc + 8 * op.Mp, true);
+            asrc += BK * op.Mp;
+            if (copies_b) {
+                const int ti = kload * BK - tab_begin + brow;
+                const bool ok = (tbits[ti] & cb.bits) != 0u;
+                const int4* e = reinterpret_cast<const int4*>(toff + ti);
+#pragma unroll
+                for (int r = 0; r < B_ROWS; r += 4) {
+                    const int4 v = e[r / 4];
+                    cp_async4(smem_add(bs, (r + 0) * BN), cb.ptr + v.x, ok);
+                    cp_async4(smem_add(bs, (r + 1) * BN), cb.ptr + v.y, ok);
+                    cp_async4(smem_add(bs, (r + 2) * BN), cb.ptr + v.z, ok);
+                    cp_async4(smem_add(bs, (r + 3) * BN), cb.ptr + v.w, ok);
+                }
+            }
+        } else {
+            // Offsets summed as unsigned ints (no overflow: the launcher keeps every
+            // tensor under 2^31 elements), so each address is one IADD and one IMAD.WIDE.
+            // Past kt_end the cursor stays on the last image (its copies land in a stage
+            // nobody reads), so no test of kt_end here.
+            const float* a = asrc + (int)((unsigned)(an * op.s.F * op.s.OHW + ap0) + (unsigned)arow);
+            const int nvalid = op.s.OHW - ap0 - ak * A_ROWS;    // of this thread's 8 (p < OH*OW)
+#pragma unroll
+            for (int e = 0; e < A_ROWS; ++e) cp_async4(smem_add(as, e * AP), a + e, e < nvalid);
+            const unsigned xbase = (unsigned)(an * op.s.C * op.s.HW);
+#pragma unroll
+            for (int q = 0; q < (copies_b ? B_REP : 0); ++q) {
+                const int p = ap0 + brow + q * B_KSTEP;
+                const bool ok = (tbits[p] & bbit) != 0u;
+                const unsigned b = xbase + (unsigned)toff[p];
+#pragma unroll
+                for (int r = 0; r < V4_COLS; ++r)
+                    cp_async4(smem_add(bs, q * B_KSTEP * BN + r), op.x + (int)(b + (unsigned)boff[r]), ok);
+            }
+            ap0 += BK;
+            if (ap0 == op.PT * BK) { ap0 = 0; an = min(an + 1, op.s.N - 1); }
+        }
+        ++kload;
+    };
+
+    float acc[8][8];
+#pragma unroll
+    for (int r = 0; r < 8; ++r)
+#pragma unroll
+        for (int c = 0; c < 8; ++c) acc[r][c] = 0.f;
+
+    // One K step on stage S: wait for its tile, barrier (the stage loaded next was
+    // last read before it), start the load ST - 1 tiles ahead, multiply.
+    auto step = [&](auto stage) {
+        constexpr int S = decltype(stage)::value;
+        cp_async_wait<ST - 2>();
+        __syncthreads();
+        load(Int<(S + ST - 1) % ST>{});
+        cp_async_commit();
+        const float* as = As + S * (BK * AP) + wm * 32 + ty * 4;
+        const float* bs = Bs + S * (BK * BN) + wn * 64 + tx * 4;
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            const float4 a0 = *reinterpret_cast<const float4*>(as + kk * AP);
+            const float4 a1 = *reinterpret_cast<const float4*>(as + kk * AP + 16);
+            const float4 b0 = *reinterpret_cast<const float4*>(bs + kk * BN);
+            const float4 b1 = *reinterpret_cast<const float4*>(bs + kk * BN + 32);
+            const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+            const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+            for (int r = 0; r < 8; ++r)
+#pragma unroll
+                for (int c = 0; c < 8; ++c) acc[r][c] = fmaf(av[r], bv[c], acc[r][c]);
+        }
+    };
+
+    static_assert(ST == 3, "the main loop below is unrolled for 3 stages");
+    load(Int<0>{});
+    cp_async_commit();
+    load(Int<1>{});
+    cp_async_commit();
+    const int nk = kt_end - kt_begin;
+    for (int i = 0; i < nk; i += ST) {
+        step(Int<0>{});
+        if (i + 1 >= nk) break;
+        step(Int<1>{});
+        if (i + 2 >= nk) break;
+        step(Int<2>{});
+    }
+    cp_async_wait<0>();
+
+    // Epilogue: rows wm*32 + {ty*4, 16 + ty*4} + e, columns wn*64 + {tx*4, 32 + tx*4} + e.
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+        const int col = col0 + wn * 64 + tx * 4 + (c / 4) * 32 + c % 4;
+        if (col >= op.NCOL) continue;
+        const int o = op.out(col);
+        if (o < 0) continue;
+#pragma unroll
+        for (int r = 0; r < 8; ++r) {
+            const int m = row0 + wm * 32 + ty * 4 + (r / 4) * 16 + r % 4;
+            if (m < op.M) op.store(m, o, acc[r][c]);
+        }
+    }
+}
+
+// The v4 passes for a row tile of BM rows (kernels below). splits > 1: out is the
+// workspace, slice `slice` written at out + slice * (output size).
+template <int BM>
+__device__ __forceinline__ void fwd_v4(const float* x, const float* at, const int* tab, const float* b, float* y,
+                                       const Shape& s, int has_bias, int relu, int masked, int kp, int splits, int tps)
+{
+    const int g = blockIdx.z / splits, slice = blockIdx.z % splits;
+    const int Mp = (s.Fg + BM - 1) / BM * BM;
+    const int kt0 = slice * tps, kt1 = min(kp / V4_BK, kt0 + tps);
+    const FwdOp4 op{x, at, b, y + slice * (s.N * s.F * s.OHW), s, g, has_bias, relu, masked, kp, Mp,
+                    s.Fg, s.N * s.OHW};
+    implicit_gemm_v4<BM>(op, tab, kp + V4_SPARE, kt0 * V4_BK, (kt1 - kt0) * V4_BK + V4_SPARE, kt0, kt1);
+}
+
+template <int BM>
+__device__ __forceinline__ void bwd_data_v4(const float* dy, const float* at, const int* tab, float* dx,
+                                            const Shape& s, int kp, int splits, int tps)
+{
+    const int g = blockIdx.z / splits, slice = blockIdx.z % splits;
+    const int Mp = (s.Cg + BM - 1) / BM * BM;
+    const int kt0 = slice * tps, kt1 = min(kp / V4_BK, kt0 + tps);
+    const BwdDataOp4 op{dy, at, dx + slice * (s.N * s.C * s.HW), s, g, kp, Mp, s.Cg, s.N * s.HW};
+    implicit_gemm_v4<BM>(op, tab, kp + V4_SPARE, kt0 * V4_BK, (kt1 - kt0) * V4_BK + V4_SPARE, kt0, kt1);
+}
+
+template <int BM>
+__device__ __forceinline__ void bwd_filter_v4(const float* dy, const float* x, const int* tab, float* dw,
+                                              const Shape& s, int cgp, int splits, int tps)
+{
+    const int g = blockIdx.z / splits, slice = blockIdx.z % splits;
+    const int PT = (s.OHW + V4_BK - 1) / V4_BK;
+    const int kt0 = slice * tps, kt1 = min(s.N * PT, kt0 + tps);
+    const int ncol = cgp ? s.KHW * cgp : s.Cg * s.KHW;
+    const BwdFilterOp4 op{dy, x, dw + slice * (s.F * s.Cg * s.KHW), s, g, cgp, PT, s.Fg, ncol};
+    implicit_gemm_v4<BM>(op, tab, PT * V4_BK, 0, PT * V4_BK, kt0, kt1);
+}
+
+}  // namespace conv
+
+// ---------------------------------------------------------------------------
+// v4 kernels. Block 2 * BM threads (256, or 128 for *_m64), dynamic shared memory
+// (conv.py, _v4_smem); grid (ceil(NCOL / 128), ceil(M / BM), G * splits),
+// blockIdx.z = g * splits + slice, tps = K tiles (of 16) per slice.
+// at (G, kp, Mp) + V4_SPARE * Mp spare floats: the weights as the GEMM's A in the
+// launcher's K order, zero-padded; tab (2, kp + V4_SPARE) (fwd, bwd_data) or (2, Pp)
+// (bwd_filter): offs then bits (conv.py, _v4_table_np). splits > 1: y/dx/dw is
+// the workspace (splits, output) and conv2d_v4_reduce finishes (bias, ReLU there).
+// ---------------------------------------------------------------------------
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM, 2) conv2d_fwd_v4(
+    const float* __restrict__ x, const float* __restrict__ at, const int* __restrict__ tab,
+    const float* __restrict__ b, float* __restrict__ y,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int has_bias, int relu, int masked, int kp, int splits, int tps)
+{
+    conv::fwd_v4<conv::V4_BM>(x, at, tab, b, y, conv::Shape(CONV_SHAPE_ARGS), has_bias, relu, masked, kp, splits, tps);
+}
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_fwd_v4_m64(
+    const float* __restrict__ x, const float* __restrict__ at, const int* __restrict__ tab,
+    const float* __restrict__ b, float* __restrict__ y,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int has_bias, int relu, int masked, int kp, int splits, int tps)
+{
+    conv::fwd_v4<conv::V4_BM_SMALL>(x, at, tab, b, y, conv::Shape(CONV_SHAPE_ARGS), has_bias, relu, masked, kp,
+                                    splits, tps);
+}
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_MID, 2) conv2d_fwd_v4_m96(
+    const float* __restrict__ x, const float* __restrict__ at, const int* __restrict__ tab,
+    const float* __restrict__ b, float* __restrict__ y,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int has_bias, int relu, int masked, int kp, int splits, int tps)
+{
+    conv::fwd_v4<conv::V4_BM_MID>(x, at, tab, b, y, conv::Shape(CONV_SHAPE_ARGS), has_bias, relu, masked, kp,
+                                    splits, tps);
+}
+
+// stride 1 only (the launcher runs v3 for other strides).
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM, 2) conv2d_bwd_data_v4(
+    const float* __restrict__ dy, const float* __restrict__ at, const int* __restrict__ tab,
+    float* __restrict__ dx,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int kp, int splits, int tps)
+{
+    conv::bwd_data_v4<conv::V4_BM>(dy, at, tab, dx, conv::Shape(CONV_SHAPE_ARGS), kp, splits, tps);
+}
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_bwd_data_v4_m64(
+    const float* __restrict__ dy, const float* __restrict__ at, const int* __restrict__ tab,
+    float* __restrict__ dx,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int kp, int splits, int tps)
+{
+    conv::bwd_data_v4<conv::V4_BM_SMALL>(dy, at, tab, dx, conv::Shape(CONV_SHAPE_ARGS), kp, splits, tps);
+}
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_MID, 2) conv2d_bwd_data_v4_m96(
+    const float* __restrict__ dy, const float* __restrict__ at, const int* __restrict__ tab,
+    float* __restrict__ dx,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int kp, int splits, int tps)
+{
+    conv::bwd_data_v4<conv::V4_BM_MID>(dy, at, tab, dx, conv::Shape(CONV_SHAPE_ARGS), kp, splits, tps);
+}
+
+// cgp: 0 (columns (c,i,j), no tap mask) or Cg padded to a multiple of 8 (columns (tap, c)).
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM, 2) conv2d_bwd_filter_v4(
+    const float* __restrict__ dy, const float* __restrict__ x, const int* __restrict__ tab,
+    float* __restrict__ dw,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int cgp, int splits, int tps)
+{
+    conv::bwd_filter_v4<conv::V4_BM>(dy, x, tab, dw, conv::Shape(CONV_SHAPE_ARGS), cgp, splits, tps);
+}
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_bwd_filter_v4_m64(
+    const float* __restrict__ dy, const float* __restrict__ x, const int* __restrict__ tab,
+    float* __restrict__ dw,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int cgp, int splits, int tps)
+{
+    conv::bwd_filter_v4<conv::V4_BM_SMALL>(dy, x, tab, dw, conv::Shape(CONV_SHAPE_ARGS), cgp, splits, tps);
+}
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_MID, 2) conv2d_bwd_filter_v4_m96(
+    const float* __restrict__ dy, const float* __restrict__ x, const int* __restrict__ tab,
+    float* __restrict__ dw,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int cgp, int splits, int tps)
+{
+    conv::bwd_filter_v4<conv::V4_BM_MID>(dy, x, tab, dw, conv::Shape(CONV_SHAPE_ARGS), cgp, splits, tps);
+}
+
+// out[e] = sum_{sl < splits} ws[sl * count + e] in order sl = 0, 1, ...; then + b[(e / inner) % nb]
+// when has_bias, max(0, .) when relu (1-D grid over e).
+extern "C" __global__ void conv2d_v4_reduce(const float* __restrict__ ws, const float* __restrict__ b,
+                                            float* __restrict__ out, int count, int splits, int inner, int nb,
+                                            int has_bias, int relu)
+{
+    const int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= count) return;
+    float acc = 0.f;
+    for (int sl = 0; sl < splits; ++sl) acc += ws[sl * count + e];
+    if (has_bias) acc += b[(e / inner) % nb];
+    out[e] = relu ? fmaxf(acc, 0.f) : acc;
+}
+
+// ---------------------------------------------------------------------------
+// Winograd F(2x2, 3x3) forward (3x3 filters, stride 1, any padding): each 2x2 block
+// of outputs of one (n, f) is  Y = A^T [ sum_c (G g_fc G^T) . (B^T d_c B) ] A
+// with d_c the 4x4 input patch of channel c at (2*th - PH, 2*tw - PW) and
+//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
+//   A^T = [1 1 1 0; 0 1 -1 -1]
+// (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016): 16
+// multiplications per output block and channel instead of 36 (2.25x fewer). Three
+// launches: conv2d_wino_input (x -> V, (16, C, P), P = N*TH*TW tiles, TH = ceil(OH/2)),
+// the 16*G GEMMs M[xi, g] = U[xi, g]^T V[xi, g] on the v4 engine (conv2d_wino_gemm;
+// U = G g G^T is made by the launcher as at (16*G, kp, Mp), k = c, m = f), and
+// conv2d_wino_output (M (16, F, P) -> y, + bias, ReLU). The launcher (conv.py) runs
+// backward-data as this forward of dy with the flipped, transposed filters.
+// ---------------------------------------------------------------------------
+namespace conv {
+
+// The GEMM of one (xi, g): C[f, p] = sum_c U[xi,g][c, f] V[xi][g*Cg + c][p].
+// tab: off = c*P (c < Cg, else 0: A is 0 there), bits 1 (0 in the spare rows).
+struct WinoGemmOp {
+    static constexpr bool WEIGHTS_A = true;
+    const float* v; const float* at; float* m;
+    int g, xi, grp, C, Cg, F, Fg, P, kp, Mp, M, NCOL;   // g = xi * groups + grp (at's index)
+    __device__ ColB col(int c) const {
+        if (c >= NCOL) return ColB{v, 0u};
+        return ColB{v + ((xi * C + grp * Cg) * P + c), 0xffffffffu};
+    }
+    __device__ int out(int c) const { return c; }
+    __device__ void store(int mm, int o, float val) const { m[(xi * F + grp * Fg + mm) * P + o] = val; }
+};
+
+template <int BM>
+__device__ __forceinline__ void wino_gemm(const float* v, const float* at, const int* tab, float* m,
+                                          int c, int f, int groups, int p, int kp)
+{
+    const int g = blockIdx.z, xi = g / groups, grp = g - xi * groups;
+    const int Cg = c / groups, Fg = f / groups, Mp = (Fg + BM - 1) / BM * BM;
+    const WinoGemmOp op{v, at, m, g, xi, grp, c, Cg, f, Fg, p, kp, Mp, Fg, p};
+    implicit_gemm_v4<BM>(op, tab, kp + V4_SPARE, 0, kp + V4_SPARE, 0, kp / V4_BK);
+}
+
+}  // namespace conv
+
+// thread -> (n, c, th, tw) (flat, tw fastest): V[(xi*C + c)*P + p] = (B^T d B)[xi],
+// p = (n*TH + th)*TW + tw, d = x[n, c, 2*th - ph + (0..3), 2*tw - pw + (0..3)] (0 outside).
+extern "C" __global__ void conv2d_wino_input(const float* __restrict__ x, float* __restrict__ v,
+                                             int n, int c, int h, int w, int ph, int pw, int th, int tw)
+{
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    const int tiles = th * tw, P = n * tiles;
+    if (idx >= P * c) return;
+    const int t = idx % tiles, ci = (idx / tiles) % c, ni = idx / (tiles * c);
+    const int ty = t / tw, tx = t - ty * tw, p = ni * tiles + t;
+    const int ih0 = 2 * ty - ph, iw0 = 2 * tx - pw;
+    const float* xc = x + (ni * c + ci) * h * w;
+    float d[4][4];
+#pragma unroll
+    for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            const int ih = ih0 + a, iw = iw0 + b;
+            d[a][b] = ((unsigned)ih < (unsigned)h && (unsigned)iw < (unsigned)w) ? xc[ih * w + iw] : 0.f;
+        }
+    float s[4][4];                                   // s = B^T d
+#pragma unroll
+    for (int b = 0; b < 4; ++b) {
+        s[0][b] = d[0][b] - d[2][b];
+        s[1][b] = d[1][b] + d[2][b];
+        s[2][b] = d[2][b] - d[1][b];
+        s[3][b] = d[1][b] - d[3][b];
+    }
+#pragma unroll
+    for (int a = 0; a < 4; ++a) {                    // V = s B
+        const float r[4] = {s[a][0] - s[a][2], s[a][1] + s[a][2], s[a][2] - s[a][1], s[a][1] - s[a][3]};
+#pragma unroll
+        for (int b = 0; b < 4; ++b) v[((a * 4 + b) * c + ci) * P + p] = r[b];
+    }
+}
+
+// Block 2 * BM threads (256; *_m64: 128), dynamic shared memory as the v4 kernels;
+// grid (ceil(P / 128), ceil(Fg / BM), 16 * groups). at (16*G, kp, Mp) + spare rows:
+// U[xi, g][c, f]; tab (2, kp + V4_SPARE); m (16, F, P).
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM, 2) conv2d_wino_gemm(
+    const float* __restrict__ v, const float* __restrict__ at, const int* __restrict__ tab,
+    float* __restrict__ m, int c, int f, int groups, int p, int kp)
+{
+    conv::wino_gemm<conv::V4_BM>(v, at, tab, m, c, f, groups, p, kp);
+}
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_wino_gemm_m64(
+    const float* __restrict__ v, const float* __restrict__ at, const int* __restrict__ tab,
+    float* __restrict__ m, int c, int f, int groups, int p, int kp)
+{
+    conv::wino_gemm<conv::V4_BM_SMALL>(v, at, tab, m, c, f, groups, p, kp);
+}
+
+extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_MID, 2) conv2d_wino_gemm_m96(
+    const float* __restrict__ v, const float* __restrict__ at, const int* __restrict__ tab,
+    float* __restrict__ m, int c, int f, int groups, int p, int kp)
+{
+    conv::wino_gemm<conv::V4_BM_MID>(v, at, tab, m, c, f, groups, p, kp);
+}
+
+// thread -> (n, f, th, tw) (flat, tw fastest): y[n, f, 2*th + a, 2*tw + b] = (A^T M A)[a][b]
+// (+ b[f] when has_bias, max(0, .) when relu) for the a < 2, b < 2 inside (OH, OW).
+extern "C" __global__ void conv2d_wino_output(const float* __restrict__ m, const float* __restrict__ b,
+                                              float* __restrict__ y, int n, int f, int oh, int ow,
+                                              int th, int tw, int has_bias, int relu)
+{
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    const int tiles = th * tw, P = n * tiles;
+    if (idx >= P * f) return;
+    const int t = idx % tiles, fi = (idx / tiles) % f, ni = idx / (tiles * f);
+    const int ty = t / tw, tx = t - ty * tw, p = ni * tiles + t;
+    float q[4][4];
+#pragma unroll
+    for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) q[a][e] = m[((a * 4 + e) * f + fi) * P + p];
+    float s[2][4];                                   // s = A^T q
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+        s[0][e] = q[0][e] + q[1][e] + q[2][e];
+        s[1][e] = q[1][e] - q[2][e] - q[3][e];
+    }
+    const float bias = has_bias ? b[fi] : 0.f;
+    float* yf = y + (ni * f + fi) * oh * ow;
+#pragma unroll
+    for (int a = 0; a < 2; ++a) {
+        const float r[2] = {s[a][0] + s[a][1] + s[a][2], s[a][1] - s[a][2] - s[a][3]};
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int oy = 2 * ty + a, ox = 2 * tx + e;
+            if (oy < oh && ox < ow) {
+                const float val = r[e] + bias;
+                yf[oy * ow + ox] = relu ? fmaxf(val, 0.f) : val;
+            }
+        }
+    }
 }

@@ -20,7 +20,7 @@ from convnet.kernel_ops import conv
 SMALL = conv.cases("small")
 VERSIONS = conv.VERSIONS
 # versions built for forward, backward-data and backward-filter alike
-ALL_PASS_VERSIONS = [v for v in VERSIONS if v != "v3" or len(conv.V3_PASSES) == 3]
+ALL_PASS_VERSIONS = list(VERSIONS)
 
 
 def _check(case, backend):
@@ -51,35 +51,64 @@ def test_every_kernel_is_checked():
     assert set(conv.SHIPPED.values()) <= set(VERSIONS)
 
 
-def test_every_small_shape_has_v3_cases():
-    """v3 runs on every small shape (odd, partial tiles) for each pass, with each row
-    tile, plus a full tile."""
+@pytest.mark.parametrize("version, row_tiles", [("v3", conv.V3_ROWS), ("v4", conv.V4_ROWS)])
+def test_every_small_shape_has_v3_v4_cases(version, row_tiles):
+    """v3 and v4 run on every small shape (odd, partial tiles) for each pass, with each
+    row tile, plus a full tile."""
     names = {c.name for c in SMALL}
     passes = {"conv2d_forward": "fwd", "conv2d_backward_data": "bwd_data",
               "conv2d_backward_filter": "bwd_filter"}
     assert set(passes) == set(conv.V3_PASSES)
-    for label, *_ in conv.SMALL_SHAPES + conv.V3_SHAPES:
-        for rows in conv.V3_ROWS:
-            assert f"conv2d_fwd_v3 rows={rows} relu {label}" in names
+    for label, *_ in conv.SMALL_SHAPES + (conv.V3_SHAPES if version == "v3" else conv.V4_SHAPES[1:]):
+        for rows in row_tiles:
+            assert f"conv2d_fwd_{version} rows={rows} relu {label}" in names
             for op in conv.V3_PASSES:
-                assert f"conv2d_{passes[op]}_v3 rows={rows} {label}" in names
+                assert f"conv2d_{passes[op]}_{version} rows={rows} {label}" in names
 
 
-def test_v3_row_tile_heuristic():
-    # AlexNet's GEMM rows: 96, 128, 256, 384 keep 128; 48 and 192 pad less with 64
-    assert [conv._v3_rows(m) for m in (96, 128, 256, 384, 48, 192, 1, 64, 65, 130)] == \
-        [128, 128, 128, 128, 64, 64, 64, 64, 128, 64]
-    xs, ws, s, p, g = (2, 6, 9, 8), (8, 3, 3, 3), 1, 1, 2
-    x, w, b, dy = _data(xs, ws, s, p, seed=13)
-    for rows in (None, 64, 128):
-        np.testing.assert_allclose(conv.conv2d_forward(x, w, b, s, p, g, version="v3", tile_rows=rows),
-                                   conv.conv2d_forward(x, w, b, s, p, g, version="v1"), rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="tile_rows"):
-        conv.conv2d_forward(x, w, b, s, p, g, version="v3", tile_rows=32)
-    with pytest.raises(ValueError, match="tile_rows"):
-        conv.conv2d_backward_data(dy, w, xs, s, p, g, version="v2", tile_rows=64)
-    with pytest.raises(ValueError, match="tile_rows"):
-        conv.conv2d_backward_filter(dy, x, ws, s, p, g, version="v1", tile_rows=128)
+def test_v4_runs_where_it_applies_and_v3_elsewhere():
+    """v4_plan: the tap mask up to 32 taps, no mask without padding, bwd_data at stride 1
+    only; where v4 does not apply, version="v4" gives v3's result bit for bit."""
+    small = conv.Geometry.of("t", (2, 3, 9, 8), (4, 3, 3, 3), 1, 1, 1)
+    assert conv.v4_plan(small, "fwd").masked == 1
+    big = conv.Geometry.of("t", (2, 3, 14, 13), (5, 3, 7, 6), 2, 0, 1)       # 42 taps, pad 0
+    assert conv.v4_plan(big, "fwd").masked == 0 and conv.v4_plan(big, "bwd_filter").masked == 0
+    assert conv.v4_plan(big, "bwd_data") is None                              # stride 2
+    padded = conv.Geometry.of("t", (2, 3, 14, 13), (5, 3, 7, 6), 1, 1, 1)    # 42 taps, padded
+    assert all(conv.v4_plan(padded, p) is None for p in ("fwd", "bwd_data", "bwd_filter"))
+    x, w, b, dy = _data((2, 3, 14, 13), (5, 3, 7, 6), 1, 1, seed=21)
+    np.testing.assert_array_equal(conv.conv2d_forward(x, w, b, 1, 1, version="v4"),
+                                  conv.conv2d_forward(x, w, b, 1, 1, version="v3"))
+    x, w, b, dy = _data((2, 3, 14, 13), (5, 3, 7, 6), 2, 0, seed=22)
+    np.testing.assert_array_equal(conv.conv2d_backward_data(dy, w, x.shape, 2, 0, version="v4"),
+                                  conv.conv2d_backward_data(dy, w, x.shape, 2, 0, version="v3"))
+
+
+def test_v4_table_against_direct_decoding():
+    """The launcher's (off, bits) table decoded back for every row: fwd in the tap-major
+    order with padded channel runs, and bwd_filter's per-pixel tap masks."""
+    geo = conv.Geometry.of("t", (2, 6, 7, 6), (6, 3, 3, 2), (2, 1), (1, 0), 2)
+    plan = conv.v4_plan(geo, "fwd", rows=128)
+    run = plan.run
+    assert run == 8 and plan.kp == 48                                         # 6 taps x 8 (3 live)
+    off, bits = conv._v4_table_np(geo, "fwd", plan.masked, run, plan.kp)
+    assert len(off) == plan.kp + conv.V4_SPARE and not bits[geo.taps * run:].any()
+    for k in range(geo.taps * run):
+        tap, c = divmod(k, run)
+        i, j = divmod(tap, geo.kw)
+        c = c if c < geo.cg else 0                                            # padding rows read c = 0
+        assert off[k] == c * geo.h * geo.w + i * geo.w + j and bits[k] == 1 << tap
+    off, bits = conv._v4_table_np(geo, "bwd_filter", 1, 8, 0)
+    for p in range(len(off)):
+        oh, ow = divmod(p, geo.ow)
+        if p >= geo.oh * geo.ow:
+            assert off[p] == 0 and bits[p] == 0
+            continue
+        assert off[p] == oh * geo.sh * geo.w + ow * geo.sw
+        for tap in range(geo.taps):
+            i, j = divmod(tap, geo.kw)
+            ih, iw = oh * geo.sh - geo.ph + i, ow * geo.sw - geo.pw + j
+            assert bool(bits[p] >> tap & 1) == (0 <= ih < geo.h and 0 <= iw < geo.w)
 
 
 @pytest.mark.parametrize("version", conv.VERSIONS)
@@ -160,7 +189,7 @@ def test_groups_equal_separate_convolutions(version):
                                    rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("version", ["v2", "v3"])
+@pytest.mark.parametrize("version", ["v2", "v3", "v4"])
 def test_backward_filter_split_k_is_deterministic(version):
     xs, ws, s, p, g = (3, 4, 9, 10), (6, 2, 3, 2), 1, 1, 2
     x, w, b, dy = _data(xs, ws, s, p, seed=5)
@@ -176,9 +205,33 @@ def test_backward_filter_split_k_is_deterministic(version):
 @pytest.mark.parametrize("version, rows", [("v2", None), ("v3", None), ("v3", 64), ("v3", 128)])
 def test_split_heuristic_on_alexnet_shapes(version, rows):
     for label, xs, ws, s, p, g in conv.ALEXNET_SHAPES:
-        splits, chunk = conv.backward_filter_splits(conv._geometry(xs, ws, s, p, g), version, rows)
-        k_total = xs[0] * conv._out_shape(xs, ws, s, p)[2] * conv._out_shape(xs, ws, s, p)[3]
-        assert 1 <= splits <= 64 and (splits - 1) * chunk < k_total <= splits * chunk, label
+        geo = conv.Geometry.of("t", xs, ws, s, p, g)
+        splits, chunk = conv.backward_filter_splits(geo, version, rows)
+        k_total = geo.n * geo.oh * geo.ow
+        assert 1 <= splits <= conv.MAX_SPLITS and (splits - 1) * chunk < k_total <= splits * chunk, label
+
+
+def test_split_counts_fill_whole_waves():
+    """The split count minimises predicted time (conv.wave_seconds: whole waves, a last
+    partial wave with fewer blocks per SM, + workspace traffic): v3 bwd_filter on AlexNet
+    keeps every SM busy to at least 90% in its last wave (it ran 1.02-1.27 waves of 2
+    blocks per SM with a fixed block target), and a launch far above a wave is not split."""
+    sms = conv.DEFAULT_SMS
+    for label, xs, ws, s, p, g in conv.ALEXNET_SHAPES:
+        geo = conv.Geometry.of("t", xs, ws, s, p, g)
+        m, ncol, _ = geo.gemm("bwd_filter")
+        tm = conv._tile("v3", m)[0]
+        blocks = g * -(-m // tm) * -(-ncol // 128)
+        splits, _ = conv.backward_filter_splits(geo, "v3")
+        rest = blocks * splits % (2 * sms)
+        if rest:
+            assert rest / (-(-rest // sms) * sms) >= 0.9, (label, splits, blocks * splits)
+    assert conv._best_splits(3000, 100, 132, 2, 1e-6, 1e8, 1, 64) == 1
+    assert conv._best_splits(20, 1000, 132, 2, 1e-6, 1e5, 1, 64) == 13      # 260 blocks: one wave
+    # a partial wave: its SMs hold fewer blocks, so each runs faster
+    assert conv.wave_seconds(264 + 132, 10, 132, 2, 1.0) == 10 * (2 + 1)
+    geo = conv.Geometry.of("t", *conv.ALEXNET_SHAPES[1][1:])                  # conv2: 5.5 waves unsplit
+    assert conv.v4_plan(geo, "fwd").splits == 1
 
 
 def test_non_contiguous_inputs_are_copied():
@@ -223,6 +276,12 @@ def test_bad_input_errors():
         conv.conv2d_backward_bias([1.0, 2.0])
     with pytest.raises(ValueError, match="splits"):
         conv.backward_filter(dy, x, ws, groups=2, splits=0)
+    with pytest.raises(ValueError, match="splits is a v4 setting"):
+        conv.conv2d_forward(x, w, groups=2, version="v3", splits=2)
+    with pytest.raises(ValueError, match="tile_rows must be one of"):
+        conv.conv2d_forward(x, w, groups=2, version="v3", tile_rows=96)
+    with pytest.raises(TypeError, match="conv2d_forward: stride"):            # the op names itself
+        conv.conv2d_forward(x, w, stride="1", groups=2)
 
 
 @pytest.mark.parametrize("version", ALL_PASS_VERSIONS)
@@ -236,3 +295,65 @@ def test_empty_batch(version):
     assert dw.shape == w.shape and not dw.any()
     db = conv.conv2d_backward_bias(dy, version=version)
     assert db.shape == (2,) and not db.any()
+
+
+def _winograd_float64(x, w, pad):
+    """F(2x2, 3x3) in float64 with conv.WINO_* (one group): the algorithm alone, no kernel."""
+    n, c, h, wd = x.shape
+    ph, pw = pad
+    oh, ow = h + 2 * ph - 2, wd + 2 * pw - 2
+    th, tw = -(-oh // 2), -(-ow // 2)
+    xp = np.zeros((n, c, 2 * th + 2, 2 * tw + 2))
+    xp[:, :, ph:ph + h, pw:pw + wd] = x
+    d = np.stack([np.stack([xp[:, :, 2 * a:2 * a + 4, 2 * b:2 * b + 4] for b in range(tw)], 2)
+                  for a in range(th)], 2)                                     # (n, c, th, tw, 4, 4)
+    bt, g, at = conv.WINO_BT, conv.WINO_G, conv.WINO_AT
+    v = np.einsum("ij,nctujk,lk->nctuil", bt, d, bt)
+    u = np.einsum("ij,fcjk,lk->fcil", g, w, g)
+    m = np.einsum("fcil,nctuil->nftuil", u, v)
+    y = np.einsum("ij,nftujk,lk->nftuil", at, m, at)                          # (n, f, th, tw, 2, 2)
+    return y.transpose(0, 1, 2, 4, 3, 5).reshape(n, w.shape[0], 2 * th, 2 * tw)[:, :, :oh, :ow]
+
+
+def test_winograd_transforms_are_exact_in_float64():
+    """F(2x2, 3x3)'s B, G, A give the direct convolution to rounding in float64 (the
+    algorithm has no approximation; its float32 error is rounding in the transforms)."""
+    rng = np.random.default_rng(31)
+    x, w = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3))
+    for pad in ((1, 1), (0, 2)):
+        ref = R.conv2d_forward(x, w, None, 1, pad)
+        got = _winograd_float64(x, w, pad)
+        assert np.max(np.abs(got - ref)) <= 1e-12 * np.max(np.abs(ref))
+
+
+@pytest.mark.parametrize("pass_", ["fwd", "bwd_data"])
+def test_winograd_float32_error_is_near_direct(pass_):
+    """The float32 Winograd kernels against the float64 reference: within 3x the error of
+    the direct v4 kernel on the same data (and under 1e-5 normwise), channels enough
+    for the sums to matter (C = 64: K = 576)."""
+    xs, ws, s, p, g = (2, 64, 9, 7), (16, 64, 3, 3), 1, 1, 1
+    rng = np.random.default_rng(32)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = (rng.standard_normal(ws) / 24).astype(np.float32)
+    dy = rng.standard_normal(conv._out_shape(xs, ws, s, p)).astype(np.float32)
+    geo = dict(stride=s, pad=p, groups=g)
+    if pass_ == "fwd":
+        ref = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, **geo)
+        run = lambda v: conv.conv2d_forward(x, w, None, **geo, version=v)        # noqa: E731
+    else:
+        ref = R.conv2d_backward_data(dy.astype(np.float64), w.astype(np.float64), xs, **geo)
+        run = lambda v: conv.conv2d_backward_data(dy, w, xs, **geo, version=v)   # noqa: E731
+    err = {v: checking.relative_error(run(v), ref) for v in ("winograd", "v4")}
+    print(f"{pass_}: normwise relative error winograd {err['winograd']:.2e}, direct v4 {err['v4']:.2e}")
+    assert err["winograd"] <= max(3 * err["v4"], 1e-7) and err["winograd"] < 1e-5
+
+
+def test_winograd_applies_to_3x3_stride_1_only():
+    geo = conv.Geometry.of("t", (2, 4, 9, 9), (4, 4, 3, 3), 1, 1, 1)
+    assert conv.winograd_applies(geo, "fwd") and conv.winograd_applies(geo, "bwd_data")
+    assert not conv.winograd_applies(geo, "bwd_filter")
+    assert not conv.winograd_applies(conv.Geometry.of("t", (2, 4, 9, 9), (4, 4, 3, 3), 2, 1, 1), "fwd")
+    assert not conv.winograd_applies(conv.Geometry.of("t", (2, 4, 9, 9), (4, 4, 5, 5), 1, 2, 1), "fwd")
+    x, w, b, dy = _data((2, 4, 9, 9), (4, 4, 5, 5), 1, 2, seed=33)            # 5x5: runs v4
+    np.testing.assert_array_equal(conv.conv2d_forward(x, w, b, 1, 2, version="winograd"),
+                                  conv.conv2d_forward(x, w, b, 1, 2, version="v4"))
