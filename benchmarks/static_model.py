@@ -518,8 +518,8 @@ def conv_launch(conv, pass_, version, layer, n=BATCH, tile_rows=None):
     functions and constants (convnet/kernel_ops/conv.py): kernel name, blocks, threads,
     useful and launched multiply-adds, compulsory bytes, split-K reduction bytes."""
     xs, ws, ys = layer.shapes(n)
-    geo = conv._geometry(xs, ws, layer.stride, layer.pad, layer.groups)
-    nb, c, h, w, f, kh, kw, oh, ow, sh, sw, ph, pw, g = geo
+    geo = conv.Geometry.of("static_model", xs, ws, layer.stride, layer.pad, layer.groups)
+    nb, c, h, w, f, kh, kw, oh, ow, sh, sw, ph, pw, g = geo.args
     cg, fg = c // g, f // g
     useful = nb * f * oh * ow * cg * kh * kw
     sizes = {"x": nb * c * h * w, "w": f * cg * kh * kw, "y": nb * f * oh * ow}
@@ -537,6 +537,12 @@ def conv_launch(conv, pass_, version, layer, n=BATCH, tile_rows=None):
         name_stem = "conv2d_bwd_filter"
     else:
         raise ValueError(f"unknown pass {pass_!r}")
+    if version == "v4":
+        v4 = conv.v4_plan(geo, pass_, tile_rows)
+        if v4 is None:                   # the launcher runs v3 where v4 does not apply
+            version, tile_rows = "v3", None
+        else:
+            return _v4_launch(conv, v4, pass_, geo, m, cols, useful, traffic, sizes, name_stem)
     tm, tn, threads, suffix = conv._tile(version, m, tile_rows)
     plan = {"useful_fma": useful, "bytes": traffic, "reduce_bytes": 0, "splits": 1,
             "gemm": (m, cols, k), "tile": (tm, tn), "threads": threads, "groups": g}
@@ -562,6 +568,25 @@ def conv_launch(conv, pass_, version, layer, n=BATCH, tile_rows=None):
     return plan
 
 
+def _v4_launch(conv, v4, pass_, geo, m, cols, useful, traffic, sizes, name_stem):
+    """The launch plan of a v4 pass from the launcher's own V4Plan (conv.v4_plan): tile,
+    K tiles per slice, splits (a split-K launch writes a workspace the reduce kernel reads)."""
+    if pass_ == "bwd_filter" and v4.masked:
+        cols = geo.taps * v4.run         # (tap, padded channel run) columns
+    tn = conv.V4_TILE_N
+    blocks = geo.groups * _cdiv(m, v4.rows) * _cdiv(cols, tn) * v4.splits
+    launched = blocks * v4.rows * tn * v4.tps * conv.V4_BK
+    out = {"fwd": sizes["y"], "bwd_data": sizes["x"], "bwd_filter": sizes["w"]}[pass_]
+    plan = {"useful_fma": useful, "bytes": traffic, "reduce_bytes": 0, "splits": v4.splits,
+            "gemm": (m, cols, v4.k_tiles * conv.V4_BK), "tile": (v4.rows, tn), "threads": v4.threads,
+            "groups": geo.groups, "kernel": f"{name_stem}_v4{v4.suffix}", "blocks": blocks,
+            "launched_fma": launched}
+    if v4.splits > 1:
+        plan["bytes"] += (v4.splits - 1) * out * 4
+        plan["reduce_bytes"] = (v4.splits + 1) * out * 4
+    return plan
+
+
 def model_pass(kernels, conv, pass_, version, layer, n=BATCH):
     """One row: the launch plan and its static bound."""
     plan = conv_launch(conv, pass_, version, layer, n)
@@ -584,7 +609,9 @@ def model_pass(kernels, conv, pass_, version, layer, n=BATCH):
 
 def alexnet_rows(kernels, versions=None, n=BATCH, config="alexnet"):
     conv = importlib.import_module("convnet.kernel_ops.conv")
-    versions = versions or list(conv.VERSIONS)
+    # the direct versions; Winograd's bound is benchmarks/conv_model.py's (its transforms
+    # are three kernels per pass, which this per-kernel model does not add up)
+    versions = versions or list(conv.DIRECT_VERSIONS)
     rows = []
     for layer in common.alexnet_conv_layers(config):
         for pass_ in layer.passes():

@@ -165,7 +165,7 @@ def test_conv_launch_plan_reads_the_launcher():
     from convnet.kernel_ops import conv
     layers = {l.name: l for l in common.alexnet_conv_layers("alexnet")}
     p = sm.conv_launch(conv, "bwd_filter", "v3", layers["conv2/col"])
-    geo = conv._geometry((128, 48, 27, 27), (128, 48, 5, 5), 1, 2, 1)
+    geo = conv.Geometry.of("test", (128, 48, 27, 27), (128, 48, 5, 5), 1, 2, 1)
     splits, chunk = conv.backward_filter_splits(geo, "v3")
     assert p["splits"] == splits and p["k_chunk"] == chunk
     tm, tn, threads, suffix = conv._tile("v3", 128)
@@ -174,6 +174,13 @@ def test_conv_launch_plan_reads_the_launcher():
     assert p["kernel"] == "conv2d_fwd_v2" and p["useful_fma"] == 128 * 96 * 55 * 55 * 3 * 121
     assert p["launched_fma"] >= p["useful_fma"]
     assert sm.conv_launch(conv, "bwd_data", "v3", layers["conv3"])["kernel"].startswith("conv2d_bwd_data_v3_s1")
+    # v4: the launcher's own plan (row tile, splits); where v4 does not apply, v3 as the launcher runs
+    geo3 = conv.Geometry.of("test", (128, 256, 13, 13), (384, 256, 3, 3), 1, 1, 1)
+    v4 = conv.v4_plan(geo3, "fwd")
+    p = sm.conv_launch(conv, "fwd", "v4", layers["conv3"])
+    assert p["kernel"] == "conv2d_fwd_v4" + v4.suffix and p["splits"] == v4.splits
+    assert p["launched_fma"] >= p["useful_fma"]
+    assert sm.conv_launch(conv, "bwd_data", "v4", layers["conv1"])["kernel"].startswith("conv2d_bwd_data_v3")
 
 
 @pytest.mark.skipif(not sm.find_tool("cuobjdump") or not (common.ROOT / "build/kernels/conv.fatbin").exists(),

@@ -440,7 +440,7 @@ def _v4_table(geo, pass_, plan, like):
     """_v4_table_np on like's backend (cached per GPU)."""
     table = _v4_table_np(geo, pass_, plan.masked, plan.run, plan.kp)
     if not is_cupy(like):
-        return table
+        return array_module(like).asarray(table)     # an emulated device's array where like is one
     key = (geo, pass_, plan.masked, plan.run, plan.kp, like.device.id)
     if key not in _V4_TABLES:
         import cupy
@@ -539,9 +539,7 @@ def _wino_forward(xp, x, w, b, geo, relu, rows=None):
     u = xp.einsum("ai,fcij,bj->fcab", gm, w, gm).reshape(g, fg, cg, 16)     # (G, Fg, Cg, 16)
     flat = xp.zeros(16 * g * kp * mp + V4_SPARE * mp, dtype=np.float32)
     flat[:16 * g * kp * mp].reshape(16, g, kp, mp)[:, :, :cg, :fg] = u.transpose(3, 0, 2, 1)
-    tab = _wino_table_np(cg, p, kp)
-    if is_cupy(x):
-        tab = xp.asarray(tab)
+    tab = xp.asarray(_wino_table_np(cg, p, kp))
     v = xp.empty(16 * geo.c * p, dtype=np.float32)
     m = xp.empty(16 * geo.f * p, dtype=np.float32)
     _get("conv2d_wino_input", x)(_cdiv(p * geo.c, V1_THREADS), V1_THREADS,
