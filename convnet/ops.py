@@ -13,7 +13,7 @@ import importlib
 
 import numpy as np
 
-from convnet import reference
+from convnet import cpu_ops, reference
 
 BACKENDS = ("numpy", "emu", "cuda")
 
@@ -58,13 +58,14 @@ def _check_arrays(name, backend, arrays):
 
 def _make_op(name):
     ref = getattr(reference, name)
+    numpy_op = getattr(cpu_ops, name, ref)          # the fast CPU version where there is one
 
     def op(*args, backend=None, **kwargs):
         arrays = [a for a in args if hasattr(a, "shape") and hasattr(a, "dtype")]
         backend = resolve_backend(backend, *arrays)
         _check_arrays(name, backend, arrays)
         if backend == "numpy":
-            return ref(*args, **kwargs)
+            return numpy_op(*args, **kwargs)
         family = importlib.import_module(f"convnet.kernel_ops.{FAMILY[name]}")
         return getattr(family, name)(*args, **kwargs)
 
