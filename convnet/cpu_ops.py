@@ -40,8 +40,10 @@ forward stored (and the same geometry); otherwise the columns are computed
 again. Like any saved activation, x must not be modified in place between the
 two calls.
 """
+import itertools
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -66,6 +68,7 @@ _blas_limit = None       # threadpoolctl limiter holding BLAS at one thread
 
 
 def _default_threads():
+    """CONVNET_CPU_THREADS, else one per available core (1 where threadpoolctl is missing)."""
     env = os.environ.get("CONVNET_CPU_THREADS")
     if env:
         try:
@@ -75,6 +78,10 @@ def _default_threads():
         if n < 1:
             raise ValueError(f"CONVNET_CPU_THREADS must be an integer >= 1, got {env!r}")
         return n
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return 1
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:          # not Linux
@@ -96,7 +103,11 @@ def set_threads(n):
         _blas_limit = None
     _threads = int(n)
     if _threads > 1:
-        import threadpoolctl
+        try:
+            import threadpoolctl
+        except ImportError:
+            raise ImportError("splitting ops over threads needs threadpoolctl (pip install threadpoolctl) "
+                              "to hold BLAS at one thread") from None
         _blas_limit = threadpoolctl.threadpool_limits(limits=1, user_api="blas")
         _pool = ThreadPoolExecutor(max_workers=_threads - 1, thread_name_prefix="convnet-cpu")
 
@@ -131,20 +142,56 @@ def keep_freed_memory():
     return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 
+PARTS_PER_THREAD = 2     # parts a split op is cut into per thread (see _run)
+
+
 def _parts(n, minimum=1):
-    """[(start, stop)]: range(n) in get_threads() contiguous parts of at least `minimum` (fewer if n is small)."""
-    k = max(1, min(get_threads(), n // max(minimum, 1)))
+    """[(start, stop)]: range(n) in up to PARTS_PER_THREAD * get_threads() contiguous parts of at
+    least `minimum` each (one part when n is small)."""
+    threads = get_threads()
+    k = 1 if threads == 1 else max(1, min(PARTS_PER_THREAD * threads, n // max(minimum, 1)))
     edges = [n * i // k for i in range(k + 1)]
     return [(edges[i], edges[i + 1]) for i in range(k)]
 
 
 def _run(fn, parts):
-    """[fn(*part) for part in parts], the first part in this thread and the rest on the pool."""
+    """[fn(*part) for part in parts], run by this thread and the pool's together.
+
+    Each thread takes the next part not yet taken until none is left, and this thread
+    returns as soon as every part is done: a pool thread that the OS deschedules (a
+    loaded machine) leaves its share to the others instead of holding up the op. That
+    is why there are more parts than threads. A pool thread that wakes after the op is
+    over finds nothing left to take.
+    """
     if len(parts) == 1:
         return [fn(*parts[0])]
-    futures = [_pool.submit(fn, *p) for p in parts[1:]]
-    first = fn(*parts[0])
-    return [first] + [f.result() for f in futures]
+    results = [None] * len(parts)
+    errors = []
+    taken = itertools.count()            # next() is atomic under the GIL
+    left = [len(parts)]
+    lock = threading.Lock()
+    finished = threading.Event()
+
+    def drain():
+        for i in taken:
+            if i >= len(parts):
+                return
+            try:
+                results[i] = fn(*parts[i])
+            except BaseException as e:   # re-raised in the calling thread
+                errors.append(e)
+            with lock:
+                left[0] -= 1
+                if not left[0]:
+                    finished.set()
+
+    for _ in range(min(_threads, len(parts)) - 1):
+        _pool.submit(drain)
+    drain()
+    finished.wait()
+    if errors:
+        raise errors[0]
+    return results
 
 
 # --- convolution ----------------------------------------------------------

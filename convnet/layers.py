@@ -35,7 +35,7 @@ import math
 
 import numpy as np
 
-from convnet import ops
+from convnet import cpu_ops, ops
 
 NEURONS = ("relu", "tanh")
 COMMON_KEYS = ("name", "type", "inputs", "column")
@@ -283,6 +283,8 @@ class Conv(Layer):
         self.params = {"w": Param(f"{self.name}.w", (f, c // self.groups, kh, kw), self.name),
                        "b": Param(f"{self.name}.b", (f,), self.name)}
         self.x = self.y = None
+        # numpy backend: the forward's im2col columns, reused by backward-filter (convnet.cpu_ops)
+        self.cache = cpu_ops.ConvCache() if self.backend == "numpy" else None
         return f, oh, ow
 
     def describe(self):
@@ -301,6 +303,11 @@ class Conv(Layer):
         if self.fuse_epilogue and self.neuron == "relu" and not self._relu_deferred(train):
             from convnet.kernel_ops import conv      # bias + ReLU in the convolution's epilogue
             y = conv.conv2d_forward(x, w, b, **geo, relu=True)
+        elif self.cache is not None:                # numpy backend: cpu_ops, ReLU in the output copy
+            relu = self.neuron == "relu" and not self._relu_deferred(train)
+            y = ops.conv2d_forward(x, w, b, **geo, relu=relu, cache=self.cache, backend=self.backend)
+            if not relu:
+                y = self._neuron_forward(y, train)
         else:
             y = ops.conv2d_forward(x, w, b, **geo, backend=self.backend)
             y = self._neuron_forward(y, train)
@@ -312,8 +319,9 @@ class Conv(Layer):
         need = self._need(need)
         dy = self._neuron_backward(dy, self.y)
         w = self.params["w"]
+        extra = {} if self.cache is None else {"cache": self.cache}
         w.grad = ops.conv2d_backward_filter(dy, self.x, w.shape, stride=self.stride, pad=self.pad,
-                                            groups=self.groups, backend=self.backend)
+                                            groups=self.groups, backend=self.backend, **extra)
         self.params["b"].grad = ops.conv2d_backward_bias(dy, backend=self.backend)
         dx = None
         if any(need):

@@ -233,9 +233,14 @@ def test_threads_setting():
     try:
         C.set_threads(2)
         assert C.get_threads() == 2
-        assert C._parts(5) == [(0, 2), (2, 5)]
+        assert C._parts(5) == [(0, 1), (1, 2), (2, 3), (3, 5)]       # two parts per thread
         assert C._parts(1) == [(0, 1)]
         assert C._parts(40, 16) == [(0, 20), (20, 40)]
+        assert C._run(lambda a, b: b - a, C._parts(9)) == [2, 2, 2, 3]
+        with pytest.raises(ZeroDivisionError):
+            C._run(lambda a, b: 1 // a, C._parts(9))                 # a part's error reaches the caller
+        C.set_threads(1)
+        assert C._parts(64) == [(0, 64)]
         with pytest.raises(ValueError, match="threads"):
             C.set_threads(0)
     finally:
