@@ -152,9 +152,12 @@ def _parts(n, minimum=1, item_bytes=0):
     take more than PART_BYTES at `item_bytes` each (one part when n is small).
 
     Why the cache size: fashion conv1's GEMM (24 x 25 times 25 x 576 per image) takes
-    10-13 us an image on 4-8 images at a time but 26 us on all 64 at once; over the
-    fashion net's conv ops, parts of 2 MiB (this machine's L2 per core) took 13-22% less
-    CPU time than unsplit ones, 1 MiB 7-12% and 512 KiB 2-6% (one thread, min of 40).
+    10-13 us an image on 4-8 images at a time but 26 us on all 64 at once. The sum of
+    the fastest of 40 runs of 8 conv, ReLU and pool ops of the fashion net (one thread,
+    loaded 2-core AMD EPYC with 2 MiB L2 per core): unsplit 28.2 and 24.5 ms, 1 MiB
+    parts 25.0 and 21.8 ms in the same two runs; in two later runs 512 KiB 24.1 and
+    23.1, 1 MiB 20.8 and 21.6, 2 MiB 20.6 and 19.2 ms. (Pooling is not split by size:
+    it got slower.)
     """
     threads = get_threads()
     k = 1 if threads == 1 else PARTS_PER_THREAD * threads
