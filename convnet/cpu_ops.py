@@ -57,7 +57,7 @@ __all__ = [
     "ConvCache", "set_threads", "get_threads", "keep_freed_memory",
     "conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter", "conv2d_backward_bias",
     "fc_forward", "fc_backward_data", "fc_backward_filter",
-    "maxpool_forward", "maxpool_backward", "relu_forward", "relu_backward",
+    "maxpool_forward", "maxpool_backward", "relu_forward", "relu_backward", "sgd_update",
 ]
 
 # --- threads --------------------------------------------------------------
@@ -612,3 +612,30 @@ def maxpool_backward(dy, x, y, size=3, stride=2):
     if dx.size:
         _run(part, _parts(n))
     return dx
+
+
+# --- SGD ------------------------------------------------------------------
+
+def sgd_update(w, dw, v, lr, momentum=0.9, weight_decay=0.0005):
+    """reference.sgd_update, in place, with the same arithmetic in the same order (so the same
+    bits), without full-size temporaries and split over the threads for large tensors."""
+    if not (isinstance(w, np.ndarray) and isinstance(v, np.ndarray) and isinstance(dw, np.ndarray)
+            and w.dtype == v.dtype == dw.dtype and w.dtype.kind == "f" and w.shape == dw.shape == v.shape
+            and w.flags.c_contiguous and v.flags.c_contiguous and dw.flags.c_contiguous
+            and all(isinstance(a, (int, float, np.integer, np.floating)) and math.isfinite(a)
+                    for a in (lr, momentum, weight_decay))):
+        return reference.sgd_update(w, dw, v, lr, momentum, weight_decay)     # its checks and messages
+    dt = v.dtype.type
+    wf, dwf, vf = w.reshape(-1), dw.reshape(-1), v.reshape(-1)
+    decay, rate, mom = dt(weight_decay * lr), dt(lr), dt(momentum)
+
+    def part(i0, i1):
+        vp, wp = vf[i0:i1], wf[i0:i1]
+        tmp = np.multiply(wp, decay)
+        vp *= mom
+        vp -= tmp
+        np.multiply(dwf[i0:i1], rate, out=tmp)
+        vp -= tmp
+        wp += vp
+
+    _run(part, _parts(wf.size, 1 << 15))

@@ -294,3 +294,18 @@ def test_benchmark_runs_ours_alone(tmp_path, capsys):
     assert [r["impl"] for r in doc["rows"]] == ["ours"]
     assert doc["rows"][0]["images_per_s"] > 0 and len(doc["rows"][0]["block_seconds"]) == 1
     assert "ours" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sgd_update_same_bits_as_the_reference(dtype, threads):
+    rng = np.random.default_rng(9)
+    for shape in ((256, 768), (10,), (3, 5, 7, 11)):
+        w, dw, v = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
+        w2, v2 = w.copy(), v.copy()
+        assert C.sgd_update(w, dw, v, 0.05, 0.9, 0.0005) is None
+        R.sgd_update(w2, dw, v2, 0.05, 0.9, 0.0005)
+        assert np.array_equal(w, w2) and np.array_equal(v, v2)
+    with pytest.raises(TypeError, match="in place"):
+        C.sgd_update([1.0], np.ones(1), np.ones(1), 0.1)
+    with pytest.raises(ValueError, match="lr"):
+        C.sgd_update(np.ones(2), np.ones(2), np.ones(2), float("nan"))
