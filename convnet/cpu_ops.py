@@ -548,28 +548,57 @@ def _pool_input(x, size, stride, out, hp, wp):
     return xp
 
 
-def maxpool_forward(x, size=3, stride=2):
-    """reference.maxpool_forward: no padded copy when no window is clipped; batch split over the threads."""
+NO_MAXIMUM = 255          # argmax of a window whose maximum is NaN: the reference gives it no gradient
+
+
+def _argmax_dtype(size):
+    return np.uint8 if size * size < NO_MAXIMUM else np.int32
+
+
+def maxpool_forward(x, size=3, stride=2, argmax=False):
+    """reference.maxpool_forward: no padded copy when no window is clipped; batch split over the threads.
+
+    argmax=True returns (y, arg): arg (N, C, OH, OW) holds p*size + q of each window's first
+    maximal element in row-major order (NO_MAXIMUM where the window's maximum is NaN), for
+    maxpool_backward(..., argmax=arg) to use instead of comparing x with y again.
+    """
     x = _float_array(x, "x", 4)
     out, (hp, wp) = _pool_geometry(x.shape, size, stride)
+    if not isinstance(argmax, (bool, np.bool_)):
+        raise TypeError(f"argmax must be a bool, got {argmax!r}")
     n, c = x.shape[:2]
     y = np.empty((n, c) + out, dtype=x.dtype)
+    arg = np.zeros(y.shape, dtype=_argmax_dtype(size)) if argmax else None
 
     def part(n0, n1):
         views = _pool_views(_pool_input(x[n0:n1], size, stride, out, hp, wp), size, stride, out)
         yp = y[n0:n1]
         np.copyto(yp, views[0, 0])
-        for pq, v in views.items():
-            if pq != (0, 0):
-                np.maximum(yp, v, out=yp)
+        if argmax:
+            ap = arg[n0:n1]
+            gt = np.empty(yp.shape, dtype=bool)
+            k = np.empty(yp.shape, dtype=ap.dtype)
+        for (p, q), v in views.items():
+            if (p, q) == (0, 0):
+                continue
+            if argmax:          # offsets rise, so max(arg, offset if strictly larger) keeps the first maximum
+                np.greater(v, yp, out=gt)
+                np.multiply(gt, k.dtype.type(p * size + q), out=k)
+                np.maximum(ap, k, out=ap)
+            np.maximum(yp, v, out=yp)
+        if argmax:
+            nan = np.isnan(yp)
+            if nan.any():
+                ap[nan] = NO_MAXIMUM
 
     if y.size:
         _run(part, _parts(n))
-    return y
+    return (y, arg) if argmax else y
 
 
-def maxpool_backward(dy, x, y, size=3, stride=2):
-    """reference.maxpool_backward, with the window maxima taken from y (the forward output for x).
+def maxpool_backward(dy, x, y, size=3, stride=2, argmax=None):
+    """reference.maxpool_backward, with the window maxima taken from y (the forward output for x),
+    or the first maxima from argmax (maxpool_forward(..., argmax=True) of this x).
 
     Offsets in row-major order claim the windows whose maximum they hold and that no
     earlier offset claimed (ties -> first maximum); overlapping windows add.
@@ -581,31 +610,39 @@ def maxpool_backward(dy, x, y, size=3, stride=2):
     expected = x.shape[:2] + out
     if dy.shape != expected or y.shape != expected:
         raise ValueError(f"dy {dy.shape} and y {y.shape} must have the pooled shape {expected}")
+    if argmax is not None and (not isinstance(argmax, np.ndarray) or argmax.shape != expected
+                               or argmax.dtype != _argmax_dtype(size)):
+        raise ValueError(f"argmax must be the {_argmax_dtype(size).__name__} array {expected} that "
+                         f"maxpool_forward(x, {size}, {stride}, argmax=True) returned")
     n, c, h, w = x.shape
     dt = np.result_type(dy, x)
     dx = np.empty((n, c, h, w), dtype=dt)
     tiled = size == stride and (hp, wp) == (h, w)     # windows tile x: each element in exactly one
 
     def part(n0, n1):
-        xs, ys, dys = x[n0:n1], y[n0:n1], dy[n0:n1]
-        xv = _pool_views(_pool_input(xs, size, stride, out, hp, wp), size, stride, out)
+        ys, dys = y[n0:n1], dy[n0:n1]
         if tiled:
             dxp = dx[n0:n1]
         else:
             dxp = np.zeros((n1 - n0, c, hp, wp), dtype=dt)
         dv = _pool_views(dxp, size, stride, out)
-        taken = np.zeros(ys.shape, dtype=bool)
         hit = np.empty(ys.shape, dtype=bool)
+        if argmax is None:
+            xv = _pool_views(_pool_input(x[n0:n1], size, stride, out, hp, wp), size, stride, out)
+            taken = np.zeros(ys.shape, dtype=bool)
         last = (size - 1, size - 1)
-        for pq in xv:
-            np.equal(xv[pq], ys, out=hit)
-            np.greater(hit, taken, out=hit)          # hit and not taken
-            if pq != last:
-                taken |= hit
-            if tiled:
-                np.multiply(dys, hit, out=dv[pq])
+        for p, q in dv:
+            if argmax is None:
+                np.equal(xv[p, q], ys, out=hit)
+                np.greater(hit, taken, out=hit)          # hit and not taken
+                if (p, q) != last:
+                    taken |= hit
             else:
-                dv[pq] += dys * hit
+                np.equal(argmax[n0:n1], argmax.dtype.type(p * size + q), out=hit)
+            if tiled:
+                np.multiply(dys, hit, out=dv[p, q])
+            else:
+                dv[p, q] += dys * hit
         if not tiled:
             np.copyto(dx[n0:n1], dxp[:, :, :h, :w])
 

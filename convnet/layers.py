@@ -495,8 +495,13 @@ class Pool(Layer):
             self.y, self.arg = fused.lrn_maxpool_forward(x, **self._lrn_kw())
             self.x = x
             return self.y
-        fwd = ops.maxpool_forward if self.mode == "max" else ops.avgpool_forward
-        y = fwd(x, size=self.size, stride=self.stride, backend=self.backend)
+        if self.mode == "max" and self.backend == "numpy" and train:
+            # cpu_ops records each window's first maximum for the backward pass
+            y, self.arg = ops.maxpool_forward(x, size=self.size, stride=self.stride, argmax=True,
+                                              backend=self.backend)
+        else:
+            fwd = ops.maxpool_forward if self.mode == "max" else ops.avgpool_forward
+            y, self.arg = fwd(x, size=self.size, stride=self.stride, backend=self.backend), None
         self.x, self.y = x, y
         return y
 
@@ -508,7 +513,9 @@ class Pool(Layer):
             from convnet.kernel_ops import fused
             return [fused.lrn_maxpool_backward(dy, self.x, self.arg, **self._lrn_kw())]
         if self.mode == "max":
-            dx = ops.maxpool_backward(dy, self.x, self.y, size=self.size, stride=self.stride, backend=self.backend)
+            extra = {} if self.arg is None else {"argmax": self.arg}
+            dx = ops.maxpool_backward(dy, self.x, self.y, size=self.size, stride=self.stride, backend=self.backend,
+                                      **extra)
         else:
             dx = ops.avgpool_backward(dy, tuple(self.x.shape), size=self.size, stride=self.stride,
                                       backend=self.backend)

@@ -196,7 +196,11 @@ def test_maxpool_against_reference_with_ties(case, dtype, threads):
     y = R.maxpool_forward(x, size, stride)
     dy = rng.standard_normal(y.shape).astype(dtype)
     assert np.array_equal(C.maxpool_forward(x, size, stride), y)
-    assert np.array_equal(C.maxpool_backward(dy, x, y, size, stride), R.maxpool_backward(dy, x, y, size, stride))
+    dx_ref = R.maxpool_backward(dy, x, y, size, stride)
+    assert np.array_equal(C.maxpool_backward(dy, x, y, size, stride), dx_ref)
+    y2, arg = C.maxpool_forward(x, size, stride, argmax=True)
+    assert np.array_equal(y2, y) and arg.dtype == np.uint8
+    assert np.array_equal(C.maxpool_backward(dy, x, y, size, stride, argmax=arg), dx_ref)
 
 
 def test_maxpool_first_maximum_rule():
@@ -206,6 +210,8 @@ def test_maxpool_first_maximum_rule():
     dx = C.maxpool_backward(np.ones_like(y), x, y, 2, 2)
     # window (0,0): first 3 in row-major order is (0,1); (0,1): (0,2); (1,0): (2,0); (1,1): (2,2)
     assert dx.tolist() == [[[[0, 1, 1], [0, 0, 0], [1, 0, 1]]]]
+    _, arg = C.maxpool_forward(x, 2, 2, argmax=True)
+    assert arg.tolist() == [[[[1, 0], [0, 0]]]]                      # offsets p*2 + q within each window
 
 
 def test_maxpool_nan_and_errors_match_the_reference():
@@ -214,9 +220,17 @@ def test_maxpool_nan_and_errors_match_the_reference():
     y = R.maxpool_forward(x, 2, 2)
     dy = np.ones_like(y)
     assert np.array_equal(C.maxpool_forward(x, 2, 2), y, equal_nan=True)
-    assert np.array_equal(C.maxpool_backward(dy, x, y, 2, 2), R.maxpool_backward(dy, x, y, 2, 2))
+    dx_ref = R.maxpool_backward(dy, x, y, 2, 2)
+    assert np.array_equal(C.maxpool_backward(dy, x, y, 2, 2), dx_ref)
+    _, arg = C.maxpool_forward(x, 2, 2, argmax=True)
+    assert arg[0, 0, 0, 0] == C.NO_MAXIMUM                            # NaN window: no gradient
+    assert np.array_equal(C.maxpool_backward(dy, x, y, 2, 2, argmax=arg), dx_ref)
     with pytest.raises(ValueError, match="pooled shape"):
         C.maxpool_backward(dy[:, :1], x, y, 2, 2)
+    with pytest.raises(ValueError, match="argmax"):
+        C.maxpool_backward(dy, x, y, 2, 2, argmax=arg.astype(np.int64))
+    with pytest.raises(TypeError, match="argmax"):
+        C.maxpool_forward(x, 2, 2, argmax="yes")
 
 
 def test_maxpool_gradients_float64():
