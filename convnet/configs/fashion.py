@@ -49,10 +49,10 @@ HYPER = {
     "momentum": 0.9,
     "weight_decay": 0.0005,
     "batch_size": 64,
-    "epochs": 5,
+    "epochs": 3,
     "init_std": 0.01,
     "bias_init": 0.0,
-    "lr_schedule": {"type": "step", "epochs": [3, 4], "factor": 10.0},
+    "lr_schedule": {"type": "step", "epochs": [2], "factor": 10.0},
     "layers": {
         "conv1": {"init_std": 0.28},    # fan-in 25
         "conv2": {"init_std": 0.058},   # fan-in 600
