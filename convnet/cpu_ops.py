@@ -167,6 +167,12 @@ def _parts(n, minimum=1, item_bytes=0):
     return [(edges[i], edges[i + 1]) for i in range(k)]
 
 
+def _QUIET():
+    """No floating-point warnings from inside an op: BLAS-backed np.matmul warns on NaN or inf
+    where the reference's np.dot and tensordot do not (the training loop checks the loss)."""
+    return np.errstate(invalid="ignore", over="ignore")
+
+
 def _run(fn, parts):
     """[fn(*part) for part in parts], run by this thread and the pool's together.
 
@@ -177,7 +183,8 @@ def _run(fn, parts):
     over finds nothing left to take.
     """
     if len(parts) == 1 or _threads == 1:
-        return [fn(*p) for p in parts]
+        with _QUIET():
+            return [fn(*p) for p in parts]
     results = [None] * len(parts)
     errors = []
     taken = itertools.count()            # next() is atomic under the GIL
@@ -190,7 +197,8 @@ def _run(fn, parts):
             if i >= len(parts):
                 return
             try:
-                results[i] = fn(*parts[i])
+                with _QUIET():
+                    results[i] = fn(*parts[i])
             except BaseException as e:   # re-raised in the calling thread
                 errors.append(e)
             with lock:
@@ -520,9 +528,8 @@ def relu_backward(dy, y):
     zero = y.dtype.type(0)
 
     def part(i0, i1):
-        with np.errstate(invalid="ignore", over="ignore"):
-            np.multiply(dyf[i0:i1], np.greater(yf[i0:i1], zero), out=dxf[i0:i1])
-            return math.isfinite(dxf[i0:i1].sum())  # NaN or inf: dy had a non-finite value (or a huge one)
+        np.multiply(dyf[i0:i1], np.greater(yf[i0:i1], zero), out=dxf[i0:i1])
+        return math.isfinite(dxf[i0:i1].sum())      # NaN or inf: dy had a non-finite value (or a huge one)
 
     if not all(_run(part, _flat_parts(dyf.size, dy.itemsize))):
         return reference.relu_backward(dy, y)
