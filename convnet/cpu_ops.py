@@ -89,10 +89,23 @@ def _default_threads():
 
 
 def set_threads(n):
-    """Split each op over n threads (n >= 1; 1: run in the calling thread, BLAS keeps its own threads)."""
+    """Split each op over n threads (n >= 1; 1: everything in the calling thread).
+
+    BLAS is held at one thread either way (where threadpoolctl is installed): the ops
+    split their own work, and a multi-threaded OpenBLAS on a loaded machine is far
+    slower (the fashion net's step, one op thread, load average ~15: 290-650 ms with
+    OpenBLAS's 2 threads, see the module docstring for one).
+    """
     global _threads, _pool, _blas_limit
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"threads must be an int >= 1, got {n!r}")
+    try:
+        import threadpoolctl
+    except ImportError:
+        if n > 1:
+            raise ImportError("splitting ops over threads needs threadpoolctl (pip install threadpoolctl) "
+                              "to hold BLAS at one thread") from None
+        threadpoolctl = None
     if _threads is None:
         keep_freed_memory()
     if _pool is not None:
@@ -102,13 +115,9 @@ def set_threads(n):
         _blas_limit.restore_original_limits()
         _blas_limit = None
     _threads = int(n)
-    if _threads > 1:
-        try:
-            import threadpoolctl
-        except ImportError:
-            raise ImportError("splitting ops over threads needs threadpoolctl (pip install threadpoolctl) "
-                              "to hold BLAS at one thread") from None
+    if threadpoolctl is not None:
         _blas_limit = threadpoolctl.threadpool_limits(limits=1, user_api="blas")
+    if _threads > 1:
         _pool = ThreadPoolExecutor(max_workers=_threads - 1, thread_name_prefix="convnet-cpu")
 
 
