@@ -15,25 +15,36 @@ What the fast versions do differently:
   fashion net: 8) make the image layout's copy slow, so the layout is chosen
   per shape (_conv_layout). The forward's columns can be kept for
   backward-filter in a ConvCache that the layer owns and passes to both calls.
-- The batch is split into contiguous parts that run on a pool of threads
+- The batch is split into contiguous parts (at least two per thread, and
+  small enough for a core's L2 cache) that a pool of threads takes in turn
   (set_threads; default one per available core). NumPy's copies, ufuncs and
   BLAS release the GIL, so the parts run in parallel; BLAS itself is held to
-  one thread (threadpoolctl) while the pool has more than one, so the two
-  levels do not fight over the cores.
+  one thread (threadpoolctl), so the two levels do not fight over the cores.
+- glibc's malloc is told to keep freed blocks (keep_freed_memory): otherwise
+  every large array of a step arrives as fresh pages that fault in.
 - ReLU backward multiplies by the mask (no branches; np.where's branch is slow
   on a random mask) and falls back to the reference when dy is not finite,
   where the product would give NaN and the reference 0.
 - Max-pool backward takes the window maxima from the forward output y instead
-  of recomputing them, and writes non-overlapping windows in place.
+  of recomputing them, or the first maxima the forward recorded
+  (maxpool_forward(..., argmax=True)), and writes non-overlapping windows in
+  place.
+- sgd_update does the reference's arithmetic in the same order (the same
+  bits) without full-size temporaries.
 
 Extra keyword arguments (not in the reference): conv2d_forward(..., relu=,
 cache=, layout=), conv2d_backward_filter(..., cache=, layout=),
-conv2d_backward_data(..., layout=). How a conv layer uses the cache:
+conv2d_backward_data(..., layout=), maxpool_forward(..., argmax=),
+maxpool_backward(..., argmax=). How a layer uses the conv cache and the
+pooling argmax (convnet/layers.py, Conv and Pool on the "numpy" backend):
 
     cache = ConvCache()                                   # one per layer
     y = conv2d_forward(x, w, b, stride, pad, groups, cache=cache)
     ...
     dw = conv2d_backward_filter(dy, x, w.shape, stride, pad, groups, cache=cache)
+
+    y, arg = maxpool_forward(x, size, stride, argmax=True)     # when training
+    dx = maxpool_backward(dy, x, y, size, stride, argmax=arg)
 
 The cache is used only when backward-filter gets the very array object the
 forward stored (and the same geometry); otherwise the columns are computed
@@ -93,8 +104,8 @@ def set_threads(n):
 
     BLAS is held at one thread either way (where threadpoolctl is installed): the ops
     split their own work, and a multi-threaded OpenBLAS on a loaded machine is far
-    slower (the fashion net's step, one op thread, load average ~15: 290-650 ms with
-    OpenBLAS's 2 threads, see the module docstring for one).
+    slower (the fashion net's step with one op thread, load average ~15: 290-650 ms
+    with OpenBLAS's 2 threads, 50-58 ms with one; benchmarks/cpu_throughput.py).
     """
     global _threads, _pool, _blas_limit
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
