@@ -2,6 +2,7 @@
 
     python3 benchmarks/cpu_throughput.py                    # fashion net, 7 rounds of 100 steps each
     python3 benchmarks/cpu_throughput.py --steps 50 --rounds 5 --no-torch
+    python3 benchmarks/cpu_throughput.py --threads 1 --per-op
 
 Both train the same network (a PyTorch model built from the config's layers,
 starting from our net's initial weights) with the same recipe (the config's
@@ -20,6 +21,11 @@ block of each, in ms/step and images/s, with every block's time, the load
 average during the run, and the thread settings. PyTorch uses
 torch.set_num_threads(--threads), ours convnet.cpu_ops' thread count
 (CONVNET_CPU_THREADS); the default is one per available core for both.
+
+--per-op then times every conv, pool and fc layer's forward and backward
+ops of both in one process, one thread each, in CPU time (the fastest of 20
+runs), which a loaded machine disturbs far less than wall time: where the
+gap between the two lies.
 
 Results: benchmarks/results/cpu_throughput-<cpu>-<date>-<commit>.json
 (written atomically). PyTorch is a benchmark-only dependency: without it
@@ -195,6 +201,97 @@ def check(cfg, batches, torch):
             "grad_rel_err": errs, "loss2_ours": lo2, "loss2_torch": lt2}
 
 
+# --- per op ------------------------------------------------------------------------
+
+def _cpu_ms(fn, repeat):
+    """The fastest of `repeat` runs of fn, in this thread's CPU milliseconds (robust to load)."""
+    for _ in range(2):
+        fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.thread_time()
+        fn()
+        best = min(best, time.thread_time() - t0)
+    return 1e3 * best
+
+
+def per_op(cfg, batches, torch, repeat=20):
+    """One thread each: every conv, pool and fc layer's forward and backward, ours against
+    PyTorch's, in CPU ms (fastest of `repeat`). Rows {"op", "ours_ms", "torch_ms"}."""
+    import torch.nn.functional as F
+    from convnet import cpu_ops
+    cpu_ops.set_threads(1)
+    torch.set_num_threads(1)
+    _, net = ours_trainer(cfg)
+    x, labels = batches[0]
+    net.loss(net.forward(x, train=True), labels)
+    rows = []
+    rng = np.random.default_rng(0)
+    for name in net.run_order:
+        L = net.layers[name]
+        if L.kind not in ("conv", "pool", "fc"):
+            continue
+        xin = np.ascontiguousarray(L.x)
+        dy = rng.standard_normal(L.y.shape).astype(np.float32)
+        X = torch.from_numpy(xin).requires_grad_(name != net.run_order[0])
+        if L.kind == "conv":
+            w, b = L.params["w"].value, L.params["b"].value
+            geo = dict(stride=L.stride, pad=L.pad, groups=L.groups)
+            cache = cpu_ops.ConvCache()
+            relu = L.neuron == "relu"
+            W, B = torch.from_numpy(w).requires_grad_(), torch.from_numpy(b).requires_grad_()
+            with torch.no_grad():
+                t_f = _cpu_ms(lambda: F.relu(F.conv2d(X, W, B, L.stride, L.pad, 1, L.groups)) if relu
+                              else F.conv2d(X, W, B, L.stride, L.pad, 1, L.groups), repeat)
+            rows.append({"op": f"{name} forward", "ours_ms": _cpu_ms(
+                lambda: cpu_ops.conv2d_forward(xin, w, b, **geo, relu=relu, cache=cache), repeat), "torch_ms": t_f})
+            Y = F.conv2d(X, W, B, L.stride, L.pad, 1, L.groups)
+            DY = torch.from_numpy(dy)
+            wrt = [W, B] + ([X] if X.requires_grad else [])
+
+            def ours_bwd():
+                cpu_ops.conv2d_backward_filter(dy, xin, w.shape, **geo, cache=cache)
+                cpu_ops.conv2d_backward_bias(dy)
+                if X.requires_grad:
+                    cpu_ops.conv2d_backward_data(dy, w, xin.shape, **geo)
+            rows.append({"op": f"{name} backward" + (" (no data gradient)" if not X.requires_grad else ""),
+                         "ours_ms": _cpu_ms(ours_bwd, repeat),
+                         "torch_ms": _cpu_ms(lambda: torch.autograd.grad(Y, wrt, DY, retain_graph=True), repeat)})
+            if relu:
+                yv = L.y
+                YR = torch.from_numpy(np.ascontiguousarray(yv)).requires_grad_()
+                R = F.relu(YR)
+                rows.append({"op": f"{name} relu backward", "ours_ms": _cpu_ms(lambda: cpu_ops.relu_backward(dy, yv), repeat),
+                             "torch_ms": _cpu_ms(lambda: torch.autograd.grad(R, [YR], DY, retain_graph=True), repeat)})
+        elif L.kind == "pool" and L.mode == "max":
+            X.requires_grad_(True)
+            y, arg = cpu_ops.maxpool_forward(xin, L.size, L.stride, argmax=True)
+            with torch.no_grad():
+                t_f = _cpu_ms(lambda: F.max_pool2d(X, L.size, L.stride, ceil_mode=True), repeat)
+            rows.append({"op": f"{name} forward", "ours_ms": _cpu_ms(
+                lambda: cpu_ops.maxpool_forward(xin, L.size, L.stride, argmax=True), repeat), "torch_ms": t_f})
+            P = F.max_pool2d(X, L.size, L.stride, ceil_mode=True)
+            DP = torch.from_numpy(dy)
+            rows.append({"op": f"{name} backward", "ours_ms": _cpu_ms(
+                lambda: cpu_ops.maxpool_backward(dy, xin, y, L.size, L.stride, argmax=arg), repeat),
+                "torch_ms": _cpu_ms(lambda: torch.autograd.grad(P, [X], DP, retain_graph=True), repeat)})
+        elif L.kind == "fc":
+            w, b = L.params["w"].value, L.params["b"].value
+            X2 = X.detach().reshape(X.shape[0], -1).requires_grad_()
+            W, B = torch.from_numpy(w).requires_grad_(), torch.from_numpy(b).requires_grad_()
+            with torch.no_grad():
+                t_f = _cpu_ms(lambda: F.linear(X2, W, B), repeat)
+            x2 = xin.reshape(xin.shape[0], -1)
+            rows.append({"op": f"{name} forward", "ours_ms": _cpu_ms(lambda: cpu_ops.fc_forward(x2, w, b), repeat),
+                         "torch_ms": t_f})
+            Y = F.linear(X2, W, B)
+            DY = torch.from_numpy(dy)
+            rows.append({"op": f"{name} backward", "ours_ms": _cpu_ms(
+                lambda: (cpu_ops.fc_backward_filter(dy, x2), cpu_ops.fc_backward_data(dy, w), dy.sum(axis=0)), repeat),
+                "torch_ms": _cpu_ms(lambda: torch.autograd.grad(Y, [X2, W, B], DY, retain_graph=True), repeat)})
+    return rows
+
+
 # --- workers --------------------------------------------------------------------
 
 def worker(impl, cfg_name, state_path, batches_count, threads, warmup, data):
@@ -280,6 +377,8 @@ def build_parser():
     p.add_argument("--threads", type=int, default=available_cores(), help="threads for each (default: cores)")
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist (default) or random")
     p.add_argument("--no-torch", action="store_true", help="time ours alone")
+    p.add_argument("--per-op", action="store_true",
+                   help="also time each conv, pool and fc layer's ops against PyTorch's (one thread each, CPU ms)")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     p.add_argument("--worker", choices=("ours", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--state", help=argparse.SUPPRESS)
@@ -352,6 +451,14 @@ def main(argv=None):
         print(f"{row['impl']:6} {row['ms_per_step']:8.2f} {row['images_per_s']:8.0f}")
     extra = {"config": args.config, "data": source, "load_average": loads, "check": result["check"],
              "torch": why if torch is None else None}
+    if args.per_op and torch is not None:
+        ops_rows = per_op(cfg, batches, torch)
+        extra["per_op_one_thread_cpu_ms"] = ops_rows
+        print(f"\n{'op (one thread each, CPU ms, fastest of 20)':46} {'ours':>7} {'torch':>7} {'ours/torch':>10}")
+        for r in ops_rows:
+            print(f"{r['op']:46} {r['ours_ms']:7.3f} {r['torch_ms']:7.3f} {r['ours_ms'] / r['torch_ms']:10.2f}")
+        so, st = sum(r["ours_ms"] for r in ops_rows), sum(r["torch_ms"] for r in ops_rows)
+        print(f"{'sum':46} {so:7.3f} {st:7.3f} {so / st:10.2f}")
     if torch is not None:
         ratio = rows[0]["images_per_s"] / rows[1]["images_per_s"]
         per_round = [t / o for o, t in zip(blocks["ours"], blocks["torch"])]

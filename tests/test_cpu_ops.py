@@ -290,10 +290,15 @@ def test_benchmark_check_against_torch():
                for _ in range(2)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    before = C.get_threads()
     try:
         result = bench.check(cfg, batches, torch)
+        rows = bench.per_op(cfg, batches, torch, repeat=1)
     finally:
         torch.set_num_threads(threads)
+        C.set_threads(before)
+    assert [r["op"] for r in rows][:3] == ["conv1 forward", "conv1 backward (no data gradient)", "conv1 relu backward"]
+    assert all(r["ours_ms"] > 0 and r["torch_ms"] > 0 for r in rows)
     assert result["ok"], result
     assert math.isclose(result["loss_ours"], result["loss_torch"], rel_tol=1e-4)
 
