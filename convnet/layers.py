@@ -6,10 +6,12 @@
                                                    # gradients go to layer.params[k].grad
 
 Shapes exclude the batch: (C, H, W) for images, (features,) for fc outputs.
-Every computation goes through convnet.ops on the layer's device (the host's
-NumPy reference, or the CUDA kernels on an emulated device or a GPU). A layer
-holds what its backward needs from the last forward (its inputs or outputs),
-nothing else, and knows nothing of its neighbours.
+Every computation goes through convnet.ops on the layer's device (on the
+host the fast CPU ops of convnet/cpu_ops.py, or the CUDA kernels on an
+emulated device or a GPU). A layer holds what its backward needs from the
+last forward (its inputs or outputs; on the host also a conv layer's im2col
+columns, in a cpu_ops.ConvCache, and a max pool's argmax), nothing else, and
+knows nothing of its neighbours.
 
 Several inputs are concatenated along channels (conv; they must share H x W)
 or along flattened features (fc), in the order the spec lists them; the
@@ -29,7 +31,7 @@ import math
 import numpy as np
 
 from convnet import backend as _backend
-from convnet import ops, reference
+from convnet import cpu_ops, ops, reference
 
 NEURONS = ("relu", "tanh")
 COMMON_KEYS = ("name", "type", "inputs", "column")
@@ -259,6 +261,8 @@ class Conv(Layer):
         self.params = {"w": Param(f"{self.name}.w", (f, c // self.groups, kh, kw), self.name),
                        "b": Param(f"{self.name}.b", (f,), self.name)}
         self.x = self.y = None
+        # host: the forward's im2col columns, reused by backward-filter (convnet.cpu_ops)
+        self.cache = None if self.device.runs_kernels else cpu_ops.ConvCache()
         return f, oh, ow
 
     def describe(self):
@@ -274,10 +278,11 @@ class Conv(Layer):
         x = self._concat(inputs, flatten=False)
         w, b = self.params["w"].value, self.params["b"].value
         geo = dict(stride=self.stride, pad=self.pad, groups=self.groups)
+        extra = {} if self.cache is None else {"cache": self.cache}
         if self.neuron == "relu":               # bias + ReLU in the convolution's epilogue
-            y = ops.conv2d_forward(x, w, b, **geo, relu=True, backend=self.device)
+            y = ops.conv2d_forward(x, w, b, **geo, relu=True, backend=self.device, **extra)
         else:
-            y = self._neuron_forward(ops.conv2d_forward(x, w, b, **geo, backend=self.device))
+            y = self._neuron_forward(ops.conv2d_forward(x, w, b, **geo, backend=self.device, **extra))
         self.x, self.y = x, y
         return y
 
@@ -286,8 +291,9 @@ class Conv(Layer):
         need = self._need(need)
         dy = self._neuron_backward(dy, self.y)
         w = self.params["w"]
+        extra = {} if self.cache is None else {"cache": self.cache}
         w.grad = ops.conv2d_backward_filter(dy, self.x, w.shape, stride=self.stride, pad=self.pad,
-                                            groups=self.groups, backend=self.device)
+                                            groups=self.groups, backend=self.device, **extra)
         self.params["b"].grad = ops.conv2d_backward_bias(dy, backend=self.device)
         dx = None
         if any(need):
@@ -442,7 +448,7 @@ class Pool(Layer):
         self.stride = self._int_opt("stride", 1)
         if self.size > h or self.size > w:
             raise self.error(f"pooling window {self.size}x{self.size} is larger than the input {h}x{w}")
-        self.x = self.y = None
+        self.x = self.y = self.arg = None
         return (c, reference.pool_output_size(h, self.size, self.stride),
                 reference.pool_output_size(w, self.size, self.stride))
 
@@ -452,8 +458,13 @@ class Pool(Layer):
     def forward(self, inputs, train=True):
         self._check_inputs(inputs)
         x = inputs[0]
-        fwd = ops.maxpool_forward if self.mode == "max" else ops.avgpool_forward
-        y = fwd(x, size=self.size, stride=self.stride, backend=self.device)
+        if self.mode == "max" and train and not self.device.runs_kernels:
+            # the host's CPU version records each window's first maximum for the backward
+            y, self.arg = ops.maxpool_forward(x, size=self.size, stride=self.stride, argmax=True,
+                                              backend=self.device)
+        else:
+            fwd = ops.maxpool_forward if self.mode == "max" else ops.avgpool_forward
+            y, self.arg = fwd(x, size=self.size, stride=self.stride, backend=self.device), None
         self.x, self.y = x, y
         return y
 
@@ -462,7 +473,9 @@ class Pool(Layer):
         if not self._need(need)[0]:
             return [None]
         if self.mode == "max":
-            dx = ops.maxpool_backward(dy, self.x, self.y, size=self.size, stride=self.stride, backend=self.device)
+            extra = {} if self.arg is None else {"argmax": self.arg}
+            dx = ops.maxpool_backward(dy, self.x, self.y, size=self.size, stride=self.stride,
+                                      backend=self.device, **extra)
         else:
             dx = ops.avgpool_backward(dy, tuple(self.x.shape), size=self.size, stride=self.stride,
                                       backend=self.device)

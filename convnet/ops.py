@@ -8,12 +8,14 @@
 Every op has the signature of the same name in convnet.reference plus a
 keyword `backend`: a device of convnet.backend, or None for the device the
 arrays live on (backend.of). A device that runs kernels (emulated or GPU)
-calls the launcher in convnet/kernel_ops/<family>.py; the host runs the NumPy
-reference. Arrays that are not on the device -> ValueError, before any work.
+calls the launcher in convnet/kernel_ops/<family>.py; the host runs the fast
+CPU version of convnet/cpu_ops.py where there is one (tested against the
+reference), else the NumPy reference. Arrays that are not on the device ->
+ValueError, before any work.
 Conventions are in docs/design.md.
 """
 from convnet import backend as _backend
-from convnet import reference
+from convnet import cpu_ops, reference
 from convnet.kernel_ops import activation, conv, dropout, fused, gemm, lrn, pool, sgd, softmax
 
 pool_output_size = reference.pool_output_size
@@ -36,28 +38,31 @@ def _on(device, *arrays):
 
 # --- convolution (kernels/conv.cu) --------------------------------------------------------
 
-def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, *, backend=None):
+def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, *, cache=None, backend=None):
+    """cache (host only): a cpu_ops.ConvCache that keeps the im2col columns for
+    conv2d_backward_filter of the same x."""
     if _on(backend, x, w, b).runs_kernels:
         return conv.conv2d_forward(x, w, b, stride, pad, groups, relu=relu)
-    return reference.conv2d_forward(x, w, b, stride, pad, groups, relu=relu)
+    return cpu_ops.conv2d_forward(x, w, b, stride, pad, groups, relu=relu, cache=cache)
 
 
 def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, *, backend=None):
     if _on(backend, dy, w).runs_kernels:
         return conv.conv2d_backward_data(dy, w, x_shape, stride, pad, groups)
-    return reference.conv2d_backward_data(dy, w, x_shape, stride, pad, groups)
+    return cpu_ops.conv2d_backward_data(dy, w, x_shape, stride, pad, groups)
 
 
-def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, *, backend=None):
+def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, *, cache=None, backend=None):
+    """cache (host only): the forward's cpu_ops.ConvCache (its columns are reused for this x)."""
     if _on(backend, dy, x).runs_kernels:
         return conv.conv2d_backward_filter(dy, x, w_shape, stride, pad, groups)
-    return reference.conv2d_backward_filter(dy, x, w_shape, stride, pad, groups)
+    return cpu_ops.conv2d_backward_filter(dy, x, w_shape, stride, pad, groups, cache=cache)
 
 
 def conv2d_backward_bias(dy, *, backend=None):
     if _on(backend, dy).runs_kernels:
         return conv.conv2d_backward_bias(dy)
-    return reference.conv2d_backward_bias(dy)
+    return cpu_ops.conv2d_backward_bias(dy)
 
 
 # --- fully connected (kernels/gemm.cu) -----------------------------------------------------
@@ -65,19 +70,19 @@ def conv2d_backward_bias(dy, *, backend=None):
 def fc_forward(x, w, b=None, *, backend=None):
     if _on(backend, x, w, b).runs_kernels:
         return gemm.fc_forward(x, w, b)
-    return reference.fc_forward(x, w, b)
+    return cpu_ops.fc_forward(x, w, b)
 
 
 def fc_backward_data(dy, w, *, backend=None):
     if _on(backend, dy, w).runs_kernels:
         return gemm.fc_backward_data(dy, w)
-    return reference.fc_backward_data(dy, w)
+    return cpu_ops.fc_backward_data(dy, w)
 
 
 def fc_backward_filter(dy, x, *, backend=None):
     if _on(backend, dy, x).runs_kernels:
         return gemm.fc_backward_filter(dy, x)
-    return reference.fc_backward_filter(dy, x)
+    return cpu_ops.fc_backward_filter(dy, x)
 
 
 def fc_backward_bias(dy, *, backend=None):
@@ -102,16 +107,22 @@ def lrn_backward(dy, x, y, size=5, alpha=1e-4, beta=0.75, k=2.0, *, backend=None
 
 # --- pooling (kernels/pool.cu) -------------------------------------------------------------
 
-def maxpool_forward(x, size=3, stride=2, *, backend=None):
+def maxpool_forward(x, size=3, stride=2, *, argmax=False, backend=None):
+    """argmax=True (host only): (y, the position of each window's first maximum), which
+    maxpool_backward(argmax=) uses instead of finding the maxima again."""
     if _on(backend, x).runs_kernels:
+        if argmax:
+            raise ValueError("maxpool_forward: argmax is an option of the host's CPU version")
         return pool.maxpool_forward(x, size, stride)
-    return reference.maxpool_forward(x, size, stride)
+    return cpu_ops.maxpool_forward(x, size, stride, argmax=argmax)
 
 
-def maxpool_backward(dy, x, y, size=3, stride=2, *, backend=None):
+def maxpool_backward(dy, x, y, size=3, stride=2, *, argmax=None, backend=None):
     if _on(backend, dy, x, y).runs_kernels:
+        if argmax is not None:
+            raise ValueError("maxpool_backward: argmax is an option of the host's CPU version")
         return pool.maxpool_backward(dy, x, y, size, stride)
-    return reference.maxpool_backward(dy, x, y, size, stride)
+    return cpu_ops.maxpool_backward(dy, x, y, size, stride, argmax=argmax)
 
 
 def avgpool_forward(x, size=3, stride=2, *, backend=None):
@@ -131,13 +142,13 @@ def avgpool_backward(dy, x_shape, size=3, stride=2, *, backend=None):
 def relu_forward(x, *, backend=None):
     if _on(backend, x).runs_kernels:
         return activation.relu_forward(x)
-    return reference.relu_forward(x)
+    return cpu_ops.relu_forward(x)
 
 
 def relu_backward(dy, y, *, backend=None):
     if _on(backend, dy, y).runs_kernels:
         return activation.relu_backward(dy, y)
-    return reference.relu_backward(dy, y)
+    return cpu_ops.relu_backward(dy, y)
 
 
 def tanh_forward(x, *, backend=None):
@@ -230,10 +241,11 @@ def topk_errors(logits, labels, k, *, backend=None):
 def sgd_update(w, dw, v, lr, momentum=0.9, weight_decay=0.0005, *, backend=None):
     if _on(backend, w, dw, v).runs_kernels:
         return sgd.sgd_update(w, dw, v, lr, momentum, weight_decay)
-    return reference.sgd_update(w, dw, v, lr, momentum, weight_decay)
+    return cpu_ops.sgd_update(w, dw, v, lr, momentum, weight_decay)
 
 
 OPS = sorted(name for name, f in list(globals().items())
              if callable(f) and not name.startswith("_") and f.__module__ == __name__)
 for _name in OPS:                   # each op documents itself with its reference's docstring
-    globals()[_name].__doc__ = getattr(reference, _name).__doc__
+    _extra = globals()[_name].__doc__
+    globals()[_name].__doc__ = getattr(reference, _name).__doc__ + (f"\n\n{_extra.strip()}" if _extra else "")
