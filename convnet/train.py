@@ -333,7 +333,8 @@ class Trainer:
         PCA lighting when training, centre crops for validation."""
         from convnet.data import Augment, make_loader
         size = input_shape(self.cfg)[1]
-        augment = Augment(crop=size) if ds.shape[0] > size else None
+        options = self.cfg["HYPER"].get("augment") or {}       # e.g. {"lighting": 0.0}
+        augment = Augment(crop=size, **options) if ds.shape[0] > size else None
         return make_loader(ds, self.run["batch_size"], train=train, seed=self.run["seed"], epoch=epoch,
                            augment=augment, backend=self.backend)
 
