@@ -462,6 +462,7 @@ def main(argv=None, on_step=None, out=print):
     best = min(m["val_top1"] for m in trainer.metrics)
     out(f"done: best val top-1 error {100 * best:.2f}%; checkpoints {trainer.dir}/{checkpoint.LAST}, "
         f"{checkpoint.BEST}; log {run['log']}")
+    out(f"curves: python -m convnet.show curves {trainer.dir}   (a PNG of loss, errors and lr)")
     return cli.EXIT_OK
 
 
