@@ -419,7 +419,7 @@ def plot_curves(rows, key, ylabel, path, title, target=None, xkey="epoch", xlabe
     return os.path.basename(path)
 
 
-THRESHOLDS = (0.5, 0.4, 0.3)       # also reported: a short run may reach these and not 25%
+THRESHOLDS = (0.7, 0.6, 0.5, 0.4, 0.3)   # also reported: a short run may reach these and not 25%
 
 
 def summarize_relu_vs_tanh(rows, s, out_dir):
@@ -652,7 +652,10 @@ def write_table(s, out_dir, rows, lines, verdict, plots, started, wall):
              f"lr schedule {s['lr_schedule']}{' ' + str(s['lr_steps']) if s['lr_schedule'] == 'step' else ''}, "
              f"seeds {','.join(map(str, s['seeds']))}; training error measured on the first "
              f"{s['n_train_eval']} training images (centre crops, test mode)")
-    devices = sorted({r.get("device") or "?" for r in rows})
+    if s.get("checkpoint"):
+        scale = (f"{s['data']}, the first {s['n_test']} test images; the model: {s['checkpoint']} (its own "
+                 "scale is in the table.md of the experiment that trained it)")
+    devices = sorted({r.get("device") or "?" for r in rows}) or ["numpy (this command's own evaluation)"]
     text = [f"# {s['experiment']}: {EXPERIMENTS[s['experiment']]['about']}", "",
             f"Made by `{s['command']}` (commit {s['env']['commit'] or '?'}{', with local changes' if s['env']['dirty'] else ''}), "
             f"finished {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.", "",
