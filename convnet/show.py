@@ -110,7 +110,7 @@ def curves(log, out):
             a.grid(alpha=0.3)
         a_loss.legend(fontsize=8)
         a_err.legend(fontsize=8)
-    fig.suptitle(f"{os.path.abspath(log)}: {len(epochs)} epochs, best top-1 {min(top1):.2f}%", fontsize=10)
+    fig.suptitle(f"{os.path.relpath(log)}: {len(epochs)} epochs, best top-1 {min(top1):.2f}%", fontsize=10)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
