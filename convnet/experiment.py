@@ -691,7 +691,8 @@ def write_table(s, out_dir, rows, lines, verdict, plots, started, wall):
     if s.get("note"):
         text += [s["note"], ""]
     text += lines + [""] + verdict + ["", PAPER[s["experiment"]], ""] + [f"![{p}]({p})" for p in plots] + [""]
-    text += ["Per-epoch numbers of every row: `rows/*.json`; settings: `settings.json`.", ""]
+    text += ["Per-epoch numbers of every row: `rows/ROW.json`; its network: `rows/ROW.config.py`; "
+             "settings: `settings.json`.", ""]
     atomic_write(os.path.join(out_dir, "table.md"), "\n".join(text))
 
 
@@ -730,6 +731,10 @@ def run_experiment(s, out_dir, runs_dir, resume, say=print):
                 say(f"{PROG}: row {row.name} ({VARIANTS[variant][1]}), {s['epochs']} epochs")
                 result = row.run(data, say)
             rows.append(result)
+            kept = os.path.join(out_dir, "rows", row.name + ".config.py")      # the variant, beside its numbers
+            if os.path.exists(row.config_path) and not os.path.exists(kept):
+                with open(row.config_path) as f:
+                    atomic_write(kept, f.read())
             bar.update(1)
     finally:
         bar.close()

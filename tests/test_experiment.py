@@ -33,7 +33,7 @@ def quick(tmp_path, name, data, *extra, say=lambda m: None):
 
 def rows(tmp_path):
     folder = tmp_path / "out" / "rows"
-    return {p[:-5]: json.load(open(folder / p)) for p in sorted(os.listdir(folder))}
+    return {p[:-5]: json.load(open(folder / p)) for p in sorted(os.listdir(folder)) if p.endswith(".json")}
 
 
 # --- variants ------------------------------------------------------------------
@@ -157,6 +157,8 @@ def test_quick_relu_vs_tanh_stops_and_resumes_to_the_same_numbers(tmp_path, synt
 def test_quick_experiments(tmp_path, synthetic, name, rows_expected, pngs):
     assert quick(tmp_path, name, synthetic, "--epochs", "1") == 0
     assert sorted(rows(tmp_path)) == rows_expected
+    assert sorted(p for p in os.listdir(tmp_path / "out" / "rows") if p.endswith(".config.py")) == [
+        r + ".config.py" for r in rows_expected]
     table = (tmp_path / "out" / "table.md").read_text()
     assert table.startswith(f"# {name}:") and "Scale:" in table and "python -m convnet.experiment" in table
     for png in pngs:
