@@ -534,7 +534,7 @@ def summarize_ten_crop(rows, s, out_dir, data):
              "|---|---|---|---|---|---|"]
     models = [(r["row"], r["checkpoint"]) for r in rows] if rows else []
     if s.get("checkpoint"):
-        models = [(os.path.relpath(s["checkpoint"]), s["checkpoint"])]
+        models = [(os.path.relpath(c), c) for c in s["checkpoint"]]
     results = []
     for name, path in models:
         net, state = load_net(path)
@@ -588,7 +588,8 @@ def build_parser():
     p.add_argument("--lr-steps", help="epochs after which the lr is divided by 10 (default: 80%% of --epochs)")
     p.add_argument("--target", type=float, default=TARGET_TRAIN_ERROR,
                    help="relu-vs-tanh: the training error to reach (default 0.25)")
-    p.add_argument("--checkpoint", help="ten-crop: measure this checkpoint instead of training one")
+    p.add_argument("--checkpoint", action="append",
+                   help="ten-crop: measure this checkpoint instead of training one (repeat for several)")
     p.add_argument("--note", help="a line for table.md (e.g. why the scale is what it is)")
     return p
 
@@ -627,8 +628,9 @@ def resolve(args, argv):
             s["lr_schedule"] = "constant"
     if args.checkpoint and args.name != "ten-crop":
         raise UsageError("--checkpoint is for ten-crop only")
-    if args.checkpoint and not os.path.isfile(args.checkpoint):
-        raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
+    for c in args.checkpoint or []:
+        if not os.path.isfile(c):
+            raise UsageError(f"--checkpoint {c}: no such file")
     out = args.out or os.path.join("docs", "results", args.name)
     runs = args.runs or os.path.join("runs", "experiments", args.name + ("-quick" if args.quick else ""))
     if args.quick:
@@ -675,8 +677,8 @@ def write_table(s, out_dir, rows, lines, verdict, plots, started, wall):
              f"seeds {','.join(map(str, s['seeds']))}; training error measured on the first "
              f"{s['n_train_eval']} training images (centre crops, test mode)")
     if s.get("checkpoint"):
-        scale = (f"{s['data']}, the first {s['n_test']} test images; the model: {s['checkpoint']} (its own "
-                 "scale is in the table.md of the experiment that trained it)")
+        scale = (f"{s['data']}, the first {s['n_test']} test images; the models: {', '.join(s['checkpoint'])} "
+                 "(their own scale is in the table.md of the experiment that trained them)")
     devices = sorted({r.get("device") or "?" for r in rows}) or ["numpy (this command's own evaluation)"]
     text = [f"# {s['experiment']}: {EXPERIMENTS[s['experiment']]['about']}", "",
             f"Made by `{s['command']}` ({commit(s['env_first'])}"
