@@ -92,10 +92,10 @@ tsan-check: emu-tsan
 # --- wheels for the offline GPU machine (Python 3.12, x86_64) -------------------------
 # The Python packages of requirements.txt its image lacks; tools/gpu_session.sh installs
 # them from build/wheels (carry it with the device tool).
-GPU_WHEELS := safetensors>=0.4
+GPU_WHEELS := 'safetensors>=0.4' 'threadpoolctl>=3.1'
 gpu-wheels:
 	$(PYTHON) -m pip download --quiet --only-binary=:all: --no-deps --python-version 3.12 \
-	    --platform manylinux2014_x86_64 -d $(BUILD)/wheels "$(GPU_WHEELS)"
+	    --platform manylinux2014_x86_64 -d $(BUILD)/wheels $(GPU_WHEELS)
 
 clean:
 	rm -rf $(BUILD) convnet/_emu*.so

@@ -484,7 +484,8 @@ class Trainer:
         PCA lighting when training, centre crops for validation."""
         from convnet.data import Augment, make_loader
         size = input_shape(self.cfg)[1]
-        augment = Augment(crop=size) if ds.shape[0] > size else None
+        options = self.cfg["HYPER"].get("augment") or {}       # e.g. {"lighting": 0.0}
+        augment = Augment(crop=size, **options) if ds.shape[0] > size else None
         shard = (self.comm.rank, self.comm.size) if self.comm is not None else None
         return make_loader(ds, self.run["batch_size"], train=train, seed=self.run["seed"], epoch=epoch,
                            augment=augment, device=self.net.devices[0], shard=shard)
@@ -670,6 +671,7 @@ def _train(trainer, args, cfg, run, resumed, devices, out):
     best = min(m["val_top1"] for m in trainer.metrics)
     out(f"done: best val top-1 error {100 * best:.2f}%; checkpoints {trainer.dir}/{checkpoint.LAST}, "
         f"{checkpoint.BEST}; log {run['log']}")
+    out(f"curves: python -m convnet.show curves {trainer.dir}   (a PNG of loss, errors and lr)")
     return cli.EXIT_OK
 
 
