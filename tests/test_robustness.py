@@ -270,10 +270,11 @@ def test_paths_that_are_the_wrong_kind_are_exit_2(setup, tmp_path, capsys, kind)
 # Ctrl-C at any moment
 
 def test_ctrl_c_during_start_up_is_130_and_one_line(setup, tmp_path):
-    cmd = [sys.executable, "-m", "convnet.train", "--config", setup["config"], "--data", setup["data"],
-           "--device", "cpu", "--checkpoint-dir", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]
     interrupted = 0
-    for delay in (0.4, 1.0):                            # during the imports; while loading or training
+    for delay in (0.2, 0.4, 1.0):                       # during the imports; while loading or training
+        cmd = [sys.executable, "-m", "convnet.train", "--config", setup["config"], "--data", setup["data"],
+               "--device", "cpu", "--checkpoint-dir", str(tmp_path / f"run{delay}"), "--epochs", "1",
+               "--no-progress"]                      # a folder per run: a finished run's would be refused
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
