@@ -24,6 +24,12 @@ runs in plain FP32 (TF32 off) with cudnn.benchmark on. Rows, raw times,
 versions and the kernels' registers/shared memory/spills go to
 benchmarks/results/conv_throughput-<device>-<date>-<commit>.json.
 
+--precision tf32|bf16 runs the tensor-core kernels (kernels/conv_tc.cu) instead,
+against cuDNN with TF32 allowed (tf32) or on bf16 tensors (bf16); the check
+allows TOL_PRECISION[precision] against cuDNN there (both round their inputs,
+in different orders), and the CPU check compares with the reference on inputs
+rounded as the kernels round them (convnet/precision.py).
+
 Without a GPU (or without PyTorch) nothing is timed: the script says so, checks
 the same kernels and passes on the CPU emulation against the NumPy reference at
 batch 2 with the real channel counts and smaller images, and exits 0 (1 if a
@@ -43,6 +49,9 @@ import numpy as np  # noqa: E402
 from benchmarks import common  # noqa: E402
 
 TOL = 1e-4                       # normwise relative error allowed against cuDNN / the reference
+# against cuDNN in the same precision (GPU): inputs rounded to 2^-11 (tf32) / 2^-8 (bf16)
+# relative, and cuDNN's bf16 output rounded once more
+TOL_PRECISION = {"fp32": TOL, "tf32": 5e-3, "bf16": 3e-2}
 PASSES = common.CONV_PASSES      # fwd, bwd_data, bwd_filter
 CPU_IMAGE = {227: 27, 27: 7, 13: 5}    # image sizes for the CPU check (conv1 27 -> 5x5)
 CPU_BATCH = 2
@@ -110,9 +119,16 @@ def make_inputs(rng, layer, n, hw=None):
             "dy": rng.standard_normal(ys)}
 
 
-def our_fn(conv, pass_, t, layer, version):
+def conv_module(precision):
+    """The launcher module of a precision: kernel_ops.conv (fp32) or kernel_ops.conv_tc."""
+    return importlib.import_module("convnet.kernel_ops." + ("conv" if precision == "fp32" else "conv_tc"))
+
+
+def our_fn(conv, pass_, t, layer, version, precision="fp32"):
     """A no-argument call of our launcher for one pass on arrays t (NumPy -> emulation, CuPy -> GPU)."""
     kw = dict(stride=layer.stride, pad=layer.pad, groups=layer.groups, version=version)
+    if precision != "fp32":
+        kw["precision"] = precision
     if pass_ == "fwd":
         return lambda: conv.conv2d_forward(t["x"], t["w"], t["b"], **kw)
     if pass_ == "bwd_data":
@@ -148,8 +164,9 @@ def torch_fn(torch, pass_, t, layer):
 def run_cpu(args, reason):
     print(common.no_gpu_banner("conv_throughput", reason))
     try:
-        conv = importlib.import_module("convnet.kernel_ops.conv")
+        conv = conv_module(args.precision)
         reference = importlib.import_module("convnet.reference")
+        from convnet.precision import round_to
     except ImportError as e:
         print(f"error: cannot import the kernels or the reference: {e}", file=sys.stderr)
         return 1
@@ -164,11 +181,12 @@ def run_cpu(args, reason):
         t64 = make_inputs(rng, layer, n, hw)
         t32 = {k: v.astype(np.float32) for k, v in t64.items()}
         for pass_ in [p for p in layer.passes() if p in args.passes]:
-            ref = reference_out(reference, pass_, t64, layer)
+            rounded = {k: (v if k == "b" else round_to(v, args.precision)) for k, v in t64.items()}
+            ref = reference_out(reference, pass_, rounded, layer)
             for version in versions:
                 label = f"{layer.name} {pass_} {version_label(conv, pass_, version)}"
                 try:
-                    err = common.relative_error(our_fn(conv, pass_, t32, layer, version)(), ref)
+                    err = common.relative_error(our_fn(conv, pass_, t32, layer, version, args.precision)(), ref)
                     status = "ok" if err < TOL else "FAIL"
                     detail = f"rel err {err:.1e}"
                 except Exception as e:   # one broken kernel must not hide the others
@@ -193,10 +211,10 @@ def gpu_rel_err(cupy, got, ref):
     return diff / max(scale, 1e-30) if math.isfinite(diff) else float("inf")
 
 
-def resources(cupy):
+def resources(cupy, source="conv.cu"):
     """Registers / shared memory / spills of each conv kernel: ptxas (sm_90) when nvcc
     is on the PATH, else the attributes of the module CuPy loaded (what actually runs)."""
-    res = common.ptxas_resources(common.ROOT / "kernels" / "conv.cu", arch="sm_90")
+    res = common.ptxas_resources(common.ROOT / "kernels" / source, arch="sm_90")
     if res:
         return {"source": "nvcc -Xptxas -v, sm_90", "kernels": res}
     try:
@@ -204,7 +222,7 @@ def resources(cupy):
         lib = kernels.default_library()
         out = {}
         for name, sig in sorted(kernels.signatures().items()):
-            if Path(sig.file).name != "conv.cu":
+            if Path(sig.file).name != source:
                 continue
             with cupy.cuda.Device(0):
                 fn = lib._cuda_module(sig.file, 0).get_function(name)
@@ -265,14 +283,17 @@ def totals(rows, peak):
 
 def run_gpu(args, cupy, torch):
     common.setup_torch_fp32(torch)
+    if args.precision == "tf32":     # cuDNN as PyTorch runs it by default
+        torch.backends.cudnn.allow_tf32 = True
+    tol = TOL_PRECISION[args.precision]
     common.check_same_stream(cupy, torch)
-    conv = importlib.import_module("convnet.kernel_ops.conv")
+    conv = conv_module(args.precision)
     versions = resolve_versions(conv, args.versions)
     info = common.device_info(cupy, torch)
     n = args.batch or 128
     print(f"conv_throughput on {info['device']} (driver {info['nvidia_driver']}, CUDA runtime "
           f"{info['cuda_runtime']}, CuPy {info['cupy']}, PyTorch {info['torch']}, cuDNN {info['cudnn']}), "
-          f"batch {n}, median of {args.repeat}")
+          f"batch {n}, median of {args.repeat}, precision {args.precision}")
     peak, peak_runs = common.measure_fp32_peak(cupy)
     print(f"FP32 FMA peak measured now: {peak / 1e12:.1f} TFLOP/s")
     flush = common.L2Flush(cupy)
@@ -286,10 +307,14 @@ def run_gpu(args, cupy, torch):
         g = {k: cupy.asarray(v, dtype=cupy.float32) for k, v in h.items()}
         del h
         t = {k: torch.as_tensor(v, device="cuda") for k, v in g.items()}
+        if args.precision == "bf16":
+            t = {k: v.to(torch.bfloat16) for k, v in t.items()}
         for pass_ in [p for p in layer.passes() if p in args.passes]:
             flops = common.conv_flops(xs, ws, layer.stride, layer.pad, layer.groups, pass_)
             ref = torch_fn(torch, pass_, t, layer)
             ref_out = ref()
+            if args.precision == "bf16":      # compared in float32
+                ref_out = ref_out.float()
             ref_times = common.time_cuda(cupy, ref, args.repeat, args.warmup, flush)
             ref_ms = common.median(ref_times)
             for version in versions:
@@ -299,16 +324,16 @@ def run_gpu(args, cupy, torch):
                        "x_shape": xs, "w_shape": ws, "y_shape": ys, "stride": layer.stride,
                        "pad": layer.pad, "groups": layer.groups, "flops": flops,
                        "cudnn_ms": ref_ms, "cudnn_times_ms": ref_times}
-                ours = our_fn(conv, pass_, g, layer, version)
+                ours = our_fn(conv, pass_, g, layer, version, args.precision)
                 try:
                     err = gpu_rel_err(cupy, ours(), ref_out)
                 except Exception as e:
                     err, row["error"] = float("inf"), common._one_line(e)
                 row["rel_err"] = err
-                if not err < TOL:
+                if not err < tol:
                     row["status"] = "FAIL"
                     rows.append(row)
-                    why = row.get("error", f"rel err {err:.1e} >= {TOL:.0e} against cuDNN")
+                    why = row.get("error", f"rel err {err:.1e} >= {tol:.0e} against cuDNN")
                     print(f"{label} | {common.fmt_shape(xs)} -> {common.fmt_shape(ys)} | FAIL ({why}): not timed")
                     continue
                 times = common.time_cuda(cupy, ours, args.repeat, args.warmup, flush)
@@ -334,12 +359,13 @@ def run_gpu(args, cupy, torch):
     for r in tot:
         print(common.rate_row(f"  {r['split']} {r['version']} {r['pass']}", None, r["ms"], r["flops"],
                               peak, r["cudnn_ms"]))
-    res = resources(cupy)
+    res = resources(cupy) if args.precision == "fp32" else resources(cupy, "conv_tc.cu")
     print(f"kernel resources ({res['source']}):")
     for name, r in res["kernels"].items():
         spills = f", spills {r['spill_store_bytes']}/{r['spill_load_bytes']} B" if "spill_store_bytes" in r else ""
         print(f"  {name:<28} {r['registers']} registers, {r['smem_bytes']} B shared{spills}")
-    extra = {"batch": n, "repeat": args.repeat, "warmup": args.warmup, "tolerance": TOL,
+    extra = {"batch": n, "repeat": args.repeat, "warmup": args.warmup, "tolerance": tol,
+             "precision": args.precision,
              "peak_flops": peak, "peak_runs_flops": peak_runs,
              "shipped": getattr(conv, "SHIPPED", None), "versions": [v or "shipped" for v in versions],
              "resources": res, "totals": tot, "static_model": model_note,
@@ -365,6 +391,8 @@ def main(argv=None):
     p.add_argument("--versions", default="shipped",
                    help="comma list of kernel versions (v1,v2,...), 'shipped' (default) or 'all'")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32",
+                   help="fp32 (conv.cu, default) or the tensor-core kernels in tf32 / bf16 (conv_tc.cu)")
     p.add_argument("--no-gpu", action="store_true", help="run the CPU check even if a GPU is present")
     p.add_argument("--full-size", action="store_true", help="CPU check at the real image sizes (slow)")
     args = p.parse_args(argv)

@@ -23,6 +23,7 @@ import numpy as np
 
 from convnet import checkpoint, cli
 from convnet.cli import UsageError
+from convnet.precision import PRECISIONS
 
 PROG = "convnet.evaluate"
 
@@ -37,6 +38,8 @@ def build_parser():
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "emu", "cuda"])
     p.add_argument("--gpus", type=cli.int_list, help="GPU ids, e.g. 0,1")
     p.add_argument("--limit", type=cli.positive_int, help="only the first N images")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="conv and fc products: fp32, tf32 or bf16 (default: the checkpoint's run, else fp32)")
     return p
 
 
@@ -104,7 +107,7 @@ def _main(argv, out):
     if s != s2:
         raise UsageError(f"{ds.name}: crops need square images, got {s}x{s2}")
     try:
-        net = Net(cfg, devices=devices, seed=0)
+        net = Net(cfg, devices=devices, seed=0, precision=args.precision or run.get("precision", "fp32"))
         net.load_state_dict(state["net"])
     except (TypeError, ValueError) as e:
         raise UsageError(f"{args.checkpoint}: {e}") from None

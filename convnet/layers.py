@@ -78,6 +78,7 @@ class Layer:
     has_neurons = False        # counted in Net.num_neurons (conv and fc)
     needs_seed = False         # the net sets .seed before each training forward (dropout)
     members = None             # fused layers: the names of the config layers they run
+    precision = "fp32"         # conv and fc products (convnet/precision.py); Net sets it
 
     def __init__(self, spec, in_shapes, device=None):
         self.name = spec["name"]
@@ -280,9 +281,11 @@ class Conv(Layer):
         geo = dict(stride=self.stride, pad=self.pad, groups=self.groups)
         extra = {} if self.cache is None else {"cache": self.cache}
         if self.neuron == "relu":               # bias + ReLU in the convolution's epilogue
-            y = ops.conv2d_forward(x, w, b, **geo, relu=True, backend=self.device, **extra)
+            y = ops.conv2d_forward(x, w, b, **geo, relu=True, precision=self.precision,
+                                   backend=self.device, **extra)
         else:
-            y = self._neuron_forward(ops.conv2d_forward(x, w, b, **geo, backend=self.device, **extra))
+            y = self._neuron_forward(ops.conv2d_forward(x, w, b, **geo, precision=self.precision,
+                                                        backend=self.device, **extra))
         self.x, self.y = x, y
         return y
 
@@ -293,12 +296,13 @@ class Conv(Layer):
         w = self.params["w"]
         extra = {} if self.cache is None else {"cache": self.cache}
         w.grad = ops.conv2d_backward_filter(dy, self.x, w.shape, stride=self.stride, pad=self.pad,
-                                            groups=self.groups, backend=self.device, **extra)
+                                            groups=self.groups, precision=self.precision, backend=self.device,
+                                            **extra)
         self.params["b"].grad = ops.conv2d_backward_bias(dy, backend=self.device)
         dx = None
         if any(need):
             dx = ops.conv2d_backward_data(dy, w.value, self.x.shape, stride=self.stride, pad=self.pad,
-                                          groups=self.groups, backend=self.device)
+                                          groups=self.groups, precision=self.precision, backend=self.device)
         return self._split(dx, need, flatten=False) if dx is not None else [None] * len(need)
 
 
@@ -326,7 +330,7 @@ class FC(Layer):
         self._check_inputs(inputs)
         x = self._concat(inputs, flatten=True)
         w, b = self.params["w"].value, self.params["b"].value
-        y = self._neuron_forward(ops.fc_forward(x, w, b, backend=self.device))
+        y = self._neuron_forward(ops.fc_forward(x, w, b, precision=self.precision, backend=self.device))
         self.x, self.y = x, y
         return y
 
@@ -335,11 +339,12 @@ class FC(Layer):
         need = self._need(need)
         dy = self._neuron_backward(dy, self.y)
         w = self.params["w"]
-        w.grad = ops.fc_backward_filter(dy, self.x, backend=self.device)
+        w.grad = ops.fc_backward_filter(dy, self.x, precision=self.precision, backend=self.device)
         self.params["b"].grad = ops.fc_backward_bias(dy, backend=self.device)
         if not any(need):
             return [None] * len(need)
-        return self._split(ops.fc_backward_data(dy, w.value, backend=self.device), need, flatten=True)
+        return self._split(ops.fc_backward_data(dy, w.value, precision=self.precision,
+                                                   backend=self.device), need, flatten=True)
 
 
 class _Neuron(Layer):

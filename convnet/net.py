@@ -25,7 +25,9 @@ numpy.random.default_rng(seed), layer by layer in config order, weight then
 bias: the same seed gives the same weights on every device.
 materialize=False builds shapes only (no arrays: summary and counts).
 dtype=np.float64 (host only) runs the whole net in float64, for gradient
-checks; float32 otherwise.
+checks; float32 otherwise. precision ("fp32", "tf32", "bf16"; convnet/precision.py)
+is the input rounding of the conv and fc products (tf32/bf16 on the tensor-core
+kernels); weights, activations, LRN, softmax, loss and update stay float32.
 
 Fusion (fuse=True, the default): a graph rewrite (`fuse_layers`) that puts
 one fused layer in place of a pair whose first layer feeds only the second,
@@ -55,6 +57,7 @@ import numpy as np
 
 from convnet import backend
 from convnet.devices import Placement
+from convnet.precision import check_precision
 from convnet.layers import LRNMaxPool, ReLUDropout, SoftmaxLoss, make_layer
 
 OVERRIDE_KEYS = ("init_std", "bias_init", "lr_mult", "bias_lr_mult", "weight_decay",
@@ -90,7 +93,7 @@ def _graph_order(specs):
 
 class Net:
     def __init__(self, config, devices=None, seed=0, input_shape=None,
-                 dtype=np.float32, materialize=True, fuse=True):
+                 dtype=np.float32, materialize=True, fuse=True, precision="fp32"):
         if isinstance(config, str):
             from convnet.configs import load_config
             config = load_config(config)
@@ -105,6 +108,7 @@ class Net:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         self.name = config.get("name", "net")
         self.dtype = dtype
+        self.precision = check_precision(precision)
         self.seed = int(seed)
         self.step = 0
         self.row_offset = 0     # row of the global batch this forward's first row is (data parallelism)
@@ -127,6 +131,8 @@ class Net:
         self.fusions = []
         if fuse:
             self.nodes, self.fusions = fuse_layers(self.nodes, self.consumers, self.output)
+        for layer in list(self.layers.values()) + self.nodes:   # conv and fc products
+            layer.precision = self.precision
         self._init_params(materialize)
         self._acts = None
         self._loss_ready = False
@@ -277,7 +283,8 @@ class Net:
             rows.append((name, l.kind, str(l.column), self.placement.device_name(l.column),
                          "x".join(str(d) for d in l.out_shape), f"{n_params:,}", l.describe()))
         widths = [max(len(r[i]) for r in rows) for i in range(6)]
-        lines = [f"{self.name}: {len(self.layers)} layers, devices {devs}"]
+        lines = [f"{self.name}: {len(self.layers)} layers, devices {devs}"
+                 + (f", {self.precision} conv/fc products" if self.precision != "fp32" else "")]
         for r in rows:
             line = "  ".join(c.ljust(w) if i != 5 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
             lines.append((line + "  " + r[6]).rstrip())

@@ -13,10 +13,16 @@ CPU version of convnet/cpu_ops.py where there is one (tested against the
 reference), else the NumPy reference. Arrays that are not on the device ->
 ValueError, before any work.
 Conventions are in docs/design.md.
+
+The conv and fc products take `precision` ("fp32", "tf32" or "bf16",
+convnet/precision.py): on a kernel device tf32/bf16 run the tensor-core kernels
+(kernel_ops/conv_tc.py, gemm_tc.py); on the host the reference runs on inputs
+rounded the same way (a model of the rounding, not of the summation order).
 """
 from convnet import backend as _backend
 from convnet import cpu_ops, reference
-from convnet.kernel_ops import activation, conv, dropout, fused, gemm, lrn, pool, sgd, softmax
+from convnet.kernel_ops import activation, conv, conv_tc, dropout, fused, gemm, gemm_tc, lrn, pool, sgd, softmax
+from convnet.precision import check_precision, round_to
 
 pool_output_size = reference.pool_output_size
 conv_output_size = reference.conv_output_size
@@ -38,23 +44,40 @@ def _on(device, *arrays):
 
 # --- convolution (kernels/conv.cu) --------------------------------------------------------
 
-def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, *, cache=None, backend=None):
+def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, *, precision="fp32", cache=None,
+                   backend=None):
     """cache (host only): a cpu_ops.ConvCache that keeps the im2col columns for
     conv2d_backward_filter of the same x."""
-    if _on(backend, x, w, b).runs_kernels:
+    dev = _on(backend, x, w, b)
+    if check_precision(precision) != "fp32":
+        if dev.runs_kernels:
+            return conv_tc.conv2d_forward(x, w, b, stride, pad, groups, relu=relu, precision=precision)
+        x, w, cache = round_to(x, precision), round_to(w, precision), None
+    if dev.runs_kernels:
         return conv.conv2d_forward(x, w, b, stride, pad, groups, relu=relu)
     return cpu_ops.conv2d_forward(x, w, b, stride, pad, groups, relu=relu, cache=cache)
 
 
-def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, *, backend=None):
-    if _on(backend, dy, w).runs_kernels:
+def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, *, precision="fp32", backend=None):
+    dev = _on(backend, dy, w)
+    if check_precision(precision) != "fp32":
+        if dev.runs_kernels:
+            return conv_tc.conv2d_backward_data(dy, w, x_shape, stride, pad, groups, precision=precision)
+        dy, w = round_to(dy, precision), round_to(w, precision)
+    if dev.runs_kernels:
         return conv.conv2d_backward_data(dy, w, x_shape, stride, pad, groups)
     return cpu_ops.conv2d_backward_data(dy, w, x_shape, stride, pad, groups)
 
 
-def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, *, cache=None, backend=None):
+def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, *, precision="fp32", cache=None,
+                           backend=None):
     """cache (host only): the forward's cpu_ops.ConvCache (its columns are reused for this x)."""
-    if _on(backend, dy, x).runs_kernels:
+    dev = _on(backend, dy, x)
+    if check_precision(precision) != "fp32":
+        if dev.runs_kernels:
+            return conv_tc.conv2d_backward_filter(dy, x, w_shape, stride, pad, groups, precision=precision)
+        dy, x, cache = round_to(dy, precision), round_to(x, precision), None
+    if dev.runs_kernels:
         return conv.conv2d_backward_filter(dy, x, w_shape, stride, pad, groups)
     return cpu_ops.conv2d_backward_filter(dy, x, w_shape, stride, pad, groups, cache=cache)
 
@@ -67,20 +90,35 @@ def conv2d_backward_bias(dy, *, backend=None):
 
 # --- fully connected (kernels/gemm.cu) -----------------------------------------------------
 
-def fc_forward(x, w, b=None, *, backend=None):
-    if _on(backend, x, w, b).runs_kernels:
+def fc_forward(x, w, b=None, *, precision="fp32", backend=None):
+    dev = _on(backend, x, w, b)
+    if check_precision(precision) != "fp32":
+        if dev.runs_kernels:
+            return gemm_tc.fc_forward(x, w, b, precision=precision)
+        x, w = round_to(x, precision), round_to(w, precision)
+    if dev.runs_kernels:
         return gemm.fc_forward(x, w, b)
     return cpu_ops.fc_forward(x, w, b)
 
 
-def fc_backward_data(dy, w, *, backend=None):
-    if _on(backend, dy, w).runs_kernels:
+def fc_backward_data(dy, w, *, precision="fp32", backend=None):
+    dev = _on(backend, dy, w)
+    if check_precision(precision) != "fp32":
+        if dev.runs_kernels:
+            return gemm_tc.fc_backward_data(dy, w, precision=precision)
+        dy, w = round_to(dy, precision), round_to(w, precision)
+    if dev.runs_kernels:
         return gemm.fc_backward_data(dy, w)
     return cpu_ops.fc_backward_data(dy, w)
 
 
-def fc_backward_filter(dy, x, *, backend=None):
-    if _on(backend, dy, x).runs_kernels:
+def fc_backward_filter(dy, x, *, precision="fp32", backend=None):
+    dev = _on(backend, dy, x)
+    if check_precision(precision) != "fp32":
+        if dev.runs_kernels:
+            return gemm_tc.fc_backward_filter(dy, x, precision=precision)
+        dy, x = round_to(dy, precision), round_to(x, precision)
+    if dev.runs_kernels:
         return gemm.fc_backward_filter(dy, x)
     return cpu_ops.fc_backward_filter(dy, x)
 

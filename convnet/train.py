@@ -58,6 +58,7 @@ import numpy as np
 
 from convnet import checkpoint, cli, fsio
 from convnet.cli import UsageError
+from convnet.precision import PRECISIONS
 
 PROG = "convnet.train"
 DEFAULT_CONFIG = "fashion"
@@ -98,6 +99,8 @@ def build_parser():
     p.add_argument("--holdout", type=cli.positive_int,
                    help="validate on N training images held out from training (a fixed choice) instead "
                         "of the dataset's val split (which for Fashion-MNIST and CIFAR-10 is the test set)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="conv and fc products: fp32, tf32 or bf16 (tensor cores); default fp32 (or the checkpoint's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # data parallelism (convnet/distributed.py, docs/data-parallel.md)
     p.add_argument("--data-parallel", action="store_true",
@@ -176,6 +179,8 @@ def resolve_settings(args):
         cfg = resumed["config"]
         if args.epochs is not None:
             run["epochs"] = args.epochs
+        if args.precision is not None:
+            run["precision"] = args.precision
         run["checkpoint_dir"] = args.checkpoint_dir or (
             args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume)))
     else:
@@ -190,6 +195,7 @@ def resolve_settings(args):
                "epochs": args.epochs if args.epochs is not None else int(hyper.get("epochs", 10)),
                "lr_schedule": _schedule_spec(hyper, args.lr_schedule, args.lr_steps),
                "train_limit": args.train_limit, "val_limit": args.val_limit, "holdout": args.holdout,
+               "precision": args.precision or "fp32",
                "checkpoint_dir": args.checkpoint_dir or DEFAULT_DIR.format(config=cfg["name"])}
     if run["batch_size"] <= 0:
         raise UsageError(f"--batch-size must be > 0, got {run['batch_size']}")
@@ -263,7 +269,7 @@ def build(cfg, run, devices):
     from convnet.net import Net
     from convnet.optim import SGD
     try:
-        net = Net(cfg, devices=devices, seed=run["seed"])
+        net = Net(cfg, devices=devices, seed=run["seed"], precision=run.get("precision", "fp32"))
     except (TypeError, ValueError) as e:
         raise UsageError(f"config '{cfg.get('name')}': {e}") from None
     hyper = cfg["HYPER"]

@@ -254,7 +254,9 @@ def _lib_with_fatbin(tmp_path, fresh):
     fat.mkdir()
     (fat / "basic.fatbin").write_text("")
     os.utime(src / "basic.cu", (100, 100))
-    t = os.path.getmtime(os.path.join(kernels.KERNEL_DIR, "common.cuh")) + 100 if fresh else 50   # headers count too
+    newest_header = max(os.path.getmtime(os.path.join(kernels.KERNEL_DIR, f))
+                        for f in os.listdir(kernels.KERNEL_DIR) if f.endswith(".cuh"))
+    t = newest_header + 100 if fresh else 50   # headers count too
     os.utime(fat / "basic.fatbin", (t, t))
     return kernels.Library(str(src), "convnet._emu_test", fatbin_dir=str(fat)), fat
 

@@ -7,7 +7,8 @@ checks of its kernels against the NumPy reference (see convnet.checking).
 """
 import importlib
 
-FAMILIES = ["conv", "gemm", "lrn", "pool", "activation", "dropout", "softmax", "sgd", "augment", "fused"]
+FAMILIES = ["conv", "gemm", "lrn", "pool", "activation", "dropout", "softmax", "sgd", "augment", "fused",
+            "gemm_tc", "conv_tc"]
 
 
 def family_modules():

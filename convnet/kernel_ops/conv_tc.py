@@ -1,0 +1,222 @@
+"""Launchers for kernels/conv_tc.cu: 2-D convolution on the tensor cores.
+
+Same names and signatures as convnet.kernel_ops.conv (and convnet.reference),
+plus `precision` ("tf32" or "bf16"), `version=` (None = SHIPPED), `tile`
+("l" = 128x128, "s" = 64x64, None = chosen per layer) and, for the filter
+gradient, `splits` (the K slices, None = chosen per layer). The inputs of the
+products are rounded inside the kernels (convnet/precision.py); memory, bias,
+ReLU and outputs stay float32. conv2d_backward_bias has no product: it is
+convnet.kernel_ops.conv's.
+"""
+import math
+
+import numpy as np
+
+from convnet import checking
+from convnet import reference as R
+from convnet.kernel_ops import conv as _fp32
+from convnet.kernel_ops._common import (INT32_LIMIT, array_module, check_float32, check_int,
+                                        check_same_device)
+from convnet.kernel_ops.gemm_tc import PRECISIONS, TILES, check_tc_precision, choose
+from convnet.precision import round_to
+
+
+def _array(a, name, ndim, op="conv_tc"):
+    return check_float32(op, name, a, ndim, contiguous=False)
+
+
+def _module(*arrays, op="conv_tc"):
+    check_same_device(op, **{f"array {i}": a for i, a in enumerate(arrays)})
+    return array_module(arrays[0])
+
+
+def _int(v, name, minimum, op="conv_tc"):
+    return check_int(op, name, v, minimum)
+
+
+SHIPPED = {"conv2d_forward": "v1", "conv2d_backward_data": "v1", "conv2d_backward_filter": "v1"}
+VERSIONS = ("v1",)
+REDUCE_THREADS = 256
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _version(op, version):
+    v = SHIPPED[op] if version is None else version
+    if v not in VERSIONS:
+        raise ValueError(f"{op}: unknown version {version!r}; kept versions are {', '.join(VERSIONS)}")
+    return v
+
+
+def _get(name, like):
+    from convnet import kernels
+    return kernels.get_function(name, like=like)
+
+
+def _tile(tile, m, ncol, k):
+    t, _, _ = choose(m, ncol, k, tile, splits=1)
+    return t, TILES[t]
+
+
+def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, precision="tf32", version=None,
+                   tile=None):
+    """y = conv(x, w) + b (then ReLU when relu), products on the tensor cores."""
+    check_tc_precision("conv2d_forward", precision)
+    _version("conv2d_forward", version)
+    if not isinstance(relu, (bool, np.bool_)):
+        raise TypeError(f"relu must be a bool, got {relu!r}")
+    x, w = _array(x, "x", 4), _array(w, "w", 4)
+    xp = _module(x, w) if b is None else _module(x, w, b)
+    geo = _fp32.Geometry.of("conv2d_forward", tuple(x.shape), tuple(w.shape), stride, pad, groups).args
+    n, c, h, wd, f, kh, kw, oh, ow, sh, sw, ph, pw, g = geo
+    if b is None:
+        b, has_bias = xp.zeros(1, dtype=np.float32), 0
+    else:
+        b, has_bias = _array(b, "b", 1), 1
+        if tuple(b.shape) != (f,):
+            raise ValueError(f"bias must have shape ({f},), got {tuple(b.shape)}")
+    x, w, b = (xp.ascontiguousarray(a) for a in (x, w, b))
+    y = xp.empty((n, f, oh, ow), dtype=np.float32)
+    if n == 0:
+        return y
+    t, (bm, bn, threads) = _tile(tile, f // g, n * oh * ow, (c // g) * kh * kw)
+    _get(f"conv2d_tc_fwd_{precision}_{t}", x)((_cdiv(n * oh * ow, bn), _cdiv(f // g, bm), g), threads,
+                                              (x, w, b, y) + geo + (has_bias, int(relu)))
+    return y
+
+
+def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, precision="tf32", version=None, tile=None):
+    """dx, the gradient of conv2d_forward's input, products on the tensor cores."""
+    check_tc_precision("conv2d_backward_data", precision)
+    _version("conv2d_backward_data", version)
+    dy, w = _array(dy, "dy", 4), _array(w, "w", 4)
+    xp = _module(dy, w)
+    g_ = _fp32.Geometry.of("conv2d_backward_data", x_shape, tuple(w.shape), stride, pad, groups)
+    _fp32._check_dy("conv2d_backward_data", dy, g_)
+    geo = g_.args
+    n, c, h, wd, f, kh, kw, oh, ow, sh, sw, ph, pw, g = geo
+    if n * c * h * wd > INT32_LIMIT:
+        raise ValueError(f"x_shape {tuple(x_shape)} has 2^31 elements or more; the kernels index with int32")
+    dy, w = xp.ascontiguousarray(dy), xp.ascontiguousarray(w)
+    dx = xp.empty((n, c, h, wd), dtype=np.float32)
+    if n == 0:
+        return dx
+    t, (bm, bn, threads) = _tile(tile, c // g, n * h * wd, (f // g) * kh * kw)
+    unit = "s1_" if sh == sw == 1 else ""    # unit stride: the walking kernel
+    _get(f"conv2d_tc_bwd_data_{unit}{precision}_{t}", dy)((_cdiv(n * h * wd, bn), _cdiv(c // g, bm), g),
+                                                          threads, (dy, w, dx) + geo)
+    return dx
+
+
+def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, precision="tf32", version=None, tile=None,
+                           splits=None):
+    """dw, the gradient of conv2d_forward's weight, products on the tensor cores; the
+    reduction over (n, oh, ow) cut into `splits` slices added in a fixed order."""
+    check_tc_precision("conv2d_backward_filter", precision)
+    _version("conv2d_backward_filter", version)
+    dy, x = _array(dy, "dy", 4), _array(x, "x", 4)
+    xp = _module(dy, x)
+    g_ = _fp32.Geometry.of("conv2d_backward_filter", tuple(x.shape), w_shape, stride, pad, groups)
+    _fp32._check_dy("conv2d_backward_filter", dy, g_)
+    geo = g_.args
+    n, c, h, wd, f, kh, kw, oh, ow, sh, sw, ph, pw, g = geo
+    dy, x = xp.ascontiguousarray(dy), xp.ascontiguousarray(x)
+    if n == 0:
+        return xp.zeros(tuple(w_shape), dtype=np.float32)
+    m, ncol, k = f // g, (c // g) * kh * kw, n * oh * ow
+    if tile is None:
+        tile = "l" if g * _cdiv(m, 128) * _cdiv(ncol, 128) >= 132 else "s"
+    if splits is not None:
+        _int(splits, "splits", 1)
+    t, splits, chunk = choose(m * g, ncol, k, tile, splits)   # blocks of all groups count
+    bm, bn, threads = TILES[t]
+    if g * splits > 65535:
+        raise ValueError(f"groups * splits = {g * splits} exceeds the grid's z limit 65535")
+    dw = xp.empty(tuple(w_shape), dtype=np.float32)
+    if splits * dw.size > INT32_LIMIT:
+        raise ValueError(f"split-K workspace of {splits} x {dw.size} elements is too large for int32 indexing")
+    ws = dw if splits == 1 else xp.empty((splits,) + tuple(w_shape), dtype=np.float32)
+    _get(f"conv2d_tc_bwd_filter_{precision}_{t}", dy)((_cdiv(ncol, bn), _cdiv(m, bm), g * splits), threads,
+                                                      (dy, x, ws) + geo + (splits, chunk))
+    if splits > 1:
+        _get("tc_splitk_reduce", dy)(min(_cdiv(dw.size, REDUCE_THREADS), 4096), REDUCE_THREADS,
+                                     (ws, dw, dw.size, splits))
+    return dw
+
+
+# --- checks against the reference ------------------------------------------
+# float64 reference on the inputs rounded as the kernels round them; what is left
+# is the float32 accumulation (normwise 1e-5, as the fp32 kernels).
+
+SMALL_SHAPES = _fp32.SMALL_SHAPES[:5]
+# The 128x128 tile: Fg = 130 rows (two row tiles, the last partial), 360 columns
+# (three column tiles); a 1x1 kernel keeps K short (the emulation's time).
+BIG_TILE_SHAPE = ("3x4x12x10 k1 g2 F260", (3, 4, 12, 10), (260, 2, 1, 1), 1, 0, 2)
+ALEXNET_SHAPES = _fp32.ALEXNET_SHAPES
+TOL = 1e-5
+
+
+def _rounded(f, precision, n_rounded):
+    def ref(*args):
+        return f(*[round_to(a, precision).astype(np.float64) if i < n_rounded else a for i, a in enumerate(args)])
+    return ref
+
+
+def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0, scale="small", tile=None,
+                splits=None):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape) / math.sqrt(np.prod(w_shape[1:]))
+    b = rng.standard_normal(w_shape[0])
+    dy = rng.standard_normal(_fp32._out_shape(x_shape, w_shape, stride, pad))
+    tol = TOL if scale == "small" else 1e-4
+    geo = dict(stride=stride, pad=pad, groups=groups)
+    kw = dict(precision=precision, tile=tile)
+    tag = precision + (f" tile={tile}" if tile else "") + (f" splits={splits}" if splits else "")
+    sfx = f"_{tile}" if tile else "_s"
+    unit = "s1_" if stride in (1, (1, 1)) else ""
+    relu_ref = _rounded(lambda x, w, b: np.maximum(R.conv2d_forward(x, w, b, **geo), 0), precision, 2)
+    return [
+        checking.Case(f"conv2d_fwd tc {tag} {label}", [x, w, b],
+                      _rounded(lambda x, w, b: R.conv2d_forward(x, w, b, **geo), precision, 2),
+                      lambda x, w, b: conv2d_forward(x, w, b, **geo, **kw), tol,
+                      (f"conv2d_tc_fwd_{precision}{sfx}",), scale),
+        checking.Case(f"conv2d_fwd tc relu {tag} {label}", [x, w, b], relu_ref,
+                      lambda x, w, b: conv2d_forward(x, w, b, **geo, relu=True, **kw), tol,
+                      (f"conv2d_tc_fwd_{precision}{sfx}",), scale),
+        checking.Case(f"conv2d_bwd_data tc {tag} {label}", [dy, w],
+                      _rounded(lambda dy, w: R.conv2d_backward_data(dy, w, x_shape, **geo), precision, 2),
+                      lambda dy, w: conv2d_backward_data(dy, w, x_shape, **geo, **kw), tol,
+                      (f"conv2d_tc_bwd_data_{unit}{precision}{sfx}",), scale),
+        checking.Case(f"conv2d_bwd_filter tc {tag} {label}", [dy, x],
+                      _rounded(lambda dy, x: R.conv2d_backward_filter(dy, x, w_shape, **geo), precision, 2),
+                      lambda dy, x: conv2d_backward_filter(dy, x, w_shape, **geo, splits=splits, **kw), tol,
+                      (f"conv2d_tc_bwd_filter_{precision}{sfx}",) + (("tc_splitk_reduce",) if splits else ()),
+                      scale),
+    ]
+
+
+def cases(scale="small"):
+    """Every tensor-core conv pass, both precisions, against the float64 reference on rounded inputs."""
+    if scale == "small":
+        shapes = SMALL_SHAPES
+    elif scale == "alexnet":
+        shapes = ALEXNET_SHAPES
+    else:
+        raise ValueError(f"unknown scale {scale!r}: choose 'small' or 'alexnet'")
+    out = []
+    for p in PRECISIONS:
+        # bf16 shares every index path with tf32: three of the odd shapes are enough for it
+        for i, (label, xs, ws, s, pd, g) in enumerate(shapes if p == "tf32" or scale != "small" else shapes[:3]):
+            out += shape_cases(label, xs, ws, s, pd, g, p, seed=i, scale=scale)
+        if scale == "small":
+            label, xs, ws, s, pd, g = BIG_TILE_SHAPE
+            out += shape_cases(label, xs, ws, s, pd, g, p, seed=60, tile="l")
+            out += shape_cases("3x4x9x10 k3x2 s(2,1) p1 g2", (3, 4, 9, 10), (6, 2, 3, 2), (2, 1), 1, 2, p,
+                               seed=61, splits=3)
+            # the strided bwd_data kernel (no walk) on the big tile
+            out += shape_cases("2x4x9x10 k3x2 s(2,1) p1 g2", (2, 4, 9, 10), (6, 2, 3, 2), (2, 1), 1, 2, p,
+                               seed=62, tile="l")
+    return out

@@ -1,0 +1,207 @@
+"""Launchers for kernels/gemm_tc.cu: the fully connected layers on the tensor cores.
+
+Same names and signatures as convnet.kernel_ops.gemm (and convnet.reference),
+plus `precision` ("tf32" or "bf16"), `version=` (None = SHIPPED), `tile`
+("l" = 128x128, "s" = 64x64, None = chosen per shape) and `splits` (the K
+slices of the split-K reduction, None = chosen per shape):
+    fc_forward(x, w, b)       = x @ w.T + b   (m = out, columns = batch, k = in)
+    fc_backward_data(dy, w)   = dy @ w        (m = in,  columns = batch, k = out)
+    fc_backward_filter(dy, x) = dy.T @ x      (m = out, columns = in,    k = batch)
+The inputs are rounded inside the kernel (convnet/precision.py says how);
+memory and outputs stay float32. fc_backward_bias has no product: it is
+convnet.kernel_ops.gemm's.
+"""
+import numpy as np
+
+from convnet import checking
+from convnet import reference as R
+from convnet.kernel_ops import gemm as _fp32
+from convnet.kernel_ops._common import array_module, check_float32, check_same_device
+from convnet.precision import round_to
+
+SHIPPED = {"fc_forward": "v1", "fc_backward_data": "v1", "fc_backward_filter": "v1"}
+VERSIONS = ("v1",)
+PRECISIONS = ("tf32", "bf16")
+# tile name -> (rows, columns, threads) of tc_gemm.cuh's block tile (gemm_tc.cu's instances)
+TILES = {"l": (128, 128, 256), "s": (64, 64, 128)}
+# Pick the big tile when it alone gives a wave of blocks on a 132-SM GPU; cut K so
+# that there are about TARGET_BLOCKS blocks, each slice at least MIN_K_PER_SLICE deep.
+WAVE_BLOCKS = 132
+TARGET_BLOCKS = 264
+MIN_K_PER_SLICE = 256
+MAX_SPLITS = 64
+REDUCE_THREADS = 256
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def check_tc_precision(op, precision):
+    if precision not in PRECISIONS:
+        raise ValueError(f"{op}: precision must be one of {', '.join(PRECISIONS)} on the tensor-core kernels "
+                         f"(fp32 runs kernel_ops.gemm), got {precision!r}")
+
+
+def _version(op, version):
+    v = SHIPPED[op] if version is None else version
+    if v not in VERSIONS:
+        raise ValueError(f"{op}: unknown version {version!r}; kept versions are {', '.join(VERSIONS)}")
+    return v
+
+
+def choose(m, ncol, k, tile=None, splits=None):
+    """(tile, splits, chunk) for a GEMM of m rows, ncol columns, depth k."""
+    if tile is None:
+        tile = "l" if _cdiv(m, 128) * _cdiv(ncol, 128) >= WAVE_BLOCKS else "s"
+    if tile not in TILES:
+        raise ValueError(f"tile must be one of {', '.join(TILES)} (or None), got {tile!r}")
+    bm, bn, _ = TILES[tile]
+    blocks = _cdiv(m, bm) * _cdiv(ncol, bn)
+    if splits is None:
+        splits = max(1, min(_cdiv(TARGET_BLOCKS, blocks), k // MIN_K_PER_SLICE, MAX_SPLITS))
+    elif isinstance(splits, bool) or not isinstance(splits, (int, np.integer)) or splits < 1:
+        raise ValueError(f"splits must be an int >= 1, got {splits!r}")
+    chunk = max(1, _cdiv(k, int(splits)))
+    # depth of one engine step (16 tf32, 32 bf16) does not matter here: slices may end mid-step
+    return tile, _cdiv(k, chunk) if k else 1, chunk
+
+
+def strided_gemm(name, a, b, out_shape, m, ncol, k, sa, sb, sc, bias=None, tile=None, splits=None):
+    """C (out_shape, holding C[m, c] at m*sc[0] + c*sc[1]) = A @ B with A[m, k] = a[m*sa[0] + k*sa[1]],
+    B[k, c] = b[c*sb[0] + k*sb[1]] (+ bias[m]), on kernel `name` + tile suffix."""
+    xp = array_module(a)
+    out = xp.empty(out_shape, dtype=np.float32)
+    if out.size == 0:
+        return out
+    if k == 0:                      # an empty sum: the bias alone (fc_forward's is along the last axis)
+        out[...] = 0 if bias is None else bias
+        return out
+    tile, splits, chunk = choose(m, ncol, k, tile, splits)
+    bm, bn, threads = TILES[tile]
+    if _cdiv(m, bm) > 65535 or splits > 65535:
+        raise ValueError(f"{name}: {m} rows / {splits} slices exceed the grid's y/z limit")
+    ws = out if splits == 1 else xp.empty((splits,) + tuple(out_shape), dtype=np.float32)
+    has_bias = bias is not None
+    bias = bias if has_bias else xp.zeros(1, dtype=np.float32)
+    from convnet import kernels
+    kern = kernels.get_function(f"{name}_{tile}", like=a)
+    kern((_cdiv(ncol, bn), _cdiv(m, bm), splits), threads,
+         (a, b, bias, ws, m, ncol, k, sa[0], sa[1], sb[0], sb[1], sc[0], sc[1], int(has_bias), chunk))
+    if splits > 1:
+        red = kernels.get_function("tc_splitk_reduce", like=a)
+        red(min(_cdiv(out.size, REDUCE_THREADS), 4096), REDUCE_THREADS, (ws, out, out.size, splits))
+    return out
+
+
+def _inputs(op, **arrays):
+    out = {}
+    for name, a in arrays.items():
+        if a is not None:
+            out[name] = check_float32(op, name, a, 1 if name == "b" else 2, contiguous=False)
+    check_same_device(op, **out)
+    xp = array_module(next(iter(out.values())))
+    return [xp.ascontiguousarray(out[n]) if n in out else None for n in arrays]
+
+
+def fc_forward(x, w, b=None, precision="tf32", version=None, tile=None, splits=None):
+    """y = x @ w.T + b on the tensor cores.  x (N, in), w (out, in), b (out,) or None -> (N, out)."""
+    check_tc_precision("fc_forward", precision)
+    _version("fc_forward", version)
+    x, w, b = _inputs("fc_forward", x=x, w=w, b=b)
+    _fp32._check_fc(x, w)
+    if b is not None and tuple(b.shape) != (w.shape[0],):
+        raise ValueError(f"fc_forward: bias must have shape ({w.shape[0]},), got {tuple(b.shape)}")
+    n, n_in = x.shape
+    n_out = w.shape[0]
+    return strided_gemm(f"fc_tc_fwd_{precision}", w, x, (n, n_out), n_out, n, n_in,
+                        (n_in, 1), (n_in, 1), (1, n_out), bias=b, tile=tile, splits=splits)
+
+
+def fc_backward_data(dy, w, precision="tf32", version=None, tile=None, splits=None):
+    """dx = dy @ w on the tensor cores.  dy (N, out), w (out, in) -> (N, in)."""
+    check_tc_precision("fc_backward_data", precision)
+    _version("fc_backward_data", version)
+    dy, w = _inputs("fc_backward_data", dy=dy, w=w)
+    if dy.shape[1] != w.shape[0]:
+        raise ValueError(f"dy has {dy.shape[1]} features, weight {tuple(w.shape)} has {w.shape[0]} outputs")
+    n, n_out = dy.shape
+    n_in = w.shape[1]
+    return strided_gemm(f"fc_tc_bwd_data_{precision}", w, dy, (n, n_in), n_in, n, n_out,
+                        (1, n_in), (n_out, 1), (1, n_in), tile=tile, splits=splits)
+
+
+def fc_backward_filter(dy, x, precision="tf32", version=None, tile=None, splits=None):
+    """dw = dy.T @ x on the tensor cores.  dy (N, out), x (N, in) -> (out, in)."""
+    check_tc_precision("fc_backward_filter", precision)
+    _version("fc_backward_filter", version)
+    dy, x = _inputs("fc_backward_filter", dy=dy, x=x)
+    if dy.shape[0] != x.shape[0]:
+        raise ValueError(f"dy has batch {dy.shape[0]}, x has batch {x.shape[0]}")
+    n, n_out = dy.shape
+    n_in = x.shape[1]
+    return strided_gemm(f"fc_tc_bwd_filter_{precision}", dy, x, (n_out, n_in), n_out, n_in, n,
+                        (1, n_out), (1, n_in), (n_in, 1), tile=tile, splits=splits)
+
+
+# --- checks against the reference ------------------------------------------
+# The reference runs in float64 on the inputs rounded as the kernel rounds them
+# (convnet.precision.round_to), so what is left is the float32 accumulation:
+# normwise relative error 1e-5, the fp32 kernels' tolerance. A fragment in the
+# wrong lane or register gives errors of order 1.
+
+SMALL_SHAPES = [
+    ("3x37 -> 29", 3, 37, 29),
+    ("70x5 -> 67", 70, 5, 67),      # K shorter than one engine step; several row tiles
+    ("1x130 -> 1", 1, 130, 1),
+]
+ALEXNET_SHAPES = _fp32.ALEXNET_SHAPES
+TOL = 1e-5
+
+
+def _rounded(f, precision, n_rounded):
+    """f on float64 inputs of which the first n_rounded are rounded to `precision`."""
+    def ref(*args):
+        return f(*[round_to(a, precision).astype(np.float64) if i < n_rounded else a for i, a in enumerate(args)])
+    return ref
+
+
+def shape_cases(label, batch, n_in, n_out, precision, seed=0, scale="small", tile=None, splits=None):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, n_in))
+    w = rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)
+    b = rng.standard_normal(n_out)
+    dy = rng.standard_normal((batch, n_out))
+    tol = TOL if scale == "small" else 1e-4
+    kw = dict(precision=precision, tile=tile, splits=splits)
+    tag = f"{precision}" + (f" tile={tile}" if tile else "") + (f" splits={splits}" if splits else "")
+    suffix = f"_{tile}" if tile else "_s"
+    return [
+        checking.Case(f"fc_forward tc {tag} {label}", [x, w, b], _rounded(R.fc_forward, precision, 2),
+                      lambda x, w, b: fc_forward(x, w, b, **kw), tol, (f"fc_tc_fwd_{precision}{suffix}",), scale),
+        checking.Case(f"fc_backward_data tc {tag} {label}", [dy, w], _rounded(R.fc_backward_data, precision, 2),
+                      lambda dy, w: fc_backward_data(dy, w, **kw), tol,
+                      (f"fc_tc_bwd_data_{precision}{suffix}",), scale),
+        checking.Case(f"fc_backward_filter tc {tag} {label}", [dy, x], _rounded(R.fc_backward_filter, precision, 2),
+                      lambda dy, x: fc_backward_filter(dy, x, **kw), tol,
+                      (f"fc_tc_bwd_filter_{precision}{suffix}",), scale),
+    ]
+
+
+def cases(scale="small"):
+    """Every tensor-core fc op, both precisions, against the float64 reference on rounded inputs."""
+    if scale == "small":
+        shapes = SMALL_SHAPES
+    elif scale == "alexnet":
+        shapes = ALEXNET_SHAPES
+    else:
+        raise ValueError(f"unknown scale {scale!r}: choose 'small' or 'alexnet'")
+    out = []
+    for p in PRECISIONS:
+        for i, (label, batch, n_in, n_out) in enumerate(shapes):
+            out += shape_cases(label, batch, n_in, n_out, p, seed=i, scale=scale)
+        if scale == "small":
+            # the big tile, and split-K with its reduction (slices that end inside an engine step)
+            out += shape_cases("130x45 -> 131", 130, 45, 131, p, seed=7, tile="l")
+            out += shape_cases("5x100 -> 19 ", 5, 100, 19, p, seed=8, tile="s", splits=3)
+    return out
