@@ -3,7 +3,8 @@
 #
 #   make          Python dependencies (only those that do not import), the
 #                 kernel fatbins (nvcc), the CPU emulation extension (g++,
-#                 pybind11) and the Fashion-MNIST dataset (apt, when missing)
+#                 pybind11), the fast CPU path's loops (convnet._cpu) and the
+#                 Fashion-MNIST dataset (apt, when missing)
 #   make test     the whole test suite
 #   make check    every kernel against its NumPy reference on this machine
 #   make emu-asan the emulation built with AddressSanitizer (build/asan/)
@@ -34,8 +35,8 @@ NVCC_FLAGS := $(NVCC_BASE) $(NVCC_ARCH)
 
 DATASET := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: all deps kernels emu emu-asan emu-tsan tsan-check data test check clean static nvcc-flags gpu-wheels
-all: deps kernels emu data
+.PHONY: all deps kernels emu cpu emu-asan emu-tsan tsan-check data test check clean static nvcc-flags gpu-wheels
+all: deps kernels emu cpu data
 
 # --- Python dependencies -------------------------------------------------
 deps: $(BUILD)/deps.stamp
@@ -63,6 +64,15 @@ static: kernels
 	$(PYTHON) benchmarks/static_model.py --no-make
 
 include bindings/emu.mk
+
+# --- the fast CPU path's loops (convnet/cpu_ops.py; bindings/cpu_native.cpp) ----
+# No -march: the module may be carried to another machine. -ffp-contract=off:
+# no fused multiply-adds, the rounding of NumPy's separate operations.
+CPU_EXT := convnet/_cpu$(EMU_EXT)
+cpu: $(CPU_EXT)
+$(CPU_EXT): bindings/cpu_native.cpp | $(BUILD)/deps.stamp
+	$(CXX) -std=c++17 -O3 -ffp-contract=off -fPIC -fvisibility=hidden -shared $(EMU_WARN) \
+	    $(EMU_PYINC) $< -o $@
 
 # --- dataset --------------------------------------------------------------
 data:
@@ -98,4 +108,4 @@ gpu-wheels:
 	    --platform manylinux2014_x86_64 -d $(BUILD)/wheels $(GPU_WHEELS)
 
 clean:
-	rm -rf $(BUILD) convnet/_emu*.so
+	rm -rf $(BUILD) convnet/_emu*.so convnet/_cpu*.so

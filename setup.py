@@ -1,7 +1,7 @@
 """Package metadata; `pip install --no-build-isolation .` builds with the Makefile.
 
-build_ext runs `make emu kernels` (the CPU emulation extension convnet._emu
-and, where nvcc exists, the fatbins) and puts into the package what the
+build_ext runs `make emu cpu kernels` (the CPU emulation extension convnet._emu,
+the fast CPU path's loops convnet._cpu and, where nvcc exists, the fatbins) and puts into the package what the
 loader (convnet/kernels.py) needs outside a checkout: the extension, the
 kernel sources (convnet/_kernels/, for signatures and NVRTC) and the fatbins
 (convnet/_fatbin/). No build isolation: make uses this Python's pybind11.
@@ -31,8 +31,8 @@ def requirements():
 
 class MakeBuildExt(build_ext):
     def build_extension(self, ext):
-        subprocess.check_call(["make", "-C", HERE, f"PYTHON={sys.executable}", "emu", "kernels"])
-        built = os.path.join(HERE, "convnet", "_emu" + sysconfig.get_config_var("EXT_SUFFIX"))
+        subprocess.check_call(["make", "-C", HERE, f"PYTHON={sys.executable}", "emu", "cpu", "kernels"])
+        built = os.path.join(HERE, "convnet", ext.name.split(".")[-1] + sysconfig.get_config_var("EXT_SUFFIX"))
         target = self.get_ext_fullpath(ext.name)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copy2(built, target)
@@ -52,7 +52,7 @@ setup(
     python_requires=">=3.9",
     install_requires=requirements(),
     extras_require={"cuda": ["cupy-cuda13x>=13"], "test": ["pytest>=7"]},
-    ext_modules=[Extension("convnet._emu", sources=[])],
+    ext_modules=[Extension("convnet._emu", sources=[]), Extension("convnet._cpu", sources=[])],
     cmdclass={"build_ext": MakeBuildExt},
     zip_safe=False,
 )

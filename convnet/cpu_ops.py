@@ -51,16 +51,21 @@ forward stored (and the same geometry); otherwise the columns are computed
 again. Like any saved activation, x must not be modified in place between the
 two calls.
 """
+import atexit
 import itertools
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from convnet import reference
+
+try:
+    from convnet import _cpu as _native     # bindings/cpu_native.cpp, built by `make`
+except ImportError:                           # not built: the NumPy loops below do the same
+    _native = None
 from convnet.reference import (_check_dy, _conv_geometry, _float_array, _pool_geometry, _same_shape,
                                _shape4)
 
@@ -74,8 +79,101 @@ __all__ = [
 # --- threads --------------------------------------------------------------
 
 _threads = None          # number of parts work is split into (None: not chosen yet)
-_pool = None             # ThreadPoolExecutor with _threads - 1 workers (the caller runs part 0)
+_workers = []            # the _threads - 1 worker threads (the caller is the other one)
 _blas_limit = None       # threadpoolctl limiter holding BLAS at one thread
+
+# How long a thread that waits for work (a worker between ops, the caller for an op's last
+# part) spins, yielding its core, before it sleeps. Waking a sleeping thread costs tens of
+# microseconds (up to ~100 on a virtual machine), a large part of a small op: the fashion
+# net's 2-thread step took 11.8 ms with sleeping waits and XX ms with these.
+SPIN_SECONDS = 0.002
+
+
+class _PyEpoch:
+    """convnet._cpu.Epoch in Python (no spinning), where the extension is not built."""
+
+    def __init__(self):
+        self._value = 0
+        self._cond = threading.Condition()
+
+    def get(self):
+        return self._value
+
+    def bump(self):
+        with self._cond:
+            self._value += 1
+            self._cond.notify_all()
+            return self._value
+
+    def wait_past(self, seen, spin):
+        with self._cond:
+            self._cond.wait_for(lambda: self._value != seen)
+            return self._value
+
+
+def _epoch():
+    return _native.Epoch() if _native is not None else _PyEpoch()
+
+
+class _Job:
+    """One op's parts, taken in turn by the caller and the workers (see _run)."""
+
+    def __init__(self, fn, parts):
+        self.fn, self.parts = fn, parts
+        self.results = [None] * len(parts)
+        self.errors = []
+        self.taken = itertools.count()            # next() is atomic under the GIL
+        self.left = len(parts)
+        self.lock = threading.Lock()
+        self.done = _epoch()                      # bumped when the last part is done
+
+    def drain(self):
+        for i in self.taken:
+            if i >= len(self.parts):
+                return
+            try:
+                with _QUIET():
+                    self.results[i] = self.fn(*self.parts[i])
+            except BaseException as e:            # re-raised in the calling thread
+                self.errors.append(e)
+            with self.lock:
+                self.left -= 1
+                last = not self.left
+            if last:
+                self.done.bump()
+
+
+class _Workers:
+    """The pool: threads that wait on `wake` and drain the job posted last."""
+
+    def __init__(self, n):
+        self.job = None
+        self.stop = False
+        self.wake = _epoch()
+        self.threads = [threading.Thread(target=self._loop, name=f"convnet-cpu-{i + 1}", daemon=True)
+                        for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _loop(self):
+        seen = self.wake.get()
+        while True:
+            seen = self.wake.wait_past(seen, SPIN_SECONDS)
+            if self.stop:
+                return
+            job = self.job
+            if job is not None:
+                job.drain()
+
+    def post(self, job):
+        self.job = job
+        self.wake.bump()
+
+    def shutdown(self):
+        self.stop = True
+        self.wake.bump()
+        for t in self.threads:
+            t.join()
 
 
 def _default_threads():
@@ -107,7 +205,7 @@ def set_threads(n):
     slower (the fashion net's step with one op thread, load average ~15: 290-650 ms
     with OpenBLAS's 2 threads, 50-58 ms with one; benchmarks/cpu_throughput.py).
     """
-    global _threads, _pool, _blas_limit
+    global _threads, _workers, _blas_limit
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"threads must be an int >= 1, got {n!r}")
     try:
@@ -119,9 +217,9 @@ def set_threads(n):
         threadpoolctl = None
     if _threads is None:
         keep_freed_memory()
-    if _pool is not None:
-        _pool.shutdown()
-        _pool = None
+    if _workers:
+        _workers.shutdown()
+        _workers = []
     if _blas_limit is not None:
         _blas_limit.restore_original_limits()
         _blas_limit = None
@@ -129,7 +227,16 @@ def set_threads(n):
     if threadpoolctl is not None:
         _blas_limit = threadpoolctl.threadpool_limits(limits=1, user_api="blas")
     if _threads > 1:
-        _pool = ThreadPoolExecutor(max_workers=_threads - 1, thread_name_prefix="convnet-cpu")
+        _workers = _Workers(_threads - 1)
+
+
+@atexit.register
+def _stop_workers():
+    """Workers end before the interpreter does (one waiting inside convnet._cpu then must not wake)."""
+    global _workers
+    if _workers:
+        _workers.shutdown()
+        _workers = []
 
 
 def get_threads():
@@ -187,6 +294,21 @@ def _parts(n, minimum=1, item_bytes=0):
     return [(edges[i], edges[i + 1]) for i in range(k)]
 
 
+GEMM_PART_MACS = 8_000_000    # a fully connected GEMM is split only into parts at least this big
+
+
+def _gemm_parts(n, macs_per_item, minimum):
+    """_parts(n, minimum) with no part under GEMM_PART_MACS multiply-adds (one part for small layers).
+
+    Two threads' small BLAS calls run no faster together than one after the other here:
+    the fashion net's fc3 forward (64 x 768 x 256) took 233 us in one call, 286 in two
+    halves on two threads, 367 in four quarters (2-core Xeon, OpenBLAS at one thread each).
+    """
+    parts = _parts(n, minimum)
+    k = max(1, min(len(parts), int(n * macs_per_item // GEMM_PART_MACS)))
+    return parts if k == len(parts) else _parts(n, max(minimum, -(-n // k)))
+
+
 def _QUIET():
     """No floating-point warnings from inside an op: BLAS-backed np.matmul warns on NaN or inf
     where the reference's np.dot and tensordot do not (the training loop checks the loss)."""
@@ -194,45 +316,25 @@ def _QUIET():
 
 
 def _run(fn, parts):
-    """[fn(*part) for part in parts], run by this thread and the pool's together.
+    """[fn(*part) for part in parts], run by this thread and the workers together.
 
     Each thread takes the next part not yet taken until none is left, and this thread
-    returns as soon as every part is done: a pool thread that the OS deschedules (a
-    loaded machine) leaves its share to the others instead of holding up the op. That
-    is why there are more parts than threads. A pool thread that wakes after the op is
-    over finds nothing left to take.
+    returns as soon as every part is done: a worker that the OS deschedules (a loaded
+    machine) leaves its share to the others instead of holding up the op. That is why
+    there are more parts than threads. A worker that wakes after the op is over finds
+    nothing left to take.
     """
     if len(parts) == 1 or _threads == 1:
         with _QUIET():
             return [fn(*p) for p in parts]
-    results = [None] * len(parts)
-    errors = []
-    taken = itertools.count()            # next() is atomic under the GIL
-    left = [len(parts)]
-    lock = threading.Lock()
-    finished = threading.Event()
-
-    def drain():
-        for i in taken:
-            if i >= len(parts):
-                return
-            try:
-                with _QUIET():
-                    results[i] = fn(*parts[i])
-            except BaseException as e:   # re-raised in the calling thread
-                errors.append(e)
-            with lock:
-                left[0] -= 1
-                if not left[0]:
-                    finished.set()
-
-    for _ in range(min(_threads, len(parts)) - 1):
-        _pool.submit(drain)
-    drain()
-    finished.wait()
-    if errors:
-        raise errors[0]
-    return results
+    job = _Job(fn, parts)
+    _workers.post(job)
+    job.drain()
+    if job.left:
+        job.done.wait_past(0, SPIN_SECONDS)
+    if job.errors:
+        raise job.errors[0]
+    return job.results
 
 
 # --- convolution ----------------------------------------------------------
@@ -302,6 +404,12 @@ def _columns(x, kernel, stride, pad, out, layout):
     """im2col of x (n, C, H, W): (C*KH*KW, OH*OW*n) in `layout` (rows ordered (c, p, q) like w)."""
     n, c = x.shape[:2]
     (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out
+    if _native is not None:
+        shape = (c, kh, kw, oh, ow, n) if layout == "batch" else (c, kh, kw, n, oh, ow)
+        cols = np.empty(shape, dtype=x.dtype)
+        _native.im2col(np.ascontiguousarray(x), cols, tuple(kernel), tuple(stride), tuple(pad), tuple(out),
+                       layout == "batch")
+        return cols.reshape(c * kh * kw, -1)
     if layout == "batch":                                   # cols[c, p, q, i, j, n]
         xt = _padded_batch_last(x, pad)
         s0, s1, s2, s3 = xt.strides
@@ -319,16 +427,25 @@ def _columns(x, kernel, stride, pad, out, layout):
 def _to_layout(dy, layout):
     """dy (n, F, OH, OW) -> (F, OH*OW*n) in the columns' order of `layout`."""
     n, f = dy.shape[:2]
+    if _native is not None:
+        d = np.empty((f, dy.size // max(f, 1)), dtype=dy.dtype)
+        _native.to_layout(np.ascontiguousarray(dy), d, layout == "batch")
+        return d
     d = dy.reshape(n, f, -1)
     d = d.transpose(1, 2, 0) if layout == "batch" else d.transpose(1, 0, 2)
     return np.ascontiguousarray(d).reshape(f, -1)
 
 
-def _from_layout(ybuf, out, layout, b, relu):
-    """ybuf (F, OH*OW*n in `layout` order) -> out (n, F, OH, OW), + b, then max(0, .) if relu."""
+def _from_rows(ybuf, out, layout, b, relu):
+    """ybuf (OH*OW*n, F): the GEMM's result as one row per output pixel, in the columns' order
+    of `layout` -> out (n, F, OH, OW), + b, then max(0, .) if relu."""
     n, f = out.shape[:2]
-    src = ybuf.reshape(f, -1, n).transpose(2, 0, 1) if layout == "batch" else \
-        ybuf.reshape(f, n, -1).transpose(1, 0, 2)
+    if _native is not None and out.flags.c_contiguous:
+        _native.from_rows(ybuf, out, None if b is None else b.astype(out.dtype, copy=False), bool(relu),
+                          layout == "batch")
+        return
+    src = ybuf.reshape(-1, n, f).transpose(1, 2, 0) if layout == "batch" else \
+        ybuf.reshape(n, -1, f).transpose(0, 2, 1)
     dst = out.reshape(n, f, -1)
     if b is None:
         np.copyto(dst, src)
@@ -336,6 +453,14 @@ def _from_layout(ybuf, out, layout, b, relu):
         np.add(src, b[:, None], out=dst)
     if relu:
         np.maximum(dst, dst.dtype.type(0), out=dst)
+
+
+# GEMM_ORIENTATION: the forward and backward-filter GEMMs are computed transposed, with the
+# columns on the left (y.T = cols.T @ w.T, dw.T = cols @ d.T): with few filters (F = 24-48)
+# OpenBLAS runs them faster that way round (one thread, 2-core Xeon: fashion conv2's forward
+# 206 -> 223 GFLOP/s, backward-filter 169 -> 200-234, conv1's forward 107 -> 147).
+# Backward-data's GEMM would gain too (176 -> 259), but adding rows of the transposed
+# columns back into the image (runs of KW elements) cost more than that gain.
 
 
 def _conv_key(x, w_shape, stride, pad, groups, layout, parts):
@@ -375,10 +500,10 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, cache=No
 
     def part(n0, n1):
         cols = _columns(x[n0:n1], (kh, kw), s, p, out, layout)
-        ybuf = np.empty((f, cols.shape[1]), dtype=dt)
+        ybuf = np.empty((cols.shape[1], f), dtype=dt)     # y transposed: see GEMM_ORIENTATION
         for g in range(groups):
-            np.matmul(w2[g * fg:(g + 1) * fg], cols[g * kg:(g + 1) * kg], out=ybuf[g * fg:(g + 1) * fg])
-        _from_layout(ybuf, y[n0:n1], layout, b, relu)
+            np.matmul(cols[g * kg:(g + 1) * kg].T, w2[g * fg:(g + 1) * fg].T, out=ybuf[:, g * fg:(g + 1) * fg])
+        _from_rows(ybuf, y[n0:n1], layout, b, relu)
         return cols
 
     cols = _run(part, parts)
@@ -413,16 +538,16 @@ def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, cache=None
     def part(i, n0, n1):
         c = cols[i] if cols is not None else _columns(x[n0:n1], (kh, kw), s, p, out, layout)
         d = _to_layout(dy[n0:n1], layout)
-        dw = np.empty((f, kg), dtype=np.result_type(d, c))
+        dwt = np.empty((groups, kg, fg), dtype=np.result_type(d, c))      # dw transposed, per group
         for g in range(groups):
-            np.matmul(d[g * fg:(g + 1) * fg], c[g * kg:(g + 1) * kg].T, out=dw[g * fg:(g + 1) * fg])
-        return dw
+            np.matmul(c[g * kg:(g + 1) * kg], d[g * fg:(g + 1) * fg].T, out=dwt[g])
+        return dwt
 
     partial = _run(part, [(i,) + pr for i, pr in enumerate(parts)])
-    dw = partial[0]
+    dwt = partial[0]
     for more in partial[1:]:
-        dw += more
-    return dw.astype(dt, copy=False).reshape(w_shape)
+        dwt += more
+    return np.ascontiguousarray(dwt.transpose(0, 2, 1), dtype=dt).reshape(w_shape)
 
 
 def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, layout=None):
@@ -451,7 +576,9 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, layout=None)
         dcols = np.empty((c * kg // cg, d.shape[1]), dtype=dt)        # (C*KH*KW, OH*OW*m)
         for g in range(groups):
             np.matmul(w2[g * fg:(g + 1) * fg].T, d[g * fg:(g + 1) * fg], out=dcols[g * kg:(g + 1) * kg])
-        if layout == "batch":
+        if _native is not None:
+            _native.col2im(dcols, dx[n0:n1], (kh, kw), (sh, sw), (ph, pw), out, layout == "batch")
+        elif layout == "batch":
             dcols = dcols.reshape(c, kh, kw, oh, ow, m)
             dxp = np.zeros((c, h + 2 * ph, wd + 2 * pw, m), dtype=dt)
             for p in range(kh):
@@ -471,9 +598,19 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, layout=None)
 
 
 def conv2d_backward_bias(dy):
-    """reference.conv2d_backward_bias: the sum over (n, i, j), as one contiguous row sum then a column sum."""
+    """reference.conv2d_backward_bias: the sum over (n, i, j); natively per part in float64, else as
+    one contiguous row sum then a column sum."""
     dy = _float_array(dy, "dy", 4)
     n, f = dy.shape[:2]
+    if _native is not None and dy.size:             # per part in float64, the parts added
+        dyc = np.ascontiguousarray(dy)
+
+        def part(n0, n1):
+            acc = np.zeros(f, dtype=np.float64)
+            _native.bias_grad(dyc[n0:n1], acc)
+            return acc
+
+        return sum(_run(part, _parts(n, item_bytes=dy[0].nbytes))).astype(dy.dtype)
     return dy.reshape(n, f, -1).sum(axis=2).sum(axis=0)
 
 
@@ -495,7 +632,7 @@ def fc_forward(x, w, b=None):
         if b is not None:
             y[n0:n1] += b
 
-    _run(part, _parts(x.shape[0], 16))
+    _run(part, _gemm_parts(x.shape[0], w.size, 16))
     return y
 
 
@@ -506,7 +643,7 @@ def fc_backward_data(dy, w):
     if dy.shape[1] != w.shape[0] or dy.shape[0] < 2:
         return reference.fc_backward_data(dy, w)
     dx = np.empty((dy.shape[0], w.shape[1]), dtype=np.result_type(dy, w))
-    _run(lambda n0, n1: np.matmul(dy[n0:n1], w, out=dx[n0:n1]), _parts(dy.shape[0], 16))
+    _run(lambda n0, n1: np.matmul(dy[n0:n1], w, out=dx[n0:n1]), _gemm_parts(dy.shape[0], w.size, 16))
     return dx
 
 
@@ -517,7 +654,7 @@ def fc_backward_filter(dy, x):
     if dy.shape[0] != x.shape[0] or dy.shape[1] < 2:
         return reference.fc_backward_filter(dy, x)
     dw = np.empty((dy.shape[1], x.shape[1]), dtype=np.result_type(dy, x))
-    _run(lambda f0, f1: np.matmul(dy[:, f0:f1].T, x, out=dw[f0:f1]), _parts(dy.shape[1], 8))
+    _run(lambda f0, f1: np.matmul(dy[:, f0:f1].T, x, out=dw[f0:f1]), _gemm_parts(dy.shape[1], x.size, 8))
     return dw
 
 
@@ -546,6 +683,11 @@ def relu_backward(dy, y):
     dx = np.empty(dy.shape, dtype=dy.dtype)
     dxf = dx.reshape(-1)
     zero = y.dtype.type(0)
+    if _native is not None:         # exactly the reference's rule: no product, so no NaN from 0 * inf
+        yf = yf.astype(dyf.dtype, copy=False)       # (y > 0 is the same in either precision)
+        _run(lambda i0, i1: _native.relu_backward(dyf[i0:i1], yf[i0:i1], dxf[i0:i1]),
+             _flat_parts(dyf.size, dy.itemsize))
+        return dx
 
     def part(i0, i1):
         np.multiply(dyf[i0:i1], np.greater(yf[i0:i1], zero), out=dxf[i0:i1])
@@ -575,18 +717,23 @@ def _pool_input(x, size, stride, out, hp, wp):
     return xp
 
 
-NO_MAXIMUM = 255          # argmax of a window whose maximum is NaN: the reference gives it no gradient
+NO_MAXIMUM = 255          # argmax (uint8) of a window whose maximum is NaN: the reference gives it no gradient
 
 
 def _argmax_dtype(size):
     return np.uint8 if size * size < NO_MAXIMUM else np.int32
 
 
+def _no_maximum(dtype):
+    """The argmax of a NaN window: 255 in uint8 (offsets < 255), -1 in int32 (where 255 is an offset)."""
+    return NO_MAXIMUM if np.dtype(dtype) == np.uint8 else -1
+
+
 def maxpool_forward(x, size=3, stride=2, argmax=False):
     """reference.maxpool_forward: no padded copy when no window is clipped; batch split over the threads.
 
     argmax=True returns (y, arg): arg (N, C, OH, OW) holds p*size + q of each window's first
-    maximal element in row-major order (NO_MAXIMUM where the window's maximum is NaN), for
+    maximal element in row-major order (_no_maximum(arg.dtype) where the window's maximum is NaN), for
     maxpool_backward(..., argmax=arg) to use instead of comparing x with y again.
     """
     x = _float_array(x, "x", 4)
@@ -596,6 +743,12 @@ def maxpool_forward(x, size=3, stride=2, argmax=False):
     n, c = x.shape[:2]
     y = np.empty((n, c) + out, dtype=x.dtype)
     arg = np.zeros(y.shape, dtype=_argmax_dtype(size)) if argmax else None
+    if _native is not None:
+        xc = np.ascontiguousarray(x)
+        if y.size:
+            _run(lambda n0, n1: _native.maxpool_forward(xc[n0:n1], y[n0:n1], None if arg is None else arg[n0:n1],
+                                                        size, stride, _no_maximum(_argmax_dtype(size))), _parts(n))
+        return (y, arg) if argmax else y
 
     def part(n0, n1):
         views = _pool_views(_pool_input(x[n0:n1], size, stride, out, hp, wp), size, stride, out)
@@ -616,7 +769,7 @@ def maxpool_forward(x, size=3, stride=2, argmax=False):
         if argmax:
             nan = np.isnan(yp)
             if nan.any():
-                ap[nan] = NO_MAXIMUM
+                ap[nan] = _no_maximum(ap.dtype)
 
     if y.size:
         _run(part, _parts(n))
@@ -645,6 +798,13 @@ def maxpool_backward(dy, x, y, size=3, stride=2, argmax=None):
     dt = np.result_type(dy, x)
     dx = np.empty((n, c, h, w), dtype=dt)
     tiled = size == stride and (hp, wp) == (h, w)     # windows tile x: each element in exactly one
+    if _native is not None and argmax is not None:
+        dyc = np.ascontiguousarray(dy, dtype=dt)
+        arc = np.ascontiguousarray(argmax)
+        if dx.size:
+            _run(lambda n0, n1: _native.maxpool_backward(dyc[n0:n1], arc[n0:n1], dx[n0:n1], size, stride,
+                                                         _no_maximum(arc.dtype)), _parts(n))
+        return dx
 
     def part(n0, n1):
         ys, dys = y[n0:n1], dy[n0:n1]
@@ -693,6 +853,11 @@ def sgd_update(w, dw, v, lr, momentum=0.9, weight_decay=0.0005):
     wf, dwf, vf = w.reshape(-1), dw.reshape(-1), v.reshape(-1)
     decay, rate, mom = dt(weight_decay * lr), dt(lr), dt(momentum)
 
+    if _native is not None:
+        _run(lambda i0, i1: _native.sgd_update(wf[i0:i1], dwf[i0:i1], vf[i0:i1], float(decay), float(rate),
+                                               float(mom)), _parts(wf.size, 1 << 18))
+        return
+
     def part(i0, i1):
         vp, wp = vf[i0:i1], wf[i0:i1]
         tmp = np.multiply(wp, decay)
@@ -702,4 +867,4 @@ def sgd_update(w, dw, v, lr, momentum=0.9, weight_decay=0.0005):
         vp -= tmp
         wp += vp
 
-    _run(part, _parts(wf.size, 1 << 15))
+    _run(part, _parts(wf.size, 1 << 18))

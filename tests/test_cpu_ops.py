@@ -1,5 +1,5 @@
 """convnet.cpu_ops against convnet.reference: every fast op on odd shapes, float32 and float64,
-both conv column layouts, 1 and 3 threads, the conv cache, max-pool ties and clipped windows,
+both conv column layouts, 1 and 3 threads, the C++ loops (convnet._cpu) and the NumPy ones, the conv cache, max-pool ties and clipped windows,
 non-finite ReLU gradients; float64 gradient checks of the fast conv and pooling pairs; the
 "numpy" backend dispatching to them; benchmarks/cpu_throughput.py's check and a short run."""
 import importlib.util
@@ -19,11 +19,18 @@ ROOT = Path(__file__).resolve().parent.parent
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
 
 
-@pytest.fixture(params=[1, 3], ids=["1thread", "3threads"])
-def threads(request):
+@pytest.fixture(params=[(1, "native"), (3, "native"), (1, "numpy"), (3, "numpy")],
+                ids=["1thread-native", "3threads-native", "1thread-numpy", "3threads-numpy"])
+def threads(request, monkeypatch):
+    """Threads the ops split over, with the C++ loops (convnet._cpu) or the NumPy ones."""
+    n, loops = request.param
+    if loops == "native" and C._native is None:
+        pytest.skip("convnet._cpu is not built (make cpu)")
+    if loops == "numpy":
+        monkeypatch.setattr(C, "_native", None)
     before = C.get_threads()
-    C.set_threads(request.param)
-    yield request.param
+    C.set_threads(n)
+    yield n
     C.set_threads(before)
 
 
@@ -142,8 +149,12 @@ def test_conv_gradients_float64():
             {"x": x, "w": w}, name=f"cpu_ops conv s2 p1 g2 {layout}")
 
 
+@pytest.mark.parametrize("split", ["big-parts-only", "every-gemm-split"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fc_against_reference(dtype, threads):
+def test_fc_against_reference(dtype, split, threads, monkeypatch):
+    if split == "every-gemm-split":     # these GEMMs are too small to be split unless told to
+        monkeypatch.setattr(C, "GEMM_PART_MACS", 1)
+        assert len(C._gemm_parts(37, 29 * 11, 16)) == (2 if threads > 1 else 1)
     rng = np.random.default_rng(4)
     for n, i, o in ((37, 29, 11), (1, 5, 3), (20, 300, 70), (6, 4, 1)):
         x = rng.standard_normal((n, i)).astype(dtype)
