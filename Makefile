@@ -71,8 +71,8 @@ include bindings/emu.mk
 CPU_EXT := convnet/_cpu$(EMU_EXT)
 cpu: $(CPU_EXT)
 $(CPU_EXT): bindings/cpu_native.cpp | $(BUILD)/deps.stamp
-	$(CXX) -std=c++17 -O3 -ffp-contract=off -fPIC -fvisibility=hidden -shared $(EMU_WARN) \
-	    $(EMU_PYINC) $< -o $@
+	$(CXX) -std=c++17 -O3 -ffp-contract=off -fPIC -fvisibility=hidden -shared -pthread $(EMU_WARN) \
+	    $(EMU_PYINC) $< -o $@ -ldl
 
 # --- dataset --------------------------------------------------------------
 data:

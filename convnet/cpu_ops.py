@@ -79,18 +79,38 @@ __all__ = [
 # --- threads --------------------------------------------------------------
 
 _threads = None          # number of parts work is split into (None: not chosen yet)
-_workers = []            # the _threads - 1 worker threads (the caller is the other one)
+_workers = []            # Python threads for _run (made at its first use): _threads - 1 of them
 _blas_limit = None       # threadpoolctl limiter holding BLAS at one thread
+_blas = None             # convnet._cpu's BLAS: None not looked for yet, "" none, else its symbol
 
-# How long a thread that waits for work (a worker between ops, the caller for an op's last
-# part) spins, yielding its core, before it sleeps. Waking a sleeping thread costs tens of
-# microseconds (up to ~100 on a virtual machine), a large part of a small op: the fashion
-# net's 2-thread step took 11.8 ms with sleeping waits and XX ms with these.
+# How long convnet._cpu's idle threads spin (yielding the core) before they sleep, so that
+# the next op's parts start at once: waking a sleeping thread costs tens of microseconds
+# (up to ~100 on a virtual machine), a large part of a small op.
 SPIN_SECONDS = 0.002
 
 
+def _native_blas():
+    """True where the convolution and fc GEMMs run in convnet._cpu: it is built and found NumPy's BLAS
+    (whose cblas_sgemm/dgemm it calls without the GIL; threadpoolctl names the library)."""
+    global _blas
+    if _native is None:
+        return False
+    if _blas is None:
+        _blas = ""
+        try:
+            import threadpoolctl
+            for info in threadpoolctl.threadpool_info():
+                if info.get("user_api") == "blas" and info.get("filepath"):
+                    _blas = _native.blas_init(info["filepath"])
+                    if _blas:
+                        break
+        except ImportError:
+            pass
+    return bool(_blas)
+
+
 class _PyEpoch:
-    """convnet._cpu.Epoch in Python (no spinning), where the extension is not built."""
+    """A counter that threads wait on (the Python workers of _run)."""
 
     def __init__(self):
         self._value = 0
@@ -105,14 +125,14 @@ class _PyEpoch:
             self._cond.notify_all()
             return self._value
 
-    def wait_past(self, seen, spin):
+    def wait_past(self, seen):
         with self._cond:
             self._cond.wait_for(lambda: self._value != seen)
             return self._value
 
 
 def _epoch():
-    return _native.Epoch() if _native is not None else _PyEpoch()
+    return _PyEpoch()
 
 
 class _Job:
@@ -158,7 +178,7 @@ class _Workers:
     def _loop(self):
         seen = self.wake.get()
         while True:
-            seen = self.wake.wait_past(seen, SPIN_SECONDS)
+            seen = self.wake.wait_past(seen)
             if self.stop:
                 return
             job = self.job
@@ -220,23 +240,26 @@ def set_threads(n):
     if _workers:
         _workers.shutdown()
         _workers = []
+    if _native is not None:
+        _native.set_spin(SPIN_SECONDS)
+        _native.set_threads(int(n))
     if _blas_limit is not None:
         _blas_limit.restore_original_limits()
         _blas_limit = None
     _threads = int(n)
     if threadpoolctl is not None:
         _blas_limit = threadpoolctl.threadpool_limits(limits=1, user_api="blas")
-    if _threads > 1:
-        _workers = _Workers(_threads - 1)
 
 
 @atexit.register
 def _stop_workers():
-    """Workers end before the interpreter does (one waiting inside convnet._cpu then must not wake)."""
+    """Worker threads end before the interpreter does."""
     global _workers
     if _workers:
         _workers.shutdown()
         _workers = []
+    if _native is not None:
+        _native.set_threads(1)
 
 
 def get_threads():
@@ -327,11 +350,14 @@ def _run(fn, parts):
     if len(parts) == 1 or _threads == 1:
         with _QUIET():
             return [fn(*p) for p in parts]
+    global _workers
+    if not _workers:
+        _workers = _Workers(_threads - 1)
     job = _Job(fn, parts)
     _workers.post(job)
     job.drain()
     if job.left:
-        job.done.wait_past(0, SPIN_SECONDS)
+        job.done.wait_past(0)
     if job.errors:
         raise job.errors[0]
     return job.results
@@ -404,12 +430,6 @@ def _columns(x, kernel, stride, pad, out, layout):
     """im2col of x (n, C, H, W): (C*KH*KW, OH*OW*n) in `layout` (rows ordered (c, p, q) like w)."""
     n, c = x.shape[:2]
     (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out
-    if _native is not None:
-        shape = (c, kh, kw, oh, ow, n) if layout == "batch" else (c, kh, kw, n, oh, ow)
-        cols = np.empty(shape, dtype=x.dtype)
-        _native.im2col(np.ascontiguousarray(x), cols, tuple(kernel), tuple(stride), tuple(pad), tuple(out),
-                       layout == "batch")
-        return cols.reshape(c * kh * kw, -1)
     if layout == "batch":                                   # cols[c, p, q, i, j, n]
         xt = _padded_batch_last(x, pad)
         s0, s1, s2, s3 = xt.strides
@@ -427,10 +447,6 @@ def _columns(x, kernel, stride, pad, out, layout):
 def _to_layout(dy, layout):
     """dy (n, F, OH, OW) -> (F, OH*OW*n) in the columns' order of `layout`."""
     n, f = dy.shape[:2]
-    if _native is not None:
-        d = np.empty((f, dy.size // max(f, 1)), dtype=dy.dtype)
-        _native.to_layout(np.ascontiguousarray(dy), d, layout == "batch")
-        return d
     d = dy.reshape(n, f, -1)
     d = d.transpose(1, 2, 0) if layout == "batch" else d.transpose(1, 0, 2)
     return np.ascontiguousarray(d).reshape(f, -1)
@@ -440,10 +456,6 @@ def _from_rows(ybuf, out, layout, b, relu):
     """ybuf (OH*OW*n, F): the GEMM's result as one row per output pixel, in the columns' order
     of `layout` -> out (n, F, OH, OW), + b, then max(0, .) if relu."""
     n, f = out.shape[:2]
-    if _native is not None and out.flags.c_contiguous:
-        _native.from_rows(ybuf, out, None if b is None else b.astype(out.dtype, copy=False), bool(relu),
-                          layout == "batch")
-        return
     src = ybuf.reshape(-1, n, f).transpose(1, 2, 0) if layout == "batch" else \
         ybuf.reshape(n, -1, f).transpose(0, 2, 1)
     dst = out.reshape(n, f, -1)
@@ -497,6 +509,14 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, cache=No
     c_all = x.shape[1]
     w2 = w.reshape(f, kg)
     parts = _parts(n, item_bytes=c_all * kh * kw * out[0] * out[1] * dt.itemsize)
+    if _native_blas():
+        cols = [np.empty((c_all * kh * kw, (n1 - n0) * out[0] * out[1]), dtype=dt) for n0, n1 in parts]
+        _native.conv_forward(np.ascontiguousarray(x), np.ascontiguousarray(w2), None if b is None else
+                             np.ascontiguousarray(b, dtype=dt), y, cols, parts, (kh, kw), tuple(s), tuple(p),
+                             tuple(out), groups, bool(relu), layout == "batch")
+        if cache is not None:
+            cache.store(x_in, _conv_key(x_in, w.shape, s, p, groups, layout, parts), cols)
+        return y
 
     def part(n0, n1):
         cols = _columns(x[n0:n1], (kh, kw), s, p, out, layout)
@@ -534,6 +554,14 @@ def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, cache=None
                 break
     layout = _check_layout(layout, x.shape, w_shape, out)
     fg, kg = f // groups, cg * kh * kw
+    if _native_blas():
+        if cols is not None and cols[0].dtype != dt:
+            cols = None
+        dwt = np.empty((groups, kg, fg), dtype=dt)
+        _native.conv_backward_filter(np.ascontiguousarray(dy, dtype=dt), np.ascontiguousarray(x, dtype=dt), cols,
+                                     dwt, parts, (kh, kw), tuple(s), tuple(p), tuple(out), groups,
+                                     layout == "batch")
+        return np.ascontiguousarray(dwt.transpose(0, 2, 1)).reshape(w_shape)
 
     def part(i, n0, n1):
         c = cols[i] if cols is not None else _columns(x[n0:n1], (kh, kw), s, p, out, layout)
@@ -569,6 +597,11 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, layout=None)
     dx = np.empty((n, c, h, wd), dtype=dt)
     rows = slice(0, sh * (oh - 1) + 1, sh)
     colsl = slice(0, sw * (ow - 1) + 1, sw)
+    parts = _parts(n, item_bytes=c * kh * kw * oh * ow * dt.itemsize)
+    if _native_blas():
+        _native.conv_backward_data(np.ascontiguousarray(dy), np.ascontiguousarray(w2), dx, parts, (kh, kw), (sh, sw),
+                                   (ph, pw), out, groups, layout == "batch")
+        return dx
 
     def part(n0, n1):
         m = n1 - n0
@@ -576,9 +609,7 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, layout=None)
         dcols = np.empty((c * kg // cg, d.shape[1]), dtype=dt)        # (C*KH*KW, OH*OW*m)
         for g in range(groups):
             np.matmul(w2[g * fg:(g + 1) * fg].T, d[g * fg:(g + 1) * fg], out=dcols[g * kg:(g + 1) * kg])
-        if _native is not None:
-            _native.col2im(dcols, dx[n0:n1], (kh, kw), (sh, sw), (ph, pw), out, layout == "batch")
-        elif layout == "batch":
+        if layout == "batch":
             dcols = dcols.reshape(c, kh, kw, oh, ow, m)
             dxp = np.zeros((c, h + 2 * ph, wd + 2 * pw, m), dtype=dt)
             for p in range(kh):
@@ -593,7 +624,7 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, layout=None)
                     dxp[:, :, p:, q:][:, :, rows, colsl] += dcols[:, p, q].transpose(1, 0, 2, 3)
             np.copyto(dx[n0:n1], dxp[:, :, ph:ph + h, pw:pw + wd])
 
-    _run(part, _parts(n, item_bytes=c * kh * kw * oh * ow * dt.itemsize))
+    _run(part, parts)
     return dx
 
 
@@ -603,14 +634,9 @@ def conv2d_backward_bias(dy):
     dy = _float_array(dy, "dy", 4)
     n, f = dy.shape[:2]
     if _native is not None and dy.size:             # per part in float64, the parts added
-        dyc = np.ascontiguousarray(dy)
-
-        def part(n0, n1):
-            acc = np.zeros(f, dtype=np.float64)
-            _native.bias_grad(dyc[n0:n1], acc)
-            return acc
-
-        return sum(_run(part, _parts(n, item_bytes=dy[0].nbytes))).astype(dy.dtype)
+        acc = np.empty(f, dtype=np.float64)
+        _native.bias_grad(np.ascontiguousarray(dy), acc, _parts(n, item_bytes=dy[0].nbytes))
+        return acc.astype(dy.dtype)
     return dy.reshape(n, f, -1).sum(axis=2).sum(axis=0)
 
 
@@ -625,6 +651,12 @@ def fc_forward(x, w, b=None):
     if x.shape[1] != w.shape[1] or x.shape[0] < 2 or (b is not None and b.shape != (w.shape[0],)):
         return reference.fc_forward(x, w, b)        # its checks and messages; tiny batches
     y = np.empty((x.shape[0], w.shape[0]), dtype=np.result_type(x, w))
+    if _native_blas():
+        dt = y.dtype
+        _native.gemm_rows(np.ascontiguousarray(x, dtype=dt), np.ascontiguousarray(w, dtype=dt), y, False, True,
+                          None if b is None else np.ascontiguousarray(b, dtype=dt),
+                          _gemm_parts(x.shape[0], w.size, 16))
+        return y
     wt = w.T
 
     def part(n0, n1):
@@ -643,6 +675,11 @@ def fc_backward_data(dy, w):
     if dy.shape[1] != w.shape[0] or dy.shape[0] < 2:
         return reference.fc_backward_data(dy, w)
     dx = np.empty((dy.shape[0], w.shape[1]), dtype=np.result_type(dy, w))
+    if _native_blas():
+        dt = dx.dtype
+        _native.gemm_rows(np.ascontiguousarray(dy, dtype=dt), np.ascontiguousarray(w, dtype=dt), dx, False, False,
+                          None, _gemm_parts(dy.shape[0], w.size, 16))
+        return dx
     _run(lambda n0, n1: np.matmul(dy[n0:n1], w, out=dx[n0:n1]), _gemm_parts(dy.shape[0], w.size, 16))
     return dx
 
@@ -654,6 +691,11 @@ def fc_backward_filter(dy, x):
     if dy.shape[0] != x.shape[0] or dy.shape[1] < 2:
         return reference.fc_backward_filter(dy, x)
     dw = np.empty((dy.shape[1], x.shape[1]), dtype=np.result_type(dy, x))
+    if _native_blas():
+        dt = dw.dtype
+        _native.gemm_rows(np.ascontiguousarray(dy, dtype=dt), np.ascontiguousarray(x, dtype=dt), dw, True, False,
+                          None, _gemm_parts(dy.shape[1], x.size, 8))
+        return dw
     _run(lambda f0, f1: np.matmul(dy[:, f0:f1].T, x, out=dw[f0:f1]), _gemm_parts(dy.shape[1], x.size, 8))
     return dw
 
@@ -685,8 +727,7 @@ def relu_backward(dy, y):
     zero = y.dtype.type(0)
     if _native is not None:         # exactly the reference's rule: no product, so no NaN from 0 * inf
         yf = yf.astype(dyf.dtype, copy=False)       # (y > 0 is the same in either precision)
-        _run(lambda i0, i1: _native.relu_backward(dyf[i0:i1], yf[i0:i1], dxf[i0:i1]),
-             _flat_parts(dyf.size, dy.itemsize))
+        _native.relu_backward(dyf, yf, dxf, _flat_parts(dyf.size, dy.itemsize))
         return dx
 
     def part(i0, i1):
@@ -746,8 +787,7 @@ def maxpool_forward(x, size=3, stride=2, argmax=False):
     if _native is not None:
         xc = np.ascontiguousarray(x)
         if y.size:
-            _run(lambda n0, n1: _native.maxpool_forward(xc[n0:n1], y[n0:n1], None if arg is None else arg[n0:n1],
-                                                        size, stride, _no_maximum(_argmax_dtype(size))), _parts(n))
+            _native.maxpool_forward(xc, y, arg, size, stride, _no_maximum(_argmax_dtype(size)), _parts(n))
         return (y, arg) if argmax else y
 
     def part(n0, n1):
@@ -802,8 +842,7 @@ def maxpool_backward(dy, x, y, size=3, stride=2, argmax=None):
         dyc = np.ascontiguousarray(dy, dtype=dt)
         arc = np.ascontiguousarray(argmax)
         if dx.size:
-            _run(lambda n0, n1: _native.maxpool_backward(dyc[n0:n1], arc[n0:n1], dx[n0:n1], size, stride,
-                                                         _no_maximum(arc.dtype)), _parts(n))
+            _native.maxpool_backward(dyc, arc, dx, size, stride, _no_maximum(arc.dtype), _parts(n))
         return dx
 
     def part(n0, n1):
@@ -854,8 +893,7 @@ def sgd_update(w, dw, v, lr, momentum=0.9, weight_decay=0.0005):
     decay, rate, mom = dt(weight_decay * lr), dt(lr), dt(momentum)
 
     if _native is not None:
-        _run(lambda i0, i1: _native.sgd_update(wf[i0:i1], dwf[i0:i1], vf[i0:i1], float(decay), float(rate),
-                                               float(mom)), _parts(wf.size, 1 << 18))
+        _native.sgd_update(wf, dwf, vf, float(decay), float(rate), float(mom), _parts(wf.size, 1 << 18))
         return
 
     def part(i0, i1):
