@@ -27,6 +27,7 @@
 // overlapping max-pool's backward), they are added in the order NumPy's versions add
 // them. Compiled without -march and with -ffp-contract=off: no fused multiply-adds.
 #include <dlfcn.h>
+#include <unistd.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -89,7 +90,10 @@ void check_parts(const Parts &parts, idx n) {
 
 class Pool {
   public:
-    ~Pool() { resize(1); }
+    ~Pool() {
+        if (forked()) return;
+        resize(1);
+    }
 
     int threads() const { return static_cast<int>(workers_.size()) + 1; }
 
@@ -97,10 +101,11 @@ class Pool {
     void resize(int n) {
         need(n >= 1, "threads must be >= 1");
         std::lock_guard<std::mutex> turn(run_mutex_);
+        forget_if_forked();
         {
             std::lock_guard<std::mutex> lock(mutex_);
             stop_ = true;
-            published_.fetch_add(1);
+            job_ = published_.fetch_add(1) + 1;
         }
         work_.notify_all();
         for (auto &t : workers_) t.join();
@@ -114,6 +119,7 @@ class Pool {
     // Callers in several threads take turns (one op at a time on the pool).
     void run(idx count, const std::function<void(idx)> &fn) {
         std::lock_guard<std::mutex> turn(run_mutex_);
+        forget_if_forked();
         if (workers_.empty() || count <= 1) {
             for (idx i = 0; i < count; ++i) fn(i);
             return;
@@ -126,8 +132,8 @@ class Pool {
             next_ = 0;
             left_ = count;
             error_ = nullptr;
-            gen = ++gen_;
-            published_.store(gen);
+            gen = job_ = published_.fetch_add(1) + 1;      // one counter, only rising: no waiter
+                                                            // can see an old value come back
         }
         if (sleepers_.load()) work_.notify_all();
         drain(gen);
@@ -142,6 +148,22 @@ class Pool {
     double spin = 0.002;        // seconds an idle thread spins before it sleeps
 
   private:
+    bool forked() const { return getpid() != pid_; }
+
+    // In a child of fork() the workers do not exist, and one may have held the lock at the fork:
+    // drop them (never joined or destroyed), make the lock and conditions anew, and run
+    // everything in the calling thread until resize() starts new workers.
+    void forget_if_forked() {
+        if (!forked()) return;
+        new std::vector<std::thread>(std::move(workers_));      // leaked on purpose
+        workers_.clear();
+        new (&mutex_) std::mutex();
+        new (&work_) std::condition_variable();
+        new (&done_) std::condition_variable();
+        sleepers_.store(0);
+        pid_ = getpid();
+    }
+
     template <typename Pred>
     void spin_until(Pred ready) {
         const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(spin);
@@ -157,7 +179,7 @@ class Pool {
             const std::function<void(idx)> *fn;
             {
                 std::lock_guard<std::mutex> lock(mutex_);
-                if (gen_ != gen || next_ >= count_) return;
+                if (job_ != gen || next_ >= count_) return;
                 i = next_++;
                 fn = fn_;
             }
@@ -198,11 +220,12 @@ class Pool {
     std::condition_variable work_, done_;
     std::atomic<long> published_{0}, finished_{0};
     std::atomic<int> sleepers_{0};
-    long gen_ = 0;
+    long job_ = 0;                              // the published value of the op now running
     idx count_ = 0, next_ = 0, left_ = 0;
     const std::function<void(idx)> *fn_ = nullptr;
     std::exception_ptr error_;
     std::atomic<bool> stop_{false};
+    pid_t pid_ = getpid();
 };
 
 Pool &pool() {

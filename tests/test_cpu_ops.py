@@ -19,13 +19,19 @@ ROOT = Path(__file__).resolve().parent.parent
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
 
 
-@pytest.fixture(params=[(1, "native"), (3, "native"), (1, "numpy"), (3, "numpy")],
-                ids=["1thread-native", "3threads-native", "1thread-numpy", "3threads-numpy"])
+@pytest.fixture(params=[(1, "native"), (3, "native"), (3, "native-noblas"), (1, "numpy"), (3, "numpy")],
+                ids=["1thread-native", "3threads-native", "3threads-native-noblas", "1thread-numpy",
+                     "3threads-numpy"])
 def threads(request, monkeypatch):
-    """Threads the ops split over, with the C++ loops (convnet._cpu) or the NumPy ones."""
+    """Threads the ops split over, with the C++ ops (convnet._cpu), the C++ ops without BLAS (the
+    GEMMs then in NumPy, as where convnet._cpu cannot find NumPy's BLAS), or the NumPy ones."""
     n, loops = request.param
-    if loops == "native" and C._native is None:
+    if loops.startswith("native") and C._native is None:
         pytest.skip("convnet._cpu is not built (make cpu)")
+    if loops == "native" and not C._native_blas():
+        pytest.skip("convnet._cpu found no BLAS in NumPy's")
+    if loops == "native-noblas":
+        monkeypatch.setattr(C, "_blas", "")
     if loops == "numpy":
         monkeypatch.setattr(C, "_native", None)
     before = C.get_threads()
@@ -342,3 +348,81 @@ def test_sgd_update_same_bits_as_the_reference(dtype, threads):
         C.sgd_update([1.0], np.ones(1), np.ones(1), 0.1)
     with pytest.raises(ValueError, match="lr"):
         C.sgd_update(np.ones(2), np.ones(2), np.ones(2), float("nan"))
+
+
+def test_native_module_finds_numpys_openblas():
+    """Where NumPy's BLAS is OpenBLAS (the PyPI wheels), convnet._cpu must find its GEMMs: otherwise
+    the convolutions fall back to the NumPy loops and the default run is ~2x slower."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if C._native is None:
+        pytest.skip("convnet._cpu is not built (make cpu)")
+    if not any(i.get("internal_api") == "openblas" for i in threadpoolctl.threadpool_info()):
+        pytest.skip("NumPy's BLAS is not OpenBLAS here")
+    assert C._native_blas(), "convnet._cpu did not find cblas_sgemm in NumPy's OpenBLAS"
+    assert "sgemm" in C._blas
+
+
+def test_native_pool_resizes_and_serves_callers_in_several_threads():
+    """Thread counts changed back and forth while ops run from two Python threads at once:
+    every result right, nothing hangs (the pool takes one op at a time)."""
+    import threading
+    if C._native is None:
+        pytest.skip("convnet._cpu is not built (make cpu)")
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((16, 3, 11, 9)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    ref = R.conv2d_forward(x, w, None, 1, 1, 1)
+    before = C.get_threads()
+    errors = []
+
+    def worker():
+        try:
+            for _ in range(30):
+                same(C.conv2d_forward(x, w, None, 1, 1), ref, np.float32)
+        except BaseException as e:      # reported by the main thread
+            errors.append(e)
+
+    try:
+        for n in (2, 3, 1, 2, 4, 2):
+            C.set_threads(n)
+            t = threading.Thread(target=worker)
+            t.start()
+            worker()
+            t.join(60)
+            assert not t.is_alive(), "an op never finished"
+        assert not errors, errors[0]
+    finally:
+        C.set_threads(before)
+
+
+POOL_CHURN = """
+import numpy as np
+from convnet import cpu_ops as C, reference as R
+rng = np.random.default_rng(0)
+x = rng.standard_normal((7, 4, 13, 10)).astype(np.float32)
+w = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+ref = R.conv2d_forward(x, w, None, 2, 2, 2)
+for it in range(1500):
+    C.set_threads([1, 3, 2, 1, 3][it % 5])
+    C._blas = "" if it % 3 == 0 else None        # NumPy's GEMMs, or convnet._cpu's again
+    y = C.conv2d_forward(x, w, None, 2, 2, 2)
+    assert np.allclose(y, ref, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(C.relu_backward(y, y), R.relu_backward(y, y))
+print("ok")
+"""
+
+
+def test_native_pool_survives_thread_counts_changed_between_ops():
+    """Ops between changes of the thread count (in a subprocess, so that a hang fails the test):
+    a pool whose wake-up counter could return to an old value lost a stop signal here and hung
+    within a few hundred rounds."""
+    import subprocess
+    import sys
+    if C._native is None:
+        pytest.skip("convnet._cpu is not built (make cpu)")
+    try:
+        r = subprocess.run([sys.executable, "-c", POOL_CHURN], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the pool hung while the thread count changed between ops")
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
