@@ -16,15 +16,15 @@
 //               writing its partial sum to ws (splits, F, Cg*KH*KW); the launcher adds
 //               the slices with tc_splitk_reduce (gemm_tc.cu): fixed order, no atomics.
 // Thread mapping and shared memory: kernels/tc_gemm.cuh (blockIdx.x = column tile,
-//   blockIdx.y = row tile); the im2col index of each element is computed while
-//   loading: fwd and bwd_filter walk their B operand's k (the thread's k values are
-//   an arithmetic progression: decoded once, then stepped by additions with one carry
-//   per digit), and so does bwd_data's with unit stride (conv2d_tc_bwd_data_s1_*);
-//   A operands and strided bwd_data's B divide per element (no table).
+//   blockIdx.y = row tile); each thread owns one row of A and one column of B and
+//   walks k by one: the im2col index is decoded once (at the slice's first k) and then
+//   stepped by additions with one carry per digit, for every operand (no division
+//   in the K loop, no table); the forward's weights (A) are read in 16-byte chunks
+//   where Cg*KH*KW is a multiple of 4 (conv2d_tc_fwd_vec_*).
 //
 // Versions (one line each; the launcher names the shipped one):
-//   v1: the tc_gemm.cuh engine, two tiles: 128x128 (8 warps of 64x32, suffix _l)
-//       and 64x64 (4 warps of 32x32, suffix _s); tf32 and bf16 instances.
+//   v1: the tc_gemm.cuh engine, two tiles: 128x128 (4 warps of 64x64, suffix _l)
+//       and 64x64 (2 warps of 64x32, suffix _s); tf32 and bf16 instances.
 //
 // resources (sm_90, nvcc 13.0 -Xptxas -v): see benchmarks/notes-tensor-cores.md.
 #include "tc_gemm.cuh"
@@ -40,39 +40,41 @@ struct Shape {
           PH(ph), PW(pw), G(g), Cg(c / g), Fg(f / g), KHW(kh * kw), HW(h * w), OHW(oh * ow) {}
 };
 
+// Every walker below steps k by one with a carry per digit (no division after its
+// decode at (row, k_begin)). All threads of a block walk the same k, so a walker is a
+// per-thread part (the row's or column's base pointer and bounds) and a k part that is
+// the same in every thread (uniform registers; koff: the k part of the offset): per
+// element the thread adds, compares and forms one address. Offsets are int (the
+// launchers keep arrays < 2^31 elements).
+
+// fwd, A = w rows (k = (c, i, j) contiguous): VEC (rows of a multiple of 4, aligned) or WALK.
+template <int AM>
 struct FwdOp {
-    static constexpr bool A_K_FAST = true, B_K_FAST = false, B_WALK = true;
+    static constexpr int A_MODE = AM, B_MODE = tc::WALK;
     const float* x; const float* w; const float* bias; float* y;
     Shape s; int g, has_bias, relu, M, NCOL;
-    struct Col { const float* base; int ih0, iw0; };
-    __device__ const float* a(int m, int k) const { return w + (g * s.Fg + m) * (s.Cg * s.KHW) + k; }
-    __device__ Col col(int c) const {
-        const int n = c / s.OHW, p = c - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
-        return Col{x + (n * s.C + g * s.Cg) * s.HW, oh * s.SH - s.PH, ow * s.SW - s.PW};
-    }
-    __device__ const float* b(const Col& cl, int k) const {
+    __device__ const float* a_ptr(int m, int k) const { return w + (g * s.Fg + m) * (s.Cg * s.KHW) + k; }
+    struct AWalk { const float* row; int koff; };
+    __device__ AWalk a_walk(int m, int k) const { return AWalk{a_ptr(m, 0), k}; }
+    __device__ const float* a_next(AWalk& a, bool&) const { return a.row + a.koff++; }
+    // B: column (n, oh, ow), k = (c, i, j): x[n, g*Cg + c, ih0 + i, iw0 + j];
+    // koff = c*HW + i*W + j from the column's corner (ih0, iw0).
+    struct BWalk { const float* col; int ih0, iw0, koff, i, j; };
+    __device__ BWalk b_walk(int cl, int k) const {
+        const int n = cl / s.OHW, p = cl - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
         const int c = k / s.KHW, rest = k - c * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
-        const int ih = cl.ih0 + i, iw = cl.iw0 + j;
-        if ((unsigned)ih >= (unsigned)s.H || (unsigned)iw >= (unsigned)s.W) return nullptr;
-        return cl.base + c * s.HW + ih * s.W + iw;
+        const int ih0 = oh * s.SH - s.PH, iw0 = ow * s.SW - s.PW;
+        return BWalk{x + (n * s.C + g * s.Cg) * s.HW + ih0 * s.W + iw0, ih0, iw0, c * s.HW + i * s.W + j, i, j};
     }
-    // The walk over k = (c, i, j): (i, j) and the offset c*HW + (ih0+i)*W + iw0+j, stepped by
-    // d = (dc, di, dj) with one carry per digit (dj < KW, di < KH).
-    struct BWalk { const float* base; int off, i, j, ih0, iw0, dc_off, di, dj; };
-    __device__ BWalk b_walk(const Col& cl, int k, int step) const {
-        const int c = k / s.KHW, rest = k - c * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
-        const int dc = step / s.KHW, drest = step - dc * s.KHW, di = drest / s.KW, dj = drest - di * s.KW;
-        return BWalk{cl.base, c * s.HW + (cl.ih0 + i) * s.W + cl.iw0 + j, i, j, cl.ih0, cl.iw0,
-                     dc * s.HW + di * s.W + dj, di, dj};
-    }
-    __device__ const float* b_next(BWalk& w) const {
-        const int ih = w.ih0 + w.i, iw = w.iw0 + w.j;
-        const float* p = ((unsigned)ih < (unsigned)s.H && (unsigned)iw < (unsigned)s.W) ? w.base + w.off : nullptr;
-        w.off += w.dc_off;
-        w.i += w.di;
-        w.j += w.dj;
-        if (w.j >= s.KW) { w.j -= s.KW; w.i += 1; w.off += s.W - s.KW; }
-        if (w.i >= s.KH) { w.i -= s.KH; w.off += s.HW - s.KH * s.W; }
+    __device__ const float* b_next(BWalk& b, bool& ok) const {
+        ok = ok && (unsigned)(b.ih0 + b.i) < (unsigned)s.H && (unsigned)(b.iw0 + b.j) < (unsigned)s.W;
+        const float* p = b.col + b.koff;
+        ++b.koff;
+        if (++b.j == s.KW) {
+            b.j = 0;
+            b.koff += s.W - s.KW;
+            if (++b.i == s.KH) { b.i = 0; b.koff += s.HW - s.KH * s.W; }
+        }
         return p;
     }
     __device__ void store(int m, int c, float v) const {
@@ -82,26 +84,20 @@ struct FwdOp {
     }
 };
 
-struct BwdDataOp {
-    static constexpr bool A_K_FAST = true, B_K_FAST = false, B_WALK = false;
+// bwd_data, A[m = c, k = (f, rest)] = w[g*Fg + f, c, rest]: koff = f*Cg*KHW + rest.
+struct BwdDataBase {
+    static constexpr int A_MODE = tc::WALK, B_MODE = tc::WALK;
     const float* dy; const float* w; float* dx;
     Shape s; int g, M, NCOL;
-    struct Col { const float* base; int th, tw; };
-    __device__ const float* a(int m, int k) const {
+    struct AWalk { const float* row; int koff, rest; };
+    __device__ AWalk a_walk(int m, int k) const {
         const int f = k / s.KHW, rest = k - f * s.KHW;
-        return w + ((g * s.Fg + f) * s.Cg + m) * s.KHW + rest;
+        return AWalk{w + (g * s.Fg * s.Cg + m) * s.KHW, f * s.Cg * s.KHW + rest, rest};
     }
-    __device__ Col col(int c) const {
-        const int n = c / s.HW, p = c - n * s.HW, ih = p / s.W, iw = p - ih * s.W;
-        return Col{dy + (n * s.F + g * s.Fg) * s.OHW, ih + s.PH, iw + s.PW};
-    }
-    __device__ const float* b(const Col& cl, int k) const {
-        const int f = k / s.KHW, rest = k - f * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
-        const int th = cl.th - i, tw = cl.tw - j;
-        if (th < 0 || tw < 0) return nullptr;
-        const int oh = th / s.SH, ow = tw / s.SW;
-        if (oh * s.SH != th || ow * s.SW != tw || oh >= s.OH || ow >= s.OW) return nullptr;
-        return cl.base + f * s.OHW + oh * s.OW + ow;
+    __device__ const float* a_next(AWalk& a, bool&) const {
+        const float* p = a.row + a.koff++;
+        if (++a.rest == s.KHW) { a.rest = 0; a.koff += (s.Cg - 1) * s.KHW; }
+        return p;
     }
     __device__ void store(int m, int c, float v) const {
         const int n = c / s.HW, p = c - n * s.HW;
@@ -109,65 +105,92 @@ struct BwdDataOp {
     }
 };
 
-// bwd_data with SH = SW = 1 (oh = ih + PH - i, ow = iw + PW - j: no divisibility test):
-// B walks k = (f, i, j), offset f*OHW + (th - i)*OW + (tw - j), one carry per digit.
-struct BwdDataS1Op : BwdDataOp {
-    static constexpr bool B_WALK = true;
-    struct BWalk { const float* base; int off, i, j, th, tw, d_off, di, dj; };
-    __device__ BWalk b_walk(const Col& cl, int k, int step) const {
+// Strided bwd_data: B[k = (f, i, j), col = (n, ih, iw)] = dy[n, g*Fg + f, oh, ow] where
+// th - i = oh*SH and tw - j = ow*SW exactly (th = ih + PH, tw = iw + PW), else 0.
+// Per column th = ohb*SH + rh, tw = owb*SW + rw; the k part keeps i = iq*SH + ir and
+// j = jq*SW + jr: th - i is a multiple of SH iff ir == rh, and then oh = ohb - iq.
+struct BwdDataOp : BwdDataBase {
+    struct BWalk { const float* col; int ohb, rh, owb, rw, fo, i, iq, ir, j, jq, jr; };
+    __device__ BWalk b_walk(int cl, int k) const {
+        const int n = cl / s.HW, p = cl - n * s.HW, ih = p / s.W, iw = p - ih * s.W;
+        const int th = ih + s.PH, tw = iw + s.PW, ohb = th / s.SH, owb = tw / s.SW;
         const int f = k / s.KHW, rest = k - f * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
-        const int df = step / s.KHW, drest = step - df * s.KHW, di = drest / s.KW, dj = drest - di * s.KW;
-        return BWalk{cl.base, f * s.OHW + (cl.th - i) * s.OW + cl.tw - j, i, j, cl.th, cl.tw,
-                     df * s.OHW - di * s.OW - dj, di, dj};
+        return BWalk{dy + (n * s.F + g * s.Fg) * s.OHW + ohb * s.OW + owb, ohb, th - ohb * s.SH, owb,
+                     tw - owb * s.SW, f * s.OHW, i, i / s.SH, i % s.SH, j, j / s.SW, j % s.SW};
     }
-    __device__ const float* b_next(BWalk& w) const {
-        const int oh = w.th - w.i, ow = w.tw - w.j;
-        const float* p = ((unsigned)oh < (unsigned)s.OH && (unsigned)ow < (unsigned)s.OW) ? w.base + w.off : nullptr;
-        w.off += w.d_off;
-        w.i += w.di;
-        w.j += w.dj;
-        if (w.j >= s.KW) { w.j -= s.KW; w.i += 1; w.off += s.KW - s.OW; }
-        if (w.i >= s.KH) { w.i -= s.KH; w.off += s.KH * s.OW + s.OHW; }
+    __device__ const float* b_next(BWalk& b, bool& ok) const {
+        ok = ok && b.ir == b.rh && b.jr == b.rw && (unsigned)(b.ohb - b.iq) < (unsigned)s.OH &&
+             (unsigned)(b.owb - b.jq) < (unsigned)s.OW;
+        const float* p = b.col + (b.fo - b.iq * s.OW - b.jq);
+        if (++b.jr == s.SW) { b.jr = 0; ++b.jq; }
+        if (++b.j == s.KW) {
+            b.j = b.jq = b.jr = 0;
+            if (++b.ir == s.SH) { b.ir = 0; ++b.iq; }
+            if (++b.i == s.KH) { b.i = b.iq = b.ir = 0; b.fo += s.OHW; }
+        }
         return p;
     }
 };
 
+// bwd_data with SH = SW = 1 (oh = th - i, ow = tw - j): koff = f*OHW - i*OW - j from (th, tw).
+struct BwdDataS1Op : BwdDataBase {
+    struct BWalk { const float* col; int th, tw, koff, i, j; };
+    __device__ BWalk b_walk(int cl, int k) const {
+        const int n = cl / s.HW, p = cl - n * s.HW, ih = p / s.W, iw = p - ih * s.W;
+        const int th = ih + s.PH, tw = iw + s.PW;
+        const int f = k / s.KHW, rest = k - f * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
+        return BWalk{dy + (n * s.F + g * s.Fg) * s.OHW + th * s.OW + tw, th, tw, f * s.OHW - i * s.OW - j, i, j};
+    }
+    __device__ const float* b_next(BWalk& b, bool& ok) const {
+        ok = ok && (unsigned)(b.th - b.i) < (unsigned)s.OH && (unsigned)(b.tw - b.j) < (unsigned)s.OW;
+        const float* p = b.col + b.koff;
+        --b.koff;
+        if (++b.j == s.KW) {
+            b.j = 0;
+            b.koff += s.KW - s.OW;
+            if (++b.i == s.KH) { b.i = 0; b.koff += s.KH * s.OW + s.OHW; }
+        }
+        return p;
+    }
+};
+
+// bwd_filter: m = f, col = (c, i, j), k = (n, oh, ow).
 struct BwdFilterOp {
-    static constexpr bool A_K_FAST = true, B_K_FAST = false, B_WALK = true;
+    static constexpr int A_MODE = tc::WALK, B_MODE = tc::WALK;
     const float* dy; const float* x; float* ws;
     Shape s; int g, slice, M, NCOL;
-    struct Col { const float* base; int ioh, iow; };
-    __device__ const float* a(int m, int k) const {
-        const int n = k / s.OHW, p = k - n * s.OHW;
-        return dy + (n * s.F + g * s.Fg + m) * s.OHW + p;
+    // A[m, k] = dy[n, g*Fg + m, q]: koff = n*F*OHW + q.
+    struct AWalk { const float* row; int koff, q; };
+    __device__ AWalk a_walk(int m, int k) const {
+        const int n = k / s.OHW, q = k - n * s.OHW;
+        return AWalk{dy + (g * s.Fg + m) * s.OHW, n * s.F * s.OHW + q, q};
     }
-    __device__ Col col(int c) const {
-        const int ci = c / s.KHW, rest = c - ci * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
-        return Col{x + (g * s.Cg + ci) * s.HW, i - s.PH, j - s.PW};
+    __device__ const float* a_next(AWalk& a, bool&) const {
+        const float* p = a.row + a.koff++;
+        if (++a.q == s.OHW) { a.q = 0; a.koff += (s.F - 1) * s.OHW; }
+        return p;
     }
-    __device__ const float* b(const Col& cl, int k) const {
+    // B[k, col] = x[n, g*Cg + c, oh*SH + i - PH, ow*SW + j - PW]: per column (ih0, iw0) =
+    // (i - PH, j - PW); k part ohs = oh*SH, ows = ow*SW, koff = n*C*HW + ohs*W + ows.
+    struct BWalk { const float* col; int ih0, iw0, koff, oh, ow, ohs, ows; };
+    __device__ BWalk b_walk(int cl, int k) const {
+        const int ci = cl / s.KHW, rest = cl - ci * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
         const int n = k / s.OHW, p = k - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
-        const int ih = oh * s.SH + cl.ioh, iw = ow * s.SW + cl.iow;
-        if ((unsigned)ih >= (unsigned)s.H || (unsigned)iw >= (unsigned)s.W) return nullptr;
-        return cl.base + n * s.C * s.HW + ih * s.W + iw;
+        const int ih0 = i - s.PH, iw0 = j - s.PW;
+        return BWalk{x + (g * s.Cg + ci) * s.HW + ih0 * s.W + iw0, ih0, iw0,
+                     n * s.C * s.HW + oh * s.SH * s.W + ow * s.SW, oh, ow, oh * s.SH, ow * s.SW};
     }
-    // The walk over k = (n, oh, ow): (oh, ow) and the offset n*C*HW + (oh*SH + ioh)*W + ow*SW + iow,
-    // stepped by d = (dn, doh, dow) with one carry per digit (dow < OW, doh < OH).
-    struct BWalk { const float* base; int off, oh, ow, ioh, iow, dn_off, doh, dow; };
-    __device__ BWalk b_walk(const Col& cl, int k, int step) const {
-        const int n = k / s.OHW, p = k - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
-        const int dn = step / s.OHW, dp = step - dn * s.OHW, doh = dp / s.OW, dow = dp - doh * s.OW;
-        return BWalk{cl.base, n * s.C * s.HW + (oh * s.SH + cl.ioh) * s.W + ow * s.SW + cl.iow, oh, ow,
-                     cl.ioh, cl.iow, dn * s.C * s.HW + doh * s.SH * s.W + dow * s.SW, doh, dow};
-    }
-    __device__ const float* b_next(BWalk& w) const {
-        const int ih = w.oh * s.SH + w.ioh, iw = w.ow * s.SW + w.iow;
-        const float* p = ((unsigned)ih < (unsigned)s.H && (unsigned)iw < (unsigned)s.W) ? w.base + w.off : nullptr;
-        w.off += w.dn_off;
-        w.oh += w.doh;
-        w.ow += w.dow;
-        if (w.ow >= s.OW) { w.ow -= s.OW; w.oh += 1; w.off += s.SH * s.W - s.OW * s.SW; }
-        if (w.oh >= s.OH) { w.oh -= s.OH; w.off += s.C * s.HW - s.OH * s.SH * s.W; }
+    __device__ const float* b_next(BWalk& b, bool& ok) const {
+        ok = ok && (unsigned)(b.ih0 + b.ohs) < (unsigned)s.H && (unsigned)(b.iw0 + b.ows) < (unsigned)s.W;
+        const float* p = b.col + b.koff;
+        b.koff += s.SW;
+        b.ows += s.SW;
+        if (++b.ow == s.OW) {
+            b.ow = b.ows = 0;
+            b.koff += s.SH * s.W - s.OW * s.SW;
+            b.ohs += s.SH;
+            if (++b.oh == s.OH) { b.oh = b.ohs = 0; b.koff += s.C * s.HW - s.OH * s.SH * s.W; }
+        }
         return p;
     }
     __device__ void store(int m, int c, float v) const { ws[(slice * s.F + g * s.Fg + m) * NCOL + c] = v; }
@@ -177,20 +200,20 @@ struct BwdFilterOp {
                       int ph, int pw, int groups
 #define CN_GEO_ARGS n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups
 
-template <int P, int BM, int BN, int WM, int WN>
+template <int P, int BM, int BN, int WM, int WN, int AM = tc::WALK>
 __device__ __forceinline__ void fwd(const float* x, const float* w, const float* b, float* y, CN_GEO_PARAMS,
                                     int has_bias, int relu) {
     const Shape s(CN_GEO_ARGS);
-    const FwdOp op{x, w, b, y, s, (int)blockIdx.z, has_bias, relu, s.Fg, s.N * s.OHW};
+    const FwdOp<AM> op{x, w, b, y, s, (int)blockIdx.z, has_bias, relu, s.Fg, s.N * s.OHW};
     tc::gemm<P, BM, BN, WM, WN>(op, 0, s.Cg * s.KHW);
 }
 
 template <int P, int BM, int BN, int WM, int WN, bool S1 = false>
 __device__ __forceinline__ void bwd_data(const float* dy, const float* w, float* dx, CN_GEO_PARAMS) {
     const Shape s(CN_GEO_ARGS);
-    const BwdDataOp op{dy, w, dx, s, (int)blockIdx.z, s.Cg, s.N * s.HW};
-    if constexpr (S1) tc::gemm<P, BM, BN, WM, WN>(BwdDataS1Op{op}, 0, s.Fg * s.KHW);
-    else tc::gemm<P, BM, BN, WM, WN>(op, 0, s.Fg * s.KHW);
+    const BwdDataBase base{dy, w, dx, s, (int)blockIdx.z, s.Cg, s.N * s.HW};
+    if constexpr (S1) tc::gemm<P, BM, BN, WM, WN>(BwdDataS1Op{base}, 0, s.Fg * s.KHW);
+    else tc::gemm<P, BM, BN, WM, WN>(BwdDataOp{base}, 0, s.Fg * s.KHW);
 }
 
 template <int P, int BM, int BN, int WM, int WN>
@@ -207,105 +230,145 @@ __device__ __forceinline__ void bwd_filter(const float* dy, const float* x, floa
 
 // One kernel per pass, precision and tile (written out: the launch registry reads the
 // signatures from the source). Grid (ceil(cols/BN), ceil(rows/BM), G [* splits]);
-// block 256 (_l) or 128 (_s).
-extern "C" __global__ void __launch_bounds__(256) conv2d_tc_fwd_tf32_l(
+// block 128 (_l) or 64 (_s). _vec: the forward with 16-byte weight rows (Cg*KH*KW a
+// multiple of 4, w aligned); _s1: bwd_data with unit stride (the launchers' choices).
+
+extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_fwd_tf32_l(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
 {
-    conv_tc::fwd<TC_TF32, 128, 128, 64, 32>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
-}
-extern "C" __global__ void __launch_bounds__(256) conv2d_tc_bwd_data_tf32_l(
-    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
-    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
-{
-    conv_tc::bwd_data<TC_TF32, 128, 128, 64, 32>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
-}
-extern "C" __global__ void __launch_bounds__(256) conv2d_tc_bwd_filter_tf32_l(
-    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
-    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
-{
-    conv_tc::bwd_filter<TC_TF32, 128, 128, 64, 32>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+    conv_tc::fwd<TC_TF32, 128, 128, 64, 64, tc::WALK>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
 }
 
-extern "C" __global__ void __launch_bounds__(128) conv2d_tc_fwd_tf32_s(
+extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_fwd_vec_tf32_l(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
 {
-    conv_tc::fwd<TC_TF32, 64, 64, 32, 32>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
+    conv_tc::fwd<TC_TF32, 128, 128, 64, 64, tc::VEC>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
 }
-extern "C" __global__ void __launch_bounds__(128) conv2d_tc_bwd_data_tf32_s(
+
+extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_data_tf32_l(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
 {
-    conv_tc::bwd_data<TC_TF32, 64, 64, 32, 32>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+    conv_tc::bwd_data<TC_TF32, 128, 128, 64, 64, false>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
 }
-extern "C" __global__ void __launch_bounds__(128) conv2d_tc_bwd_filter_tf32_s(
+
+extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_data_s1_tf32_l(
+    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
+{
+    conv_tc::bwd_data<TC_TF32, 128, 128, 64, 64, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_filter_tf32_l(
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
 {
-    conv_tc::bwd_filter<TC_TF32, 64, 64, 32, 32>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+    conv_tc::bwd_filter<TC_TF32, 128, 128, 64, 64>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }
 
-extern "C" __global__ void __launch_bounds__(256) conv2d_tc_fwd_bf16_l(
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_fwd_tf32_s(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
 {
-    conv_tc::fwd<TC_BF16, 128, 128, 64, 32>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
-}
-extern "C" __global__ void __launch_bounds__(256) conv2d_tc_bwd_data_bf16_l(
-    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
-    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
-{
-    conv_tc::bwd_data<TC_BF16, 128, 128, 64, 32>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
-}
-extern "C" __global__ void __launch_bounds__(256) conv2d_tc_bwd_filter_bf16_l(
-    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
-    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
-{
-    conv_tc::bwd_filter<TC_BF16, 128, 128, 64, 32>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+    conv_tc::fwd<TC_TF32, 64, 64, 64, 32, tc::WALK>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
 }
 
-extern "C" __global__ void __launch_bounds__(128) conv2d_tc_fwd_bf16_s(
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_fwd_vec_tf32_s(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
 {
-    conv_tc::fwd<TC_BF16, 64, 64, 32, 32>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
+    conv_tc::fwd<TC_TF32, 64, 64, 64, 32, tc::VEC>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
 }
-extern "C" __global__ void __launch_bounds__(128) conv2d_tc_bwd_data_bf16_s(
+
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_data_tf32_s(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
 {
-    conv_tc::bwd_data<TC_BF16, 64, 64, 32, 32>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+    conv_tc::bwd_data<TC_TF32, 64, 64, 64, 32, false>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
 }
-extern "C" __global__ void __launch_bounds__(128) conv2d_tc_bwd_filter_bf16_s(
+
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_data_s1_tf32_s(
+    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
+{
+    conv_tc::bwd_data<TC_TF32, 64, 64, 64, 32, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+}
+
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_filter_tf32_s(
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
 {
-    conv_tc::bwd_filter<TC_BF16, 64, 64, 32, 32>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+    conv_tc::bwd_filter<TC_TF32, 64, 64, 64, 32>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }
 
-// bwd_data with unit stride (the launcher's choice when SH = SW = 1).
-extern "C" __global__ void __launch_bounds__(256) conv2d_tc_bwd_data_s1_tf32_l(
-    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
-    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
+extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_fwd_bf16_l(
+    const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
 {
-    conv_tc::bwd_data<TC_TF32, 128, 128, 64, 32, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+    conv_tc::fwd<TC_BF16, 128, 128, 64, 64, tc::WALK>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
 }
-extern "C" __global__ void __launch_bounds__(128) conv2d_tc_bwd_data_s1_tf32_s(
-    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
-    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
+
+extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_fwd_vec_bf16_l(
+    const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
 {
-    conv_tc::bwd_data<TC_TF32, 64, 64, 32, 32, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+    conv_tc::fwd<TC_BF16, 128, 128, 64, 64, tc::VEC>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
 }
-extern "C" __global__ void __launch_bounds__(256) conv2d_tc_bwd_data_s1_bf16_l(
+
+extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_data_bf16_l(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
 {
-    conv_tc::bwd_data<TC_BF16, 128, 128, 64, 32, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+    conv_tc::bwd_data<TC_BF16, 128, 128, 64, 64, false>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
 }
-extern "C" __global__ void __launch_bounds__(128) conv2d_tc_bwd_data_s1_bf16_s(
+
+extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_data_s1_bf16_l(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
 {
-    conv_tc::bwd_data<TC_BF16, 64, 64, 32, 32, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+    conv_tc::bwd_data<TC_BF16, 128, 128, 64, 64, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_filter_bf16_l(
+    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
+{
+    conv_tc::bwd_filter<TC_BF16, 128, 128, 64, 64>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_fwd_bf16_s(
+    const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
+{
+    conv_tc::fwd<TC_BF16, 64, 64, 64, 32, tc::WALK>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
+}
+
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_fwd_vec_bf16_s(
+    const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
+{
+    conv_tc::fwd<TC_BF16, 64, 64, 64, 32, tc::VEC>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
+}
+
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_data_bf16_s(
+    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
+{
+    conv_tc::bwd_data<TC_BF16, 64, 64, 64, 32, false>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+}
+
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_data_s1_bf16_s(
+    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
+{
+    conv_tc::bwd_data<TC_BF16, 64, 64, 64, 32, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+}
+
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_filter_bf16_s(
+    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
+{
+    conv_tc::bwd_filter<TC_BF16, 64, 64, 64, 32>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }

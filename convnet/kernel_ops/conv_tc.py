@@ -17,7 +17,8 @@ from convnet import reference as R
 from convnet.kernel_ops import conv as _fp32
 from convnet.kernel_ops._common import (INT32_LIMIT, array_module, check_float32, check_int,
                                         check_same_device)
-from convnet.kernel_ops.gemm_tc import PRECISIONS, TILES, check_tc_precision, choose
+from convnet.kernel_ops.gemm_tc import (PRECISIONS, TILES, VEC_ALIGN, _misaligned, check_tc_precision, choose,
+                                        data_ptr, pick_vec)
 from convnet.precision import round_to
 
 
@@ -60,9 +61,15 @@ def _tile(tile, m, ncol, k):
     return t, TILES[t]
 
 
+def fwd_vec_ok(w, c_per_group, kh, kw):
+    """conv2d_tc_fwd_vec_*'s condition: weight rows (Cg*KH*KW floats) of a multiple of 4, w 16-byte aligned."""
+    return (c_per_group * kh * kw) % VEC_ALIGN == 0 and data_ptr(w) % 16 == 0
+
+
 def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, precision="tf32", version=None,
-                   tile=None):
-    """y = conv(x, w) + b (then ReLU when relu), products on the tensor cores."""
+                   tile=None, vec=None):
+    """y = conv(x, w) + b (then ReLU when relu), products on the tensor cores; vec: the kernel
+    reading the weights in 16-byte chunks (None = where the rows allow, True = required, False = never)."""
     check_tc_precision("conv2d_forward", precision)
     _version("conv2d_forward", version)
     if not isinstance(relu, (bool, np.bool_)):
@@ -82,7 +89,8 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, precisio
     if n == 0:
         return y
     t, (bm, bn, threads) = _tile(tile, f // g, n * oh * ow, (c // g) * kh * kw)
-    _get(f"conv2d_tc_fwd_{precision}_{t}", x)((_cdiv(n * oh * ow, bn), _cdiv(f // g, bm), g), threads,
+    v = "vec_" if pick_vec("conv2d_forward", vec, fwd_vec_ok(w, c // g, kh, kw)) else ""
+    _get(f"conv2d_tc_fwd_{v}{precision}_{t}", x)((_cdiv(n * oh * ow, bn), _cdiv(f // g, bm), g), threads,
                                               (x, w, b, y) + geo + (has_bias, int(relu)))
     return y
 
@@ -165,7 +173,9 @@ def _rounded(f, precision, n_rounded):
 
 
 def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0, scale="small", tile=None,
-                splits=None):
+                splits=None, vec=None, misalign=False):
+    """vec: conv2d_forward's (None = where the weight rows allow); misalign: w starts 4 bytes past a
+    16-byte boundary (the general forward kernel then)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal(w_shape) / math.sqrt(np.prod(w_shape[1:]))
@@ -174,18 +184,23 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0,
     tol = TOL if scale == "small" else 1e-4
     geo = dict(stride=stride, pad=pad, groups=groups)
     kw = dict(precision=precision, tile=tile)
-    tag = precision + (f" tile={tile}" if tile else "") + (f" splits={splits}" if splits else "")
+    fkw = dict(kw, vec=vec)
+    mis = _misaligned if misalign else (lambda a: a)
+    use_vec = vec if vec is not None else ((w_shape[1] * w_shape[2] * w_shape[3]) % VEC_ALIGN == 0 and not misalign)
+    fwd_kernel = f"conv2d_tc_fwd_{'vec_' if use_vec else ''}{precision}"
+    tag = (precision + (f" tile={tile}" if tile else "") + (f" splits={splits}" if splits else "")
+           + (f" vec={vec}" if vec is not None else "") + (" misaligned" if misalign else ""))
     sfx = f"_{tile}" if tile else "_s"
     unit = "s1_" if stride in (1, (1, 1)) else ""
     relu_ref = _rounded(lambda x, w, b: np.maximum(R.conv2d_forward(x, w, b, **geo), 0), precision, 2)
     return [
         checking.Case(f"conv2d_fwd tc {tag} {label}", [x, w, b],
                       _rounded(lambda x, w, b: R.conv2d_forward(x, w, b, **geo), precision, 2),
-                      lambda x, w, b: conv2d_forward(x, w, b, **geo, **kw), tol,
-                      (f"conv2d_tc_fwd_{precision}{sfx}",), scale),
+                      lambda x, w, b: conv2d_forward(x, mis(w), b, **geo, **fkw), tol,
+                      (f"{fwd_kernel}{sfx}",), scale),
         checking.Case(f"conv2d_fwd tc relu {tag} {label}", [x, w, b], relu_ref,
-                      lambda x, w, b: conv2d_forward(x, w, b, **geo, relu=True, **kw), tol,
-                      (f"conv2d_tc_fwd_{precision}{sfx}",), scale),
+                      lambda x, w, b: conv2d_forward(x, mis(w), b, **geo, relu=True, **fkw), tol,
+                      (f"{fwd_kernel}{sfx}",), scale),
         checking.Case(f"conv2d_bwd_data tc {tag} {label}", [dy, w],
                       _rounded(lambda dy, w: R.conv2d_backward_data(dy, w, x_shape, **geo), precision, 2),
                       lambda dy, w: conv2d_backward_data(dy, w, x_shape, **geo, **kw), tol,
@@ -216,7 +231,13 @@ def cases(scale="small"):
             out += shape_cases(label, xs, ws, s, pd, g, p, seed=60, tile="l")
             out += shape_cases("3x4x9x10 k3x2 s(2,1) p1 g2", (3, 4, 9, 10), (6, 2, 3, 2), (2, 1), 1, 2, p,
                                seed=61, splits=3)
-            # the strided bwd_data kernel (no walk) on the big tile
+            # the strided bwd_data kernel on the big tile
             out += shape_cases("2x4x9x10 k3x2 s(2,1) p1 g2", (2, 4, 9, 10), (6, 2, 3, 2), (2, 1), 1, 2, p,
                                seed=62, tile="l")
+            # the forward's 16-byte weight rows (Cg*KH*KW = 36: two k-tiles and 4) on both tiles,
+            # the same shape on the general kernel, and w 4 bytes off alignment (general then)
+            out += shape_cases("2x4x7x9 k3 s1 p1", (2, 4, 7, 9), (5, 4, 3, 3), 1, 1, 1, p, seed=63)
+            out += shape_cases("2x4x7x9 k3 s1 p1", (2, 4, 7, 9), (5, 4, 3, 3), 1, 1, 1, p, seed=63, vec=False)
+            out += shape_cases("2x4x7x9 k3 s1 p1", (2, 4, 7, 9), (5, 4, 3, 3), 1, 1, 1, p, seed=63, misalign=True)
+            out += shape_cases("1x8x6x5 k1 g2 F132", (1, 8, 6, 5), (132, 4, 1, 1), 1, 0, 2, p, seed=64, tile="l")
     return out
