@@ -204,17 +204,13 @@ def layer_gemms(batch=128):
 
 
 def launch_choice(op, m, ncol, k, g):
-    """(tile, splits) as convnet/kernel_ops/conv_tc.py and gemm_tc.py choose them."""
-    from convnet.kernel_ops.gemm_tc import choose
+    """(tile, splits, chunk) as convnet/kernel_ops/conv_tc.py and gemm_tc.py choose them."""
+    from convnet.kernel_ops.gemm_tc import VEC_ALIGN, choose
     if op == "conv2d_tc_bwd_filter":
-        tile = "l" if g * math.ceil(m / 128) * math.ceil(ncol / 128) >= 132 else "s"
-        t, splits, _ = choose(m * g, ncol, k, tile, None)
-        return t, splits
+        return choose(m * g, ncol, k, None, None)      # the blocks of all groups count
     if op.startswith("conv2d"):
-        t, _, _ = choose(m, ncol, k, None, 1)
-        return t, 1
-    t, splits, _ = choose(m, ncol, k, None, None)
-    return t, splits
+        return choose(m, ncol, k, None, 1)
+    return choose(m, ncol, k, None, None, align=VEC_ALIGN if "_vec" in op else 1)
 
 
 def layer_table(rows, precision, batch=128):
@@ -223,13 +219,12 @@ def layer_table(rows, precision, batch=128):
     bk = 16                                          # tc_gemm.cuh's BK, both precisions
     out = []
     for layer, pass_, op, m, ncol, k, g in layer_gemms(batch):
-        tile, splits = launch_choice(op, m, ncol, k, g)
+        tile, splits, chunk = launch_choice(op, m, ncol, k, g)
         name = f"{op}_{precision}_{tile}"
         r = rows.get(name)
         if r is None or r["loop"] is None:
             continue
         bm = bn = 128 if tile == "l" else 64
-        chunk = math.ceil(k / splits)
         tiles_m, tiles_n = math.ceil(m / bm), math.ceil(ncol / bn)
         padded = tiles_m * bm * tiles_n * bn * splits * math.ceil(chunk / bk) * bk
         tile_eff = m * ncol * k / padded

@@ -55,7 +55,7 @@ struct FwdOp {
     Shape s; int g, has_bias, relu, M, NCOL;
     __device__ const float* a_ptr(int m, int k) const { return w + (g * s.Fg + m) * (s.Cg * s.KHW) + k; }
     struct AWalk { const float* row; int koff; };
-    __device__ AWalk a_walk(int m, int k) const { return AWalk{a_ptr(m, 0), k}; }
+    __device__ AWalk a_walk(int m, int k) const { return AWalk{cn_opaque(a_ptr(m, 0)), k}; }
     __device__ const float* a_next(AWalk& a, bool&) const { return a.row + a.koff++; }
     // B: column (n, oh, ow), k = (c, i, j): x[n, g*Cg + c, ih0 + i, iw0 + j];
     // koff = c*HW + i*W + j from the column's corner (ih0, iw0).
@@ -64,7 +64,7 @@ struct FwdOp {
         const int n = cl / s.OHW, p = cl - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
         const int c = k / s.KHW, rest = k - c * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
         const int ih0 = oh * s.SH - s.PH, iw0 = ow * s.SW - s.PW;
-        return BWalk{x + (n * s.C + g * s.Cg) * s.HW + ih0 * s.W + iw0, ih0, iw0, c * s.HW + i * s.W + j, i, j};
+        return BWalk{cn_opaque(x + (n * s.C + g * s.Cg) * s.HW + ih0 * s.W + iw0), ih0, iw0, c * s.HW + i * s.W + j, i, j};
     }
     __device__ const float* b_next(BWalk& b, bool& ok) const {
         ok = ok && (unsigned)(b.ih0 + b.i) < (unsigned)s.H && (unsigned)(b.iw0 + b.j) < (unsigned)s.W;
@@ -92,7 +92,7 @@ struct BwdDataBase {
     struct AWalk { const float* row; int koff, rest; };
     __device__ AWalk a_walk(int m, int k) const {
         const int f = k / s.KHW, rest = k - f * s.KHW;
-        return AWalk{w + (g * s.Fg * s.Cg + m) * s.KHW, f * s.Cg * s.KHW + rest, rest};
+        return AWalk{cn_opaque(w + (g * s.Fg * s.Cg + m) * s.KHW), f * s.Cg * s.KHW + rest, rest};
     }
     __device__ const float* a_next(AWalk& a, bool&) const {
         const float* p = a.row + a.koff++;
@@ -115,7 +115,7 @@ struct BwdDataOp : BwdDataBase {
         const int n = cl / s.HW, p = cl - n * s.HW, ih = p / s.W, iw = p - ih * s.W;
         const int th = ih + s.PH, tw = iw + s.PW, ohb = th / s.SH, owb = tw / s.SW;
         const int f = k / s.KHW, rest = k - f * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
-        return BWalk{dy + (n * s.F + g * s.Fg) * s.OHW + ohb * s.OW + owb, ohb, th - ohb * s.SH, owb,
+        return BWalk{cn_opaque(dy + (n * s.F + g * s.Fg) * s.OHW + ohb * s.OW + owb), ohb, th - ohb * s.SH, owb,
                      tw - owb * s.SW, f * s.OHW, i, i / s.SH, i % s.SH, j, j / s.SW, j % s.SW};
     }
     __device__ const float* b_next(BWalk& b, bool& ok) const {
@@ -139,7 +139,7 @@ struct BwdDataS1Op : BwdDataBase {
         const int n = cl / s.HW, p = cl - n * s.HW, ih = p / s.W, iw = p - ih * s.W;
         const int th = ih + s.PH, tw = iw + s.PW;
         const int f = k / s.KHW, rest = k - f * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
-        return BWalk{dy + (n * s.F + g * s.Fg) * s.OHW + th * s.OW + tw, th, tw, f * s.OHW - i * s.OW - j, i, j};
+        return BWalk{cn_opaque(dy + (n * s.F + g * s.Fg) * s.OHW + th * s.OW + tw), th, tw, f * s.OHW - i * s.OW - j, i, j};
     }
     __device__ const float* b_next(BWalk& b, bool& ok) const {
         ok = ok && (unsigned)(b.th - b.i) < (unsigned)s.OH && (unsigned)(b.tw - b.j) < (unsigned)s.OW;
@@ -163,7 +163,7 @@ struct BwdFilterOp {
     struct AWalk { const float* row; int koff, q; };
     __device__ AWalk a_walk(int m, int k) const {
         const int n = k / s.OHW, q = k - n * s.OHW;
-        return AWalk{dy + (g * s.Fg + m) * s.OHW, n * s.F * s.OHW + q, q};
+        return AWalk{cn_opaque(dy + (g * s.Fg + m) * s.OHW), n * s.F * s.OHW + q, q};
     }
     __device__ const float* a_next(AWalk& a, bool&) const {
         const float* p = a.row + a.koff++;
@@ -177,7 +177,7 @@ struct BwdFilterOp {
         const int ci = cl / s.KHW, rest = cl - ci * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
         const int n = k / s.OHW, p = k - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
         const int ih0 = i - s.PH, iw0 = j - s.PW;
-        return BWalk{x + (g * s.Cg + ci) * s.HW + ih0 * s.W + iw0, ih0, iw0,
+        return BWalk{cn_opaque(x + (g * s.Cg + ci) * s.HW + ih0 * s.W + iw0), ih0, iw0,
                      n * s.C * s.HW + oh * s.SH * s.W + ow * s.SW, oh, ow, oh * s.SH, ow * s.SW};
     }
     __device__ const float* b_next(BWalk& b, bool& ok) const {

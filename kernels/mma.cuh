@@ -307,3 +307,16 @@ __device__ __forceinline__ float4 cn_ld4_pred(const float* p, bool valid) {
     return v;
 #endif
 }
+
+// p, hidden from the optimiser (one mov): a walker's per-thread base pointer stays one
+// 64-bit register, so base + koff is one IMAD.WIDE per element instead of re-deriving it
+// from its index parts (no effect on the emulation).
+__device__ __forceinline__ const float* cn_opaque(const float* p) {
+#ifdef CN_EMULATION
+    return p;
+#else
+    const float* r;
+    asm("mov.b64 %0, %1;" : "=l"(r) : "l"(p));
+    return r;
+#endif
+}
