@@ -186,9 +186,9 @@ def layer_gemms(batch=128):
         kk = cfg[name]["size"]
         g = cfg[name].get("groups", 1)
         cg, fg = c // g, f // g
-        vec = "_vec" if (cg * kk * kk) % 4 == 0 else ""      # the launcher's 16-byte weight rows
+        vec = "_vec" if (cg * kk * kk) % 4 == 0 and kk * kk <= 32 else ""   # the launcher's conditions
         out += [(name, "fwd", "conv2d_tc_fwd" + vec, fg, n * oh * ow, cg * kk * kk, g),
-                (name, "bwd_data", "conv2d_tc_bwd_data" + ("_s1" if cfg[name].get("stride", 1) == 1 else ""),
+                (name, "bwd_data", "conv2d_tc_bwd_data" + ("_s1" if cfg[name].get("stride", 1) == 1 and kk * kk <= 32 else ""),
                  cg, n * h * w, fg * kk * kk, g),
                 (name, "bwd_filter", "conv2d_tc_bwd_filter", fg, cg * kk * kk, n * oh * ow, g)]
     for name in ("fc6a", "fc7a", "fc8"):

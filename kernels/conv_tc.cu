@@ -41,16 +41,54 @@ struct Shape {
 };
 
 // Every walker below steps k by one with a carry per digit (no division after its
-// decode at (row, k_begin)). All threads of a block walk the same k, so a walker is a
-// per-thread part (the row's or column's base pointer and bounds) and a k part that is
-// the same in every thread (uniform registers; koff: the k part of the offset): per
-// element the thread adds, compares and forms one address. Offsets are int (the
-// launchers keep arrays < 2^31 elements).
+// decode at (row, k_begin)); per element the thread adds, compares and forms one address
+// (base pointers kept opaque: one IMAD.WIDE). Offsets are int (the launchers keep arrays
+// < 2^31 elements).
+//
+// GATHER operands (tc_gemm.cuh: 4 rows x 4 consecutive k per thread and k-tile) share one
+// k state K3 among the thread's 4 rows: k = (a, i, j) in radices (RI, RJ), its offset
+// koff = a*SA + i*SI + j*SJ, and bit = 1 << (i*RJ + j) (the position in a per-row mask of
+// the RI x RJ window, used where RI*RJ <= 32).
+struct K3 {
+    int koff, i, j;
+    unsigned bit;
+    int jk, ji, jj;   // the jump (k += BK - 3) in the same digits
+};
+struct K3Shape {
+    int RI, RJ, SA, SI, SJ;
+    __device__ K3 at(int k) const {
+        const int RIJ = RI * RJ, a = k / RIJ, rest = k - a * RIJ, i = rest / RJ, j = rest - i * RJ;
+        constexpr int D = tc::BK - (tc::VW - 1);
+        const int da = D / RIJ, dr = D - da * RIJ, di = dr / RJ, dj = dr - di * RJ;
+        return K3{a * SA + i * SI + j * SJ, i, j, 1u << (rest & 31), da * SA + di * SI + dj * SJ, di, dj};
+    }
+    __device__ void adv(K3& k, bool jump) const {
+        if (!jump) {
+            k.koff += SJ;
+            k.bit <<= 1;
+            if (++k.j == RJ) {
+                k.j = 0;
+                k.koff += SI - RJ * SJ;
+                if (++k.i == RI) { k.i = 0; k.koff += SA - RI * SI; k.bit = 1u; }
+            }
+        } else {
+            k.koff += k.jk;
+            k.i += k.ji;
+            k.j += k.jj;
+            if (k.j >= RJ) { k.j -= RJ; ++k.i; k.koff += SI - RJ * SJ; }
+            if (k.i >= RI) { k.i -= RI; k.koff += SA - RI * SI; }
+            k.bit = 1u << ((k.i * RJ + k.j) & 31);
+        }
+    }
+};
 
-// fwd, A = w rows (k = (c, i, j) contiguous): VEC (rows of a multiple of 4, aligned) or WALK.
-template <int AM>
+// fwd, A = w rows (k = (c, i, j) contiguous): VEC (rows of a multiple of 4, aligned) or WALK;
+// B: VEC mapping, GATHER (KH*KW <= 32: a per-column mask of the window's valid taps) or WALK.
+template <int AM, int BMODE>
 struct FwdOp {
-    static constexpr int A_MODE = AM, B_MODE = tc::WALK;
+    static constexpr int A_MODE = AM, B_MODE = BMODE;
+    using ARow = tc::NoWalk;
+    using AK = tc::NoWalk;
     const float* x; const float* w; const float* bias; float* y;
     Shape s; int g, has_bias, relu, M, NCOL;
     __device__ const float* a_ptr(int m, int k) const { return w + (g * s.Fg + m) * (s.Cg * s.KHW) + k; }
@@ -64,7 +102,8 @@ struct FwdOp {
         const int n = cl / s.OHW, p = cl - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
         const int c = k / s.KHW, rest = k - c * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
         const int ih0 = oh * s.SH - s.PH, iw0 = ow * s.SW - s.PW;
-        return BWalk{cn_opaque(x + (n * s.C + g * s.Cg) * s.HW + ih0 * s.W + iw0), ih0, iw0, c * s.HW + i * s.W + j, i, j};
+        return BWalk{cn_opaque(x + (n * s.C + g * s.Cg) * s.HW + ih0 * s.W + iw0), ih0, iw0,
+                     c * s.HW + i * s.W + j, i, j};
     }
     __device__ const float* b_next(BWalk& b, bool& ok) const {
         ok = ok && (unsigned)(b.ih0 + b.i) < (unsigned)s.H && (unsigned)(b.iw0 + b.j) < (unsigned)s.W;
@@ -77,6 +116,24 @@ struct FwdOp {
         }
         return p;
     }
+    struct BRow { const float* col; unsigned mask; };
+    using BK_ = K3;
+    __device__ K3Shape k3() const { return K3Shape{s.KH, s.KW, s.HW, s.W, 1}; }
+    __device__ BRow b_row(int cl) const {
+        const int n = cl / s.OHW, p = cl - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
+        const int ih0 = oh * s.SH - s.PH, iw0 = ow * s.SW - s.PW;
+        unsigned mask = 0;
+        for (int i = 0; i < s.KH; ++i)
+            for (int j = 0; j < s.KW; ++j)
+                if ((unsigned)(ih0 + i) < (unsigned)s.H && (unsigned)(iw0 + j) < (unsigned)s.W) mask |= 1u << (i * s.KW + j);
+        return BRow{cn_opaque(x + (n * s.C + g * s.Cg) * s.HW + ih0 * s.W + iw0), mask};
+    }
+    __device__ K3 b_k(int k) const { return k3().at(k); }
+    __device__ const float* b_at(const BRow& r, const K3& k, bool& ok) const {
+        ok = ok && (r.mask & k.bit) != 0;
+        return r.col + k.koff;
+    }
+    __device__ void b_adv(K3& k, bool jump) const { k3().adv(k, jump); }
     __device__ void store(int m, int c, float v) const {
         const int f = g * s.Fg + m, n = c / s.OHW, p = c - n * s.OHW;
         if (has_bias) v += bias[f];
@@ -84,21 +141,19 @@ struct FwdOp {
     }
 };
 
-// bwd_data, A[m = c, k = (f, rest)] = w[g*Fg + f, c, rest]: koff = f*Cg*KHW + rest.
+// bwd_data, A[m = c, k = (f, rest)] = w[g*Fg + f, c, rest]: GATHER, koff = f*Cg*KHW + rest.
 struct BwdDataBase {
-    static constexpr int A_MODE = tc::WALK, B_MODE = tc::WALK;
+    static constexpr int A_MODE = tc::GATHER, B_MODE = tc::WALK;
+    using AWalk = tc::NoWalk;
     const float* dy; const float* w; float* dx;
     Shape s; int g, M, NCOL;
-    struct AWalk { const float* row; int koff, rest; };
-    __device__ AWalk a_walk(int m, int k) const {
-        const int f = k / s.KHW, rest = k - f * s.KHW;
-        return AWalk{cn_opaque(w + (g * s.Fg * s.Cg + m) * s.KHW), f * s.Cg * s.KHW + rest, rest};
-    }
-    __device__ const float* a_next(AWalk& a, bool&) const {
-        const float* p = a.row + a.koff++;
-        if (++a.rest == s.KHW) { a.rest = 0; a.koff += (s.Cg - 1) * s.KHW; }
-        return p;
-    }
+    struct ARow { const float* row; };
+    using AK = K3;
+    __device__ K3Shape ak3() const { return K3Shape{1, s.KHW, s.Cg * s.KHW, 0, 1}; }
+    __device__ ARow a_row(int m) const { return ARow{cn_opaque(w + (g * s.Fg * s.Cg + m) * s.KHW)}; }
+    __device__ K3 a_k(int k) const { return ak3().at(k); }
+    __device__ const float* a_at(const ARow& r, const K3& k, bool&) const { return r.row + k.koff; }
+    __device__ void a_adv(K3& k, bool jump) const { ak3().adv(k, jump); }
     __device__ void store(int m, int c, float v) const {
         const int n = c / s.HW, p = c - n * s.HW;
         dx[(n * s.C + g * s.Cg + m) * s.HW + p] = v;
@@ -110,6 +165,8 @@ struct BwdDataBase {
 // Per column th = ohb*SH + rh, tw = owb*SW + rw; the k part keeps i = iq*SH + ir and
 // j = jq*SW + jr: th - i is a multiple of SH iff ir == rh, and then oh = ohb - iq.
 struct BwdDataOp : BwdDataBase {
+    using BRow = tc::NoWalk;
+    using BK_ = tc::NoWalk;
     struct BWalk { const float* col; int ohb, rh, owb, rw, fo, i, iq, ir, j, jq, jr; };
     __device__ BWalk b_walk(int cl, int k) const {
         const int n = cl / s.HW, p = cl - n * s.HW, ih = p / s.W, iw = p - ih * s.W;
@@ -132,67 +189,62 @@ struct BwdDataOp : BwdDataBase {
     }
 };
 
-// bwd_data with SH = SW = 1 (oh = th - i, ow = tw - j): koff = f*OHW - i*OW - j from (th, tw).
+// bwd_data with SH = SW = 1 and KH*KW <= 32 (oh = th - i, ow = tw - j): B GATHER,
+// koff = f*OHW - i*OW - j from (th, tw), a per-column mask of the window's valid taps.
 struct BwdDataS1Op : BwdDataBase {
-    struct BWalk { const float* col; int th, tw, koff, i, j; };
-    __device__ BWalk b_walk(int cl, int k) const {
+    static constexpr int B_MODE = tc::GATHER;
+    using BWalk = tc::NoWalk;
+    struct BRow { const float* col; unsigned mask; };
+    using BK_ = K3;
+    __device__ K3Shape bk3() const { return K3Shape{s.KH, s.KW, s.OHW, -s.OW, -1}; }
+    __device__ BRow b_row(int cl) const {
         const int n = cl / s.HW, p = cl - n * s.HW, ih = p / s.W, iw = p - ih * s.W;
         const int th = ih + s.PH, tw = iw + s.PW;
-        const int f = k / s.KHW, rest = k - f * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
-        return BWalk{cn_opaque(dy + (n * s.F + g * s.Fg) * s.OHW + th * s.OW + tw), th, tw, f * s.OHW - i * s.OW - j, i, j};
+        unsigned mask = 0;
+        for (int i = 0; i < s.KH; ++i)
+            for (int j = 0; j < s.KW; ++j)
+                if ((unsigned)(th - i) < (unsigned)s.OH && (unsigned)(tw - j) < (unsigned)s.OW) mask |= 1u << (i * s.KW + j);
+        return BRow{cn_opaque(dy + (n * s.F + g * s.Fg) * s.OHW + th * s.OW + tw), mask};
     }
-    __device__ const float* b_next(BWalk& b, bool& ok) const {
-        ok = ok && (unsigned)(b.th - b.i) < (unsigned)s.OH && (unsigned)(b.tw - b.j) < (unsigned)s.OW;
-        const float* p = b.col + b.koff;
-        --b.koff;
-        if (++b.j == s.KW) {
-            b.j = 0;
-            b.koff += s.KW - s.OW;
-            if (++b.i == s.KH) { b.i = 0; b.koff += s.KH * s.OW + s.OHW; }
-        }
-        return p;
+    __device__ K3 b_k(int k) const { return bk3().at(k); }
+    __device__ const float* b_at(const BRow& r, const K3& k, bool& ok) const {
+        ok = ok && (r.mask & k.bit) != 0;
+        return r.col + k.koff;
     }
+    __device__ void b_adv(K3& k, bool jump) const { bk3().adv(k, jump); }
 };
 
-// bwd_filter: m = f, col = (c, i, j), k = (n, oh, ow).
+// bwd_filter: m = f, col = (c, i, j), k = (n, oh, ow); both operands GATHER.
 struct BwdFilterOp {
-    static constexpr int A_MODE = tc::WALK, B_MODE = tc::WALK;
+    static constexpr int A_MODE = tc::GATHER, B_MODE = tc::GATHER;
+    using AWalk = tc::NoWalk;
+    using BWalk = tc::NoWalk;
     const float* dy; const float* x; float* ws;
     Shape s; int g, slice, M, NCOL;
     // A[m, k] = dy[n, g*Fg + m, q]: koff = n*F*OHW + q.
-    struct AWalk { const float* row; int koff, q; };
-    __device__ AWalk a_walk(int m, int k) const {
-        const int n = k / s.OHW, q = k - n * s.OHW;
-        return AWalk{cn_opaque(dy + (g * s.Fg + m) * s.OHW), n * s.F * s.OHW + q, q};
-    }
-    __device__ const float* a_next(AWalk& a, bool&) const {
-        const float* p = a.row + a.koff++;
-        if (++a.q == s.OHW) { a.q = 0; a.koff += (s.F - 1) * s.OHW; }
-        return p;
-    }
+    struct ARow { const float* row; };
+    using AK = K3;
+    __device__ K3Shape ak3() const { return K3Shape{1, s.OHW, s.F * s.OHW, 0, 1}; }
+    __device__ ARow a_row(int m) const { return ARow{cn_opaque(dy + (g * s.Fg + m) * s.OHW)}; }
+    __device__ K3 a_k(int k) const { return ak3().at(k); }
+    __device__ const float* a_at(const ARow& r, const K3& k, bool&) const { return r.row + k.koff; }
+    __device__ void a_adv(K3& k, bool jump) const { ak3().adv(k, jump); }
     // B[k, col] = x[n, g*Cg + c, oh*SH + i - PH, ow*SW + j - PW]: per column (ih0, iw0) =
-    // (i - PH, j - PW); k part ohs = oh*SH, ows = ow*SW, koff = n*C*HW + ohs*W + ows.
-    struct BWalk { const float* col; int ih0, iw0, koff, oh, ow, ohs, ows; };
-    __device__ BWalk b_walk(int cl, int k) const {
+    // (i - PH, j - PW); koff = n*C*HW + oh*SH*W + ow*SW.
+    struct BRow { const float* col; int ih0, iw0; };
+    using BK_ = K3;
+    __device__ K3Shape bk3() const { return K3Shape{s.OH, s.OW, s.C * s.HW, s.SH * s.W, s.SW}; }
+    __device__ BRow b_row(int cl) const {
         const int ci = cl / s.KHW, rest = cl - ci * s.KHW, i = rest / s.KW, j = rest - i * s.KW;
-        const int n = k / s.OHW, p = k - n * s.OHW, oh = p / s.OW, ow = p - oh * s.OW;
         const int ih0 = i - s.PH, iw0 = j - s.PW;
-        return BWalk{cn_opaque(x + (g * s.Cg + ci) * s.HW + ih0 * s.W + iw0), ih0, iw0,
-                     n * s.C * s.HW + oh * s.SH * s.W + ow * s.SW, oh, ow, oh * s.SH, ow * s.SW};
+        return BRow{cn_opaque(x + (g * s.Cg + ci) * s.HW + ih0 * s.W + iw0), ih0, iw0};
     }
-    __device__ const float* b_next(BWalk& b, bool& ok) const {
-        ok = ok && (unsigned)(b.ih0 + b.ohs) < (unsigned)s.H && (unsigned)(b.iw0 + b.ows) < (unsigned)s.W;
-        const float* p = b.col + b.koff;
-        b.koff += s.SW;
-        b.ows += s.SW;
-        if (++b.ow == s.OW) {
-            b.ow = b.ows = 0;
-            b.koff += s.SH * s.W - s.OW * s.SW;
-            b.ohs += s.SH;
-            if (++b.oh == s.OH) { b.oh = b.ohs = 0; b.koff += s.C * s.HW - s.OH * s.SH * s.W; }
-        }
-        return p;
+    __device__ K3 b_k(int k) const { return bk3().at(k); }
+    __device__ const float* b_at(const BRow& r, const K3& k, bool& ok) const {
+        ok = ok && (unsigned)(r.ih0 + k.i * s.SH) < (unsigned)s.H && (unsigned)(r.iw0 + k.j * s.SW) < (unsigned)s.W;
+        return r.col + k.koff;
     }
+    __device__ void b_adv(K3& k, bool jump) const { bk3().adv(k, jump); }
     __device__ void store(int m, int c, float v) const { ws[(slice * s.F + g * s.Fg + m) * NCOL + c] = v; }
 };
 
@@ -200,11 +252,11 @@ struct BwdFilterOp {
                       int ph, int pw, int groups
 #define CN_GEO_ARGS n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups
 
-template <int P, int BM, int BN, int WM, int WN, int AM = tc::WALK>
+template <int P, int BM, int BN, int WM, int WN, int AM = tc::WALK, int BMODE = tc::WALK>
 __device__ __forceinline__ void fwd(const float* x, const float* w, const float* b, float* y, CN_GEO_PARAMS,
                                     int has_bias, int relu) {
     const Shape s(CN_GEO_ARGS);
-    const FwdOp<AM> op{x, w, b, y, s, (int)blockIdx.z, has_bias, relu, s.Fg, s.N * s.OHW};
+    const FwdOp<AM, BMODE> op{x, w, b, y, s, (int)blockIdx.z, has_bias, relu, s.Fg, s.N * s.OHW};
     tc::gemm<P, BM, BN, WM, WN>(op, 0, s.Cg * s.KHW);
 }
 
@@ -244,7 +296,7 @@ extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_fwd_vec_tf32_l(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
 {
-    conv_tc::fwd<TC_TF32, 128, 128, 64, 64, tc::VEC>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
+    conv_tc::fwd<TC_TF32, 128, 128, 64, 64, tc::VEC, tc::GATHER>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
 }
 
 extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_data_tf32_l(
@@ -279,7 +331,7 @@ extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_fwd_vec_tf32_s(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
 {
-    conv_tc::fwd<TC_TF32, 64, 64, 64, 32, tc::VEC>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
+    conv_tc::fwd<TC_TF32, 64, 64, 64, 32, tc::VEC, tc::GATHER>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
 }
 
 extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_data_tf32_s(
@@ -314,7 +366,7 @@ extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_fwd_vec_bf16_l(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
 {
-    conv_tc::fwd<TC_BF16, 128, 128, 64, 64, tc::VEC>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
+    conv_tc::fwd<TC_BF16, 128, 128, 64, 64, tc::VEC, tc::GATHER>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
 }
 
 extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_data_bf16_l(
@@ -349,7 +401,7 @@ extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_fwd_vec_bf16_s(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
 {
-    conv_tc::fwd<TC_BF16, 64, 64, 64, 32, tc::VEC>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
+    conv_tc::fwd<TC_BF16, 64, 64, 64, 32, tc::VEC, tc::GATHER>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
 }
 
 extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_data_bf16_s(

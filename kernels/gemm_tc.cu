@@ -42,6 +42,10 @@ struct Strided {
     // WALK: one pointer per row, advanced by the k stride per element
     struct AWalk { const float* p; };
     using BWalk = AWalk;
+    using ARow = tc::NoWalk;
+    using AK = tc::NoWalk;
+    using BRow = tc::NoWalk;
+    using BK_ = tc::NoWalk;
     __device__ const float* a_ptr(int m, int k) const { return A + m * sam + k; }          // VEC: sak == 1
     __device__ AWalk a_walk(int m, int k) const { return AWalk{A + m * sam + k * sak}; }
     __device__ const float* a_next(AWalk& w, bool&) const { const float* p = w.p; w.p += sak; return p; }

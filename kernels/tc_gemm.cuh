@@ -14,7 +14,13 @@
 //   A_MODE == WALK: any gather; the thread owns one row and walks k by one:
 //     AWalk a_walk(int m, int k) const;                  state at (m, k), decoded once
 //     const float* a_next(AWalk&, bool& ok) const;        &A[m, k] (ok &= in bounds), then k += 1
-//   (B the same with b_ptr, b_walk, b_next, BWalk); both AWalk and BWalk must name a type;
+//   A_MODE == GATHER: any gather, read as VEC chunks (4 consecutive k of a row) but element
+//   by element; the thread's 4 rows share one k state:
+//     ARow a_row(int m) const;  AK a_k(int k) const;   per-row state; k state at k
+//     const float* a_at(const ARow&, const AK&, bool& ok) const;   &A[m, k] (ok &= in bounds)
+//     void a_adv(AK&, bool jump) const;                 k += 1, or k += BK - 3 (jump)
+//   (B the same with b_ptr, b_walk, b_next, b_row, b_k, b_at, b_adv); the types AWalk, BWalk,
+//   ARow, BRow, AK, BK_ must be named (tc::NoWalk where unused);
 //   void store(int m, int c, float v) const;             C[m, c] = v
 //
 // Block tile BM x BN x BK (BK = 16: two k8 steps in tf32, one k16 step in bf16),
@@ -27,6 +33,8 @@
 //         tf32: one 16-byte cp.async per chunk (rounded to tf32 per fragment register
 //         after ldmatrix); bf16: one 16-byte predicated load, two cvt.rn.bf16x2, one
 //         8-byte shared store.
+//   GATHER: the chunks of VEC, 16 predicated 4-byte loads (4 rows x 4 k), rounded once per
+//         element (tf32: 4 x 16-byte shared stores; bf16: 8 cvt pairs, 4 x 8-byte stores).
 //   WALK: thread t owns row t and loads k = 0..15 of the tile: 16 predicated 4-byte
 //         loads into registers (issued before the current tile's mma, stored after),
 //         rounded once per element (tf32: cvt.rna, 4 x 16-byte shared stores; bf16:
@@ -48,7 +56,7 @@ constexpr int TC_TF32 = 0, TC_BF16 = 1;
 
 namespace tc {
 
-enum Mode { VEC = 0, WALK = 1 };
+enum Mode { VEC = 0, WALK = 1, GATHER = 2 };
 struct NoWalk {};
 template <bool B> struct Bool { static constexpr bool value = B; };
 
@@ -80,6 +88,12 @@ template <class Op> struct Side<Op, true> {
     __device__ static const float* ptr(const Op& op, int r, int k) { return op.a_ptr(r, k); }
     __device__ static Walk walk(const Op& op, int r, int k) { return op.a_walk(r, k); }
     __device__ static const float* next(const Op& op, Walk& w, bool& ok) { return op.a_next(w, ok); }
+    using Row = typename Op::ARow;
+    using K = typename Op::AK;
+    __device__ static Row row(const Op& op, int r) { return op.a_row(r); }
+    __device__ static K kst(const Op& op, int k) { return op.a_k(k); }
+    __device__ static const float* at(const Op& op, const Row& r, const K& k, bool& ok) { return op.a_at(r, k, ok); }
+    __device__ static void adv(const Op& op, K& k, bool jump) { op.a_adv(k, jump); }
 };
 template <class Op> struct Side<Op, false> {
     static constexpr int MODE = Op::B_MODE;
@@ -88,6 +102,12 @@ template <class Op> struct Side<Op, false> {
     __device__ static const float* ptr(const Op& op, int r, int k) { return op.b_ptr(r, k); }
     __device__ static Walk walk(const Op& op, int r, int k) { return op.b_walk(r, k); }
     __device__ static const float* next(const Op& op, Walk& w, bool& ok) { return op.b_next(w, ok); }
+    using Row = typename Op::BRow;
+    using K = typename Op::BK_;
+    __device__ static Row row(const Op& op, int r) { return op.b_row(r); }
+    __device__ static K kst(const Op& op, int k) { return op.b_k(k); }
+    __device__ static const float* at(const Op& op, const Row& r, const K& k, bool& ok) { return op.b_at(r, k, ok); }
+    __device__ static void adv(const Op& op, K& k, bool jump) { op.b_adv(k, jump); }
 };
 
 // Loads one operand's ROWS x BK tiles (ROWS == NT) into shared rows T[ROWS][LD].
@@ -102,12 +122,15 @@ struct Loader {
 
     // VEC: the thread's chunk pointers (row t/4 + r*NT/4, k = 4*(t%4)) and row tests;
     const float* p[MODE == VEC ? CHUNKS : 1];
-    bool ok[MODE == VEC ? CHUNKS : 1];
+    bool ok[MODE == VEC || MODE == GATHER ? CHUNKS : 1];   // (GATHER: its rows' tests)
     // WALK: the walker of row t
     typename S::Walk w;
     bool row_ok;
+    // GATHER: the rows of the thread's chunks, and their k state
+    typename S::Row rs[MODE == GATHER ? CHUNKS : 1];
+    typename S::K ks;
     // registers between a tile's loads and its shared stores
-    float4 v4[P == TC_BF16 && MODE == VEC ? CHUNKS : 1];
+    float4 v4[(P == TC_BF16 && MODE == VEC) || MODE == GATHER ? CHUNKS : 1];
     float v[MODE == WALK ? BK : 1];
 
     __device__ __forceinline__ void init(const Op& op, int row0, int k_begin) {
@@ -119,6 +142,14 @@ struct Loader {
                 ok[r] = row < S::rows(op);
                 p[r] = S::ptr(op, ok[r] ? row : 0, k_begin + VW * (t % CPR));
             }
+        } else if constexpr (MODE == GATHER) {
+#pragma unroll
+            for (int r = 0; r < CHUNKS; ++r) {
+                const int row = row0 + t / CPR + r * (NT / CPR);
+                ok[r] = row < S::rows(op);
+                rs[r] = S::row(op, ok[r] ? row : 0);
+            }
+            ks = S::kst(op, k_begin + VW * (t % CPR));
         } else {
             const int row = row0 + t;
             row_ok = row < S::rows(op);
@@ -148,12 +179,32 @@ struct Loader {
                 const float* q = S::next(op, w, valid);
                 v[i] = cn_ld_pred(q, valid);
             }
+        } else if constexpr (MODE == GATHER) {
+            const int kq = VW * (threadIdx.x % CPR);
+            float e[CHUNKS][VW];
+#pragma unroll
+            for (int i = 0; i < VW; ++i) {
+#pragma unroll
+                for (int r = 0; r < CHUNKS; ++r) {
+                    bool valid = ok[r] && (!TAIL || kq + i < lim);
+                    const float* q = S::at(op, rs[r], ks, valid);
+                    e[r][i] = cn_ld_pred(q, valid);
+                }
+                S::adv(op, ks, i == VW - 1);
+            }
+#pragma unroll
+            for (int r = 0; r < CHUNKS; ++r) v4[r] = make_float4(e[r][0], e[r][1], e[r][2], e[r][3]);
         }
     }
     // Store the registers of the fetched tile into shared memory.
     __device__ __forceinline__ void store(T (*dst)[LD]) {
         const int t = threadIdx.x;
-        if constexpr (MODE == VEC && P == TC_BF16) {
+        if constexpr (MODE == GATHER && P == TC_TF32) {
+#pragma unroll
+            for (int r = 0; r < CHUNKS; ++r)
+                *reinterpret_cast<uint4*>(&dst[t / CPR + r * (NT / CPR)][VW * (t % CPR)]) =
+                    make_uint4(cn_tf32(v4[r].x), cn_tf32(v4[r].y), cn_tf32(v4[r].z), cn_tf32(v4[r].w));
+        } else if constexpr ((MODE == VEC || MODE == GATHER) && P == TC_BF16) {
 #pragma unroll
             for (int r = 0; r < CHUNKS; ++r)
                 *reinterpret_cast<uint2*>(&dst[t / CPR + r * (NT / CPR)][VW * (t % CPR)]) =

@@ -61,9 +61,18 @@ def _tile(tile, m, ncol, k):
     return t, TILES[t]
 
 
+MASK_TAPS = 32          # the window masks of conv2d_tc_fwd_vec_* and _bwd_data_s1_*: KH*KW <= 32
+
+
 def fwd_vec_ok(w, c_per_group, kh, kw):
-    """conv2d_tc_fwd_vec_*'s condition: weight rows (Cg*KH*KW floats) of a multiple of 4, w 16-byte aligned."""
-    return (c_per_group * kh * kw) % VEC_ALIGN == 0 and data_ptr(w) % 16 == 0
+    """conv2d_tc_fwd_vec_*'s condition: weight rows (Cg*KH*KW floats) of a multiple of 4, w 16-byte
+    aligned, and a window of at most 32 taps (its per-column mask)."""
+    return (c_per_group * kh * kw) % VEC_ALIGN == 0 and kh * kw <= MASK_TAPS and data_ptr(w) % 16 == 0
+
+
+def bwd_data_s1_ok(sh, sw, kh, kw):
+    """conv2d_tc_bwd_data_s1_*'s condition: unit stride and a window of at most 32 taps."""
+    return sh == sw == 1 and kh * kw <= MASK_TAPS
 
 
 def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, precision="tf32", version=None,
@@ -112,7 +121,7 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, precision="t
     if n == 0:
         return dx
     t, (bm, bn, threads) = _tile(tile, c // g, n * h * wd, (f // g) * kh * kw)
-    unit = "s1_" if sh == sw == 1 else ""    # unit stride: the walking kernel
+    unit = "s1_" if bwd_data_s1_ok(sh, sw, kh, kw) else ""    # unit stride, small window
     _get(f"conv2d_tc_bwd_data_{unit}{precision}_{t}", dy)((_cdiv(n * h * wd, bn), _cdiv(c // g, bm), g),
                                                           threads, (dy, w, dx) + geo)
     return dx
@@ -184,7 +193,8 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0,
     kw = dict(precision=precision, tile=tile)
     fkw = dict(kw, vec=vec)
     mis = _misaligned if misalign else (lambda a: a)
-    use_vec = vec if vec is not None else ((w_shape[1] * w_shape[2] * w_shape[3]) % VEC_ALIGN == 0 and not misalign)
+    use_vec = vec if vec is not None else ((w_shape[1] * w_shape[2] * w_shape[3]) % VEC_ALIGN == 0
+                                           and w_shape[2] * w_shape[3] <= MASK_TAPS and not misalign)
     fwd_kernel = f"conv2d_tc_fwd_{'vec_' if use_vec else ''}{precision}"
     tag = (precision + (f" tile={tile}" if tile else "") + (f" splits={splits}" if splits else "")
            + (f" vec={vec}" if vec is not None else "") + (" misaligned" if misalign else ""))
@@ -195,7 +205,8 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0,
     t_fwd = choose(fg, n * oh * ow, cg * kh * kw_, tile, 1)[0]
     t_bd = choose(cg, n * x_shape[2] * x_shape[3], fg * kh * kw_, tile, 1)[0]
     t_bf, sp_bf, _ = choose(fg * groups, cg * kh * kw_, n * oh * ow, tile, splits)
-    unit = "s1_" if stride in (1, (1, 1)) else ""
+    st = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    unit = "s1_" if bwd_data_s1_ok(st[0], st[1], kh, kw_) else ""
     relu_ref = _rounded(lambda x, w, b: np.maximum(R.conv2d_forward(x, w, b, **geo), 0), precision, 2)
     return [
         checking.Case(f"conv2d_fwd tc {tag} {label}", [x, w, b],
@@ -246,4 +257,7 @@ def cases(scale="small"):
             out += shape_cases("2x4x7x9 k3 s1 p1", (2, 4, 7, 9), (5, 4, 3, 3), 1, 1, 1, p, seed=63, vec=False)
             out += shape_cases("2x4x7x9 k3 s1 p1", (2, 4, 7, 9), (5, 4, 3, 3), 1, 1, 1, p, seed=63, misalign=True)
             out += shape_cases("1x8x6x5 k1 g2 F132", (1, 8, 6, 5), (132, 4, 1, 1), 1, 0, 2, p, seed=64, tile="l")
+            # a 7x5 window (35 taps > 32: no masks): the general forward and the strided
+            # bwd_data kernel at unit stride; 4*35 = 140 weights per row (a multiple of 4)
+            out += shape_cases("2x4x9x8 k7x5 s1 p2", (2, 4, 9, 8), (3, 4, 7, 5), 1, 2, 1, p, seed=65, tile="s")
     return out
