@@ -205,12 +205,13 @@ def layer_gemms(batch=128):
 
 def launch_choice(op, m, ncol, k, g):
     """(tile, splits, chunk) as convnet/kernel_ops/conv_tc.py and gemm_tc.py choose them."""
-    from convnet.kernel_ops.gemm_tc import VEC_ALIGN, choose
+    from convnet.kernel_ops.gemm_tc import BASE_TILES, VEC_ALIGN, VEC_TILES, choose
+    tiles = VEC_TILES if "_vec" in op else BASE_TILES
     if op == "conv2d_tc_bwd_filter":
         return choose(m * g, ncol, k, None, None)      # the blocks of all groups count
     if op.startswith("conv2d"):
-        return choose(m, ncol, k, None, 1)
-    return choose(m, ncol, k, None, None, align=VEC_ALIGN if "_vec" in op else 1)
+        return choose(m, ncol, k, None, 1, tiles=tiles)
+    return choose(m, ncol, k, None, None, align=VEC_ALIGN if "_vec" in op else 1, tiles=tiles)
 
 
 def layer_table(rows, precision, batch=128):
@@ -224,7 +225,8 @@ def layer_table(rows, precision, batch=128):
         r = rows.get(name)
         if r is None or r["loop"] is None:
             continue
-        bm = bn = 128 if tile == "l" else 64
+        from convnet.kernel_ops.gemm_tc import TILES
+        bm, bn, _ = TILES[tile]
         tiles_m, tiles_n = math.ceil(m / bm), math.ceil(ncol / bn)
         padded = tiles_m * bm * tiles_n * bn * splits * math.ceil(chunk / bk) * bk
         tile_eff = m * ncol * k / padded

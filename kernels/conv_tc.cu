@@ -23,8 +23,9 @@
 //   where Cg*KH*KW is a multiple of 4 (conv2d_tc_fwd_vec_*).
 //
 // Versions (one line each; the launcher names the shipped one):
-//   v1: the tc_gemm.cuh engine, two tiles: 128x128 (4 warps of 64x64, suffix _l)
-//       and 64x64 (2 warps of 64x32, suffix _s); tf32 and bf16 instances.
+//   v1: the tc_gemm.cuh engine, tiles 128x128 (4 warps of 64x64, suffix _l), 64x64
+//       (2 warps of 64x32, _s) and 64x128 (2 warps of 64x64, _m: fwd_vec only); tf32 and
+//       bf16 instances.
 //
 // resources (sm_90, nvcc 13.0 -Xptxas -v): see benchmarks/notes-tensor-cores.md.
 #include "tc_gemm.cuh"
@@ -424,3 +425,20 @@ extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_filter_bf16_s(
 {
     conv_tc::bwd_filter<TC_BF16, 64, 64, 64, 32>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }
+
+// The 64x128 tile (2 warps of 64x64, suffix _m): the forward (bwd_data_s1 and bwd_filter spill
+// registers at 8 GATHER chunks per thread).
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_fwd_vec_tf32_m(
+    const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
+{
+    conv_tc::fwd<TC_TF32, 64, 128, 64, 64, tc::VEC, tc::GATHER>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
+}
+
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_fwd_vec_bf16_m(
+    const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
+{
+    conv_tc::fwd<TC_BF16, 64, 128, 64, 64, tc::VEC, tc::GATHER>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
+}
+

@@ -26,7 +26,8 @@
 // Versions (one line each; the launcher names the shipped one):
 //   v1: the tc_gemm.cuh engine (mma.sync m16n8k8 tf32 / m16n8k16 bf16, ldmatrix,
 //       cp.async for tf32 VEC operands, registers elsewhere; double buffering), two
-//       tiles: 128x128 (4 warps of 64x64, suffix _l) and 64x64 (2 warps of 64x32, _s);
+//       tiles: 128x128 (4 warps of 64x64, suffix _l), 64x64 (2 warps of 64x32, _s) and
+//       64x128 (2 warps of 64x64, _m: _vec kernels only, a WALK B needs a thread per column);
 //       the _vec kernels (16-byte loads) where the rows allow.
 //
 // resources (sm_90, nvcc 13.0 -Xptxas -v): see benchmarks/notes-tensor-cores.md.
@@ -71,7 +72,7 @@ __device__ __forceinline__ void run(const float* A, const float* B, const float*
 
 // One kernel per op, precision, operand modes and tile (written out: the launch registry
 // reads the signatures from the source). Grid (ceil(NCOL/BN), ceil(M/BM), splits);
-// block 128 (_l), 64 (_s).
+// block 128 (_l), 64 (_s, _m).
 extern "C" __global__ void __launch_bounds__(128, 1) fc_tc_fwd_tf32_l(
     const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ bias, float* __restrict__ C,
     int M, int NCOL, int K, int sam, int sak, int sbc, int sbk, int scm, int scc, int has_bias, int chunk)
@@ -229,6 +230,39 @@ extern "C" __global__ void __launch_bounds__(64, 1) fc_tc_bwd_filter_bf16_s(
     int M, int NCOL, int K, int sam, int sak, int sbc, int sbk, int scm, int scc, int has_bias, int chunk)
 {
     gemm_tc::run<TC_BF16, 64, 64, 64, 32, tc::WALK, tc::WALK>(A, B, bias, C, M, NCOL, K, sam, sak, sbc, sbk, scm,
+        scc, has_bias, chunk);
+}
+
+// The 64x128 tile (2 warps of 64x64, suffix _m) where both operands are VEC or A is WALK.
+extern "C" __global__ void __launch_bounds__(64, 1) fc_tc_fwd_vec_tf32_m(
+    const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ bias, float* __restrict__ C,
+    int M, int NCOL, int K, int sam, int sak, int sbc, int sbk, int scm, int scc, int has_bias, int chunk)
+{
+    gemm_tc::run<TC_TF32, 64, 128, 64, 64, tc::VEC, tc::VEC>(A, B, bias, C, M, NCOL, K, sam, sak, sbc, sbk, scm,
+        scc, has_bias, chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(64, 1) fc_tc_fwd_vec_bf16_m(
+    const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ bias, float* __restrict__ C,
+    int M, int NCOL, int K, int sam, int sak, int sbc, int sbk, int scm, int scc, int has_bias, int chunk)
+{
+    gemm_tc::run<TC_BF16, 64, 128, 64, 64, tc::VEC, tc::VEC>(A, B, bias, C, M, NCOL, K, sam, sak, sbc, sbk, scm,
+        scc, has_bias, chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(64, 1) fc_tc_bwd_data_vec_tf32_m(
+    const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ bias, float* __restrict__ C,
+    int M, int NCOL, int K, int sam, int sak, int sbc, int sbk, int scm, int scc, int has_bias, int chunk)
+{
+    gemm_tc::run<TC_TF32, 64, 128, 64, 64, tc::WALK, tc::VEC>(A, B, bias, C, M, NCOL, K, sam, sak, sbc, sbk, scm,
+        scc, has_bias, chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(64, 1) fc_tc_bwd_data_vec_bf16_m(
+    const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ bias, float* __restrict__ C,
+    int M, int NCOL, int K, int sam, int sak, int sbc, int sbk, int scm, int scc, int has_bias, int chunk)
+{
+    gemm_tc::run<TC_BF16, 64, 128, 64, 64, tc::WALK, tc::VEC>(A, B, bias, C, M, NCOL, K, sam, sak, sbc, sbk, scm,
         scc, has_bias, chunk);
 }
 

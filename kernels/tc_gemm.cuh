@@ -24,12 +24,12 @@
 //   void store(int m, int c, float v) const;             C[m, c] = v
 //
 // Block tile BM x BN x BK (BK = 16: two k8 steps in tf32, one k16 step in bf16),
-// BM = BN = NT (threads), (BM/WM) x (BN/WN) warps, each computing a WM x WN warp tile
+// NT threads = (BM/WM) x (BN/WN) warps (a WALK operand needs as many rows as threads), each computing a WM x WN warp tile
 // as (WM/16) x (WN/8) mma tiles. blockIdx.x = column tile, blockIdx.y = row tile (the
 // kernels use blockIdx.z for groups and split-K slices).
 //
 // Which thread loads what (per k-tile):
-//   VEC:  chunk r of thread t is row t/4 + r*(NT/4), k = 4*(t%4) .. +3 (4 chunks);
+//   VEC:  chunk r of thread t is row t/4 + r*(NT/4), k = 4*(t%4) .. +3 (ROWS*4/NT chunks);
 //         tf32: one 16-byte cp.async per chunk (rounded to tf32 per fragment register
 //         after ldmatrix); bf16: one 16-byte predicated load, two cvt.rn.bf16x2, one
 //         8-byte shared store.
@@ -71,7 +71,6 @@ struct Warps {
     static constexpr int NWM = BM / WM, NWN = BN / WN, NT = 32 * NWM * NWN;
     static constexpr int MI = WM / 16, NI = WN / 8;
     static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0 && WN % 16 == 0, "warp tiles");
-    static_assert(NT == BM && NT == BN, "one thread per row of A and per column of B");
 };
 
 // Element type and row length of the shared tiles.
@@ -110,13 +109,15 @@ template <class Op> struct Side<Op, false> {
     __device__ static void adv(const Op& op, K& k, bool jump) { op.b_adv(k, jump); }
 };
 
-// Loads one operand's ROWS x BK tiles (ROWS == NT) into shared rows T[ROWS][LD].
-template <int P, int NT, class Op, bool IS_A>
+// Loads one operand's ROWS x BK tiles into shared rows T[ROWS][LD] (WALK: ROWS == NT).
+template <int P, int ROWS, int NT, class Op, bool IS_A>
 struct Loader {
     using S = Side<Op, IS_A>;
     using T = typename Smem<P>::T;
     static constexpr int LD = Smem<P>::LD, MODE = S::MODE;
-    static constexpr int CHUNKS = NT * CPR / NT;      // VEC chunks per thread (4)
+    static constexpr int CHUNKS = ROWS * CPR / NT;    // VEC / GATHER chunks per thread
+    static_assert(CHUNKS * NT == ROWS * CPR, "chunks must split evenly");
+    static_assert(MODE != WALK || ROWS == NT, "WALK: one thread per row");
     static constexpr bool ASYNC = P == TC_TF32 && MODE == VEC;
     static constexpr bool ROUND_FRAGMENTS = ASYNC;    // cp.async lands unrounded
 
@@ -304,8 +305,8 @@ __device__ __forceinline__ void gemm(const Op& op, int k_begin, int k_end) {
     constexpr int LD = Smem<P>::LD;
     __shared__ __align__(16) T As[2][BM][LD];
     __shared__ __align__(16) T Bs[2][BN][LD];
-    using LA = Loader<P, NT, Op, true>;
-    using LB = Loader<P, NT, Op, false>;
+    using LA = Loader<P, BM, NT, Op, true>;
+    using LB = Loader<P, BN, NT, Op, false>;
     constexpr bool RA = LA::ROUND_FRAGMENTS, RB = LB::ROUND_FRAGMENTS;
 
     const int warp = threadIdx.x >> 5;

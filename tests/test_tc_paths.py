@@ -30,9 +30,11 @@ def test_case_runs_the_kernels_it_names(case, monkeypatch):
 def test_fast_and_general_paths_are_both_covered():
     names = {k for c in CASES for k in c.kernels}
     for p in gemm_tc.PRECISIONS:
-        for t in gemm_tc.TILES:
-            for base in ("fc_tc_fwd", "fc_tc_bwd_data", "conv2d_tc_fwd"):
-                assert f"{base}_{p}_{t}" in names and f"{base}_vec_{p}_{t}" in names
+        for base in ("fc_tc_fwd", "fc_tc_bwd_data", "conv2d_tc_fwd"):
+            for t in gemm_tc.BASE_TILES:
+                assert f"{base}_{p}_{t}" in names
+            for t in gemm_tc.VEC_TILES:
+                assert f"{base}_vec_{p}_{t}" in names
 
 
 def test_vec_conditions():
@@ -59,6 +61,9 @@ def test_choose_prefers_the_big_tile_and_fills_waves():
     # conv2 bwd_data (48 rows): the small tile pads 48 to 64, the big one to 128
     assert gemm_tc.choose(48, 93312, 3200, None, 1)[0] == "s"
     with pytest.raises(ValueError):
-        gemm_tc.choose(8, 8, 8, tile="m")
+        gemm_tc.choose(8, 8, 8, tile="m")                  # only with tiles=VEC_TILES
+    assert gemm_tc.choose(8, 8, 8, tile="m", tiles=gemm_tc.VEC_TILES)[0] == "m"
+    # conv3 forward (192 filters): the 64x128 tile pads no rows and fills 4 blocks per SM
+    assert gemm_tc.choose(192, 21632, 2304, None, 1, tiles=gemm_tc.VEC_TILES)[0] == "m"
     with pytest.raises(ValueError):
         gemm_tc.choose(8, 8, 8, splits=0)

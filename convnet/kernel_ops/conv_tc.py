@@ -17,8 +17,8 @@ from convnet import reference as R
 from convnet.kernel_ops import conv as _fp32
 from convnet.kernel_ops._common import (INT32_LIMIT, array_module, check_float32, check_int,
                                         check_same_device)
-from convnet.kernel_ops.gemm_tc import (PRECISIONS, TILES, VEC_ALIGN, _misaligned, check_tc_precision, choose,
-                                        data_ptr, pick_vec)
+from convnet.kernel_ops.gemm_tc import (BASE_TILES, PRECISIONS, TILES, VEC_ALIGN, VEC_TILES, _misaligned,
+                                        check_tc_precision, choose, data_ptr, pick_vec)
 from convnet.precision import round_to
 
 
@@ -56,8 +56,8 @@ def _get(name, like):
     return kernels.get_function(name, like=like)
 
 
-def _tile(tile, m, ncol, k):
-    t, _, _ = choose(m, ncol, k, tile, splits=1)
+def _tile(tile, m, ncol, k, tiles=BASE_TILES):
+    t, _, _ = choose(m, ncol, k, tile, splits=1, tiles=tiles)
     return t, TILES[t]
 
 
@@ -97,8 +97,8 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, precisio
     y = xp.empty((n, f, oh, ow), dtype=np.float32)
     if n == 0:
         return y
-    t, (bm, bn, threads) = _tile(tile, f // g, n * oh * ow, (c // g) * kh * kw)
     v = "vec_" if pick_vec("conv2d_forward", vec, fwd_vec_ok(w, c // g, kh, kw)) else ""
+    t, (bm, bn, threads) = _tile(tile, f // g, n * oh * ow, (c // g) * kh * kw, VEC_TILES if v else BASE_TILES)
     _get(f"conv2d_tc_fwd_{v}{precision}_{t}", x)((_cdiv(n * oh * ow, bn), _cdiv(f // g, bm), g), threads,
                                               (x, w, b, y) + geo + (has_bias, int(relu)))
     return y
@@ -190,8 +190,9 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0,
     dy = rng.standard_normal(_fp32._out_shape(x_shape, w_shape, stride, pad))
     tol = TOL if scale == "small" else 1e-4
     geo = dict(stride=stride, pad=pad, groups=groups)
-    kw = dict(precision=precision, tile=tile)
-    fkw = dict(kw, vec=vec)
+    tile_b = None if tile == "m" else tile      # the backward passes have no "m" tile
+    kw = dict(precision=precision, tile=tile_b)
+    fkw = dict(precision=precision, tile=tile, vec=vec)
     mis = _misaligned if misalign else (lambda a: a)
     use_vec = vec if vec is not None else ((w_shape[1] * w_shape[2] * w_shape[3]) % VEC_ALIGN == 0
                                            and w_shape[2] * w_shape[3] <= MASK_TAPS and not misalign)
@@ -202,9 +203,9 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0,
     f, cg, kh, kw_ = w_shape
     _, _, oh, ow = _fp32._out_shape(x_shape, w_shape, stride, pad)
     fg = f // groups
-    t_fwd = choose(fg, n * oh * ow, cg * kh * kw_, tile, 1)[0]
-    t_bd = choose(cg, n * x_shape[2] * x_shape[3], fg * kh * kw_, tile, 1)[0]
-    t_bf, sp_bf, _ = choose(fg * groups, cg * kh * kw_, n * oh * ow, tile, splits)
+    t_fwd = choose(fg, n * oh * ow, cg * kh * kw_, tile, 1, tiles=VEC_TILES if use_vec else BASE_TILES)[0]
+    t_bd = choose(cg, n * x_shape[2] * x_shape[3], fg * kh * kw_, tile_b, 1)[0]
+    t_bf, sp_bf, _ = choose(fg * groups, cg * kh * kw_, n * oh * ow, tile_b, splits)
     st = (stride, stride) if isinstance(stride, int) else tuple(stride)
     unit = "s1_" if bwd_data_s1_ok(st[0], st[1], kh, kw_) else ""
     relu_ref = _rounded(lambda x, w, b: np.maximum(R.conv2d_forward(x, w, b, **geo), 0), precision, 2)
@@ -254,6 +255,8 @@ def cases(scale="small"):
             # the same shape on the general kernel, and w 4 bytes off alignment (general then)
             out += shape_cases("2x4x7x9 k3 s1 p1", (2, 4, 7, 9), (5, 4, 3, 3), 1, 1, 1, p, seed=63)
             out += shape_cases("2x4x7x9 k3 s1 p1", (2, 4, 7, 9), (5, 4, 3, 3), 1, 1, 1, p, seed=63, tile="s")
+            out += shape_cases("2x4x7x9 k3 s1 p1 F70", (2, 4, 7, 9), (70, 4, 3, 3), 1, 1, 1, p, seed=66,
+                               tile="m", vec=True)   # the 64x128 tile (forward only)
             out += shape_cases("2x4x7x9 k3 s1 p1", (2, 4, 7, 9), (5, 4, 3, 3), 1, 1, 1, p, seed=63, vec=False)
             out += shape_cases("2x4x7x9 k3 s1 p1", (2, 4, 7, 9), (5, 4, 3, 3), 1, 1, 1, p, seed=63, misalign=True)
             out += shape_cases("1x8x6x5 k1 g2 F132", (1, 8, 6, 5), (132, 4, 1, 1), 1, 0, 2, p, seed=64, tile="l")

@@ -25,17 +25,21 @@ SHIPPED = {"fc_forward": "v1", "fc_backward_data": "v1", "fc_backward_filter": "
 VERSIONS = ("v1",)
 PRECISIONS = ("tf32", "bf16")
 # tile name -> (rows, columns, threads) of tc_gemm.cuh's block tile (gemm_tc.cu's instances)
-TILES = {"l": (128, 128, 128), "s": (64, 64, 64)}
+TILES = {"l": (128, 128, 128), "s": (64, 64, 64), "m": (64, 128, 64)}
+# "m" exists for the _vec kernels (fc fwd / bwd_data, conv fwd) only
+BASE_TILES = ("l", "s")
+VEC_TILES = ("l", "s", "m")
 VEC_ALIGN = 4           # floats per 16-byte chunk: row length, K and slice bounds must be multiples
 # The launch plan (choose): the tile and K slices that maximise a small cost model of
 # an sm_90 GPU with SMS SMs: TILE_RATE (the tile's main-loop bound against the tensor
 # peak, benchmarks/tc_sass.py: the 64x64 warp tiles of "l" read 128 bytes of shared
-# memory per HMMA, the 64x32 of "s" 192) x tile efficiency (useful / padded MACs) x wave
+# memory per HMMA, the 64x32 of "s" 192; "m", 64x64 warp tiles on a 64x128 block, 128 but
+# more shared stores per HMMA than "l": 4/7) x tile efficiency (useful / padded MACs) x wave
 # efficiency (blocks / whole waves of SMS x TILE_BLOCKS_PER_SM). Slices at least
 # MIN_K_PER_SLICE deep (the split-K reduction and each block's prologue are not modelled).
 SMS = 132
-TILE_RATE = {"l": 2 / 3, "s": 0.4}
-TILE_BLOCKS_PER_SM = {"l": 2, "s": 6}
+TILE_RATE = {"l": 2 / 3, "s": 0.4, "m": 4 / 7}
+TILE_BLOCKS_PER_SM = {"l": 2, "s": 6, "m": 4}
 MIN_K_PER_SLICE = 256
 MAX_SPLITS = 64
 REDUCE_THREADS = 256
@@ -66,12 +70,12 @@ def _score(tile, m, ncol, k, splits, chunk):
     return TILE_RATE[tile] * (m * ncol * k / padded) * blocks / (_cdiv(blocks, slots) * slots)
 
 
-def choose(m, ncol, k, tile=None, splits=None, align=1):
-    """(tile, splits, chunk) for a GEMM of m rows, ncol columns, depth k; chunk (the
-    slices' depth) a multiple of `align`. tile / splits None: the best of the cost model
-    above (ties: the fewer splits, then "l")."""
-    if tile is not None and tile not in TILES:
-        raise ValueError(f"tile must be one of {', '.join(TILES)} (or None), got {tile!r}")
+def choose(m, ncol, k, tile=None, splits=None, align=1, tiles=BASE_TILES):
+    """(tile, splits, chunk) for a GEMM of m rows, ncol columns, depth k on a kernel with
+    the given tiles; chunk (the slices' depth) a multiple of `align`. tile / splits None:
+    the best of the cost model above (ties: the fewer splits, then the earlier tile)."""
+    if tile is not None and tile not in tiles:
+        raise ValueError(f"tile must be one of {', '.join(tiles)} (or None) here, got {tile!r}")
     if splits is not None and (isinstance(splits, bool) or not isinstance(splits, (int, np.integer))
                                or splits < 1):
         raise ValueError(f"splits must be an int >= 1, got {splits!r}")
@@ -82,7 +86,7 @@ def choose(m, ncol, k, tile=None, splits=None, align=1):
         return t, (_cdiv(k, chunk) if k else 1), chunk
 
     best = None
-    for t in ([tile] if tile else ["l", "s"]):
+    for t in ([tile] if tile else tiles):
         if splits is not None:
             cands = [int(splits)]
         else:
@@ -125,7 +129,8 @@ def strided_gemm(name, a, b, out_shape, m, ncol, k, sa, sb, sc, bias=None, tile=
     if k == 0:                      # an empty sum: the bias alone (fc_forward's is along the last axis)
         out[...] = 0 if bias is None else bias
         return out
-    tile, splits, chunk = choose(m, ncol, k, tile, splits, align=VEC_ALIGN if vec else 1)
+    tile, splits, chunk = choose(m, ncol, k, tile, splits, align=VEC_ALIGN if vec else 1,
+                                 tiles=VEC_TILES if vec else BASE_TILES)
     bm, bn, threads = TILES[tile]
     if _cdiv(m, bm) > 65535 or splits > 65535:
         raise ValueError(f"{name}: {m} rows / {splits} slices exceed the grid's y/z limit")
@@ -245,14 +250,16 @@ def shape_cases(label, batch, n_in, n_out, precision, seed=0, scale="small", til
     dy = rng.standard_normal((batch, n_out))
     tol = TOL if scale == "small" else 1e-4
     kw = dict(precision=precision, tile=tile, splits=splits, vec=vec)
+    tile_b = None if tile == "m" else tile      # fc_backward_filter has no "m" tile
     tag = (f"{precision}" + (f" tile={tile}" if tile else "") + (f" splits={splits}" if splits else "")
            + (f" vec={vec}" if vec is not None else "") + (" misaligned" if misalign else ""))
     mis = _misaligned if misalign else (lambda a: a)
     use_fwd = vec if vec is not None else (n_in % VEC_ALIGN == 0 and not misalign)
     use_bwd = vec if vec is not None else (n_out % VEC_ALIGN == 0 and not misalign)
 
-    def names(base, m, ncol, k, v):     # the kernels the launcher runs for this GEMM
-        t, sp, _ = choose(m, ncol, k, tile, splits, align=VEC_ALIGN if v else 1)
+    def names(base, m, ncol, k, v, tile=tile):     # the kernels the launcher runs for this GEMM
+        t, sp, _ = choose(m, ncol, k, tile, splits, align=VEC_ALIGN if v else 1,
+                          tiles=VEC_TILES if v else BASE_TILES)
         return (kernel_name(base, t, v),) + (("tc_splitk_reduce",) if sp > 1 else ())
 
     return [
@@ -263,9 +270,9 @@ def shape_cases(label, batch, n_in, n_out, precision, seed=0, scale="small", til
                       lambda dy, w: fc_backward_data(mis(dy), mis(w), **kw), tol,
                       names(f"fc_tc_bwd_data_{precision}", n_in, batch, n_out, use_bwd), scale),
         checking.Case(f"fc_backward_filter tc {tag} {label}", [dy, x], _rounded(R.fc_backward_filter, precision, 2),
-                      lambda dy, x: fc_backward_filter(mis(dy), mis(x), precision=precision, tile=tile,
+                      lambda dy, x: fc_backward_filter(mis(dy), mis(x), precision=precision, tile=tile_b,
                                                        splits=splits), tol,
-                      names(f"fc_tc_bwd_filter_{precision}", n_out, n_in, batch, False), scale),
+                      names(f"fc_tc_bwd_filter_{precision}", n_out, n_in, batch, False, tile_b), scale),
     ]
 
 
@@ -294,6 +301,7 @@ def cases(scale="small"):
             out += shape_cases("6x36 -> 20", 6, 36, 20, p, seed=9, tile="s")
             out += shape_cases("6x36 -> 20", 6, 36, 20, p, seed=9, tile="s", vec=False)
             out += shape_cases("6x36 -> 20", 6, 36, 20, p, seed=9)
+            out += shape_cases("70x36 -> 136", 70, 36, 136, p, seed=13, tile="m", vec=True)   # the 64x128 tile
             out += shape_cases("5x100 -> 24", 5, 100, 24, p, seed=10, splits=3)
             out += shape_cases("130x52 -> 132", 130, 52, 132, p, seed=11, tile="l")
             out += shape_cases("7x40 -> 12", 7, 40, 12, p, seed=12, misalign=True)
