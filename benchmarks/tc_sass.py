@@ -207,8 +207,8 @@ def launch_choice(op, m, ncol, k, g):
     """(tile, splits, chunk) as convnet/kernel_ops/conv_tc.py and gemm_tc.py choose them."""
     from convnet.kernel_ops.gemm_tc import BASE_TILES, VEC_ALIGN, VEC_TILES, choose
     tiles = VEC_TILES if "_vec" in op else BASE_TILES
-    if op == "conv2d_tc_bwd_filter":
-        return choose(m * g, ncol, k, None, None)      # the blocks of all groups count
+    if op == "conv2d_tc_bwd_filter" or op.startswith("conv2d_tc_bwd_data"):
+        return choose(m * g, ncol, k, None, None)      # split-K; the blocks of all groups count
     if op.startswith("conv2d"):
         return choose(m, ncol, k, None, 1, tiles=tiles)
     return choose(m, ncol, k, None, None, align=VEC_ALIGN if "_vec" in op else 1, tiles=tiles)

@@ -10,7 +10,8 @@
 // GEMM views, per group g = blockIdx.z % G (the same as conv.cu's v2):
 //   fwd:        m = f (Fg),  col = (n,oh,ow), k = (c,i,j);   A = w, B = x patches
 //   bwd_data:   m = c (Cg),  col = (n,ih,iw), k = (f,i,j);   A = w, B = dy gathered
-//               (dy[n,f,oh,ow] where ih+PH-i = oh*SH exactly, else 0)
+//               (dy[n,f,oh,ow] where ih+PH-i = oh*SH exactly, else 0); k cut into `splits`
+//               slices as bwd_filter's (slice = blockIdx.z / G, writing dx + slice*N*C*H*W)
 //   bwd_filter: m = f (Fg),  col = (c,i,j),   k = (n,oh,ow); A = dy, B = x patches;
 //               k cut into `splits` slices of `chunk` (slice = blockIdx.z / G), each
 //               writing its partial sum to ws (splits, F, Cg*KH*KW); the launcher adds
@@ -262,11 +263,14 @@ __device__ __forceinline__ void fwd(const float* x, const float* w, const float*
 }
 
 template <int P, int BM, int BN, int WM, int WN, bool S1 = false>
-__device__ __forceinline__ void bwd_data(const float* dy, const float* w, float* dx, CN_GEO_PARAMS) {
+__device__ __forceinline__ void bwd_data(const float* dy, const float* w, float* dx, CN_GEO_PARAMS, int splits,
+                                         int chunk) {
     const Shape s(CN_GEO_ARGS);
-    const BwdDataBase base{dy, w, dx, s, (int)blockIdx.z, s.Cg, s.N * s.HW};
-    if constexpr (S1) tc::gemm<P, BM, BN, WM, WN>(BwdDataS1Op{base}, 0, s.Fg * s.KHW);
-    else tc::gemm<P, BM, BN, WM, WN>(BwdDataOp{base}, 0, s.Fg * s.KHW);
+    const int g = blockIdx.z % s.G, slice = blockIdx.z / s.G;
+    const BwdDataBase base{dy, w, dx + (size_t)slice * s.N * s.C * s.HW, s, g, s.Cg, s.N * s.HW};
+    const int k_total = s.Fg * s.KHW, k0 = slice * chunk, k1 = min(k_total, k0 + chunk);
+    if constexpr (S1) tc::gemm<P, BM, BN, WM, WN>(BwdDataS1Op{base}, k0, k1);
+    else tc::gemm<P, BM, BN, WM, WN>(BwdDataOp{base}, k0, k1);
 }
 
 template <int P, int BM, int BN, int WM, int WN>
@@ -302,16 +306,16 @@ extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_fwd_vec_tf32_l(
 
 extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_data_tf32_l(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
-    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
 {
-    conv_tc::bwd_data<TC_TF32, 128, 128, 64, 64, false>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+    conv_tc::bwd_data<TC_TF32, 128, 128, 64, 64, false>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_data_s1_tf32_l(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
-    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
 {
-    conv_tc::bwd_data<TC_TF32, 128, 128, 64, 64, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+    conv_tc::bwd_data<TC_TF32, 128, 128, 64, 64, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_filter_tf32_l(
@@ -337,16 +341,16 @@ extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_fwd_vec_tf32_s(
 
 extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_data_tf32_s(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
-    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
 {
-    conv_tc::bwd_data<TC_TF32, 64, 64, 64, 32, false>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+    conv_tc::bwd_data<TC_TF32, 64, 64, 64, 32, false>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_data_s1_tf32_s(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
-    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
 {
-    conv_tc::bwd_data<TC_TF32, 64, 64, 64, 32, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+    conv_tc::bwd_data<TC_TF32, 64, 64, 64, 32, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_filter_tf32_s(
@@ -372,16 +376,16 @@ extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_fwd_vec_bf16_l(
 
 extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_data_bf16_l(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
-    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
 {
-    conv_tc::bwd_data<TC_BF16, 128, 128, 64, 64, false>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+    conv_tc::bwd_data<TC_BF16, 128, 128, 64, 64, false>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_data_s1_bf16_l(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
-    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
 {
-    conv_tc::bwd_data<TC_BF16, 128, 128, 64, 64, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+    conv_tc::bwd_data<TC_BF16, 128, 128, 64, 64, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_filter_bf16_l(
@@ -407,16 +411,16 @@ extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_fwd_vec_bf16_s(
 
 extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_data_bf16_s(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
-    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
 {
-    conv_tc::bwd_data<TC_BF16, 64, 64, 64, 32, false>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+    conv_tc::bwd_data<TC_BF16, 64, 64, 64, 32, false>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_data_s1_bf16_s(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
-    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups)
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
 {
-    conv_tc::bwd_data<TC_BF16, 64, 64, 64, 32, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups);
+    conv_tc::bwd_data<TC_BF16, 64, 64, 64, 32, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_filter_bf16_s(

@@ -104,8 +104,10 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, precisio
     return y
 
 
-def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, precision="tf32", version=None, tile=None):
-    """dx, the gradient of conv2d_forward's input, products on the tensor cores."""
+def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, precision="tf32", version=None, tile=None,
+                         splits=None):
+    """dx, the gradient of conv2d_forward's input, products on the tensor cores; the reduction
+    over (f, i, j) cut into `splits` slices (None = chosen per layer) added in a fixed order."""
     check_tc_precision("conv2d_backward_data", precision)
     _version("conv2d_backward_data", version)
     dy, w = _array(dy, "dy", 4), _array(w, "w", 4)
@@ -120,10 +122,22 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, precision="t
     dx = xp.empty((n, c, h, wd), dtype=np.float32)
     if n == 0:
         return dx
-    t, (bm, bn, threads) = _tile(tile, c // g, n * h * wd, (f // g) * kh * kw)
+    if splits is not None:
+        _int(splits, "splits", 1)
+    # the blocks of all groups count (as bwd_filter's)
+    t, splits, chunk = choose((c // g) * g, n * h * wd, (f // g) * kh * kw, tile, splits)
+    bm, bn, threads = TILES[t]
+    if g * splits > 65535:
+        raise ValueError(f"groups * splits = {g * splits} exceeds the grid's z limit 65535")
+    if splits * dx.size > INT32_LIMIT:
+        raise ValueError(f"split-K workspace of {splits} x {dx.size} elements is too large for int32 indexing")
+    ws = dx if splits == 1 else xp.empty((splits, n, c, h, wd), dtype=np.float32)
     unit = "s1_" if bwd_data_s1_ok(sh, sw, kh, kw) else ""    # unit stride, small window
-    _get(f"conv2d_tc_bwd_data_{unit}{precision}_{t}", dy)((_cdiv(n * h * wd, bn), _cdiv(c // g, bm), g),
-                                                          threads, (dy, w, dx) + geo)
+    _get(f"conv2d_tc_bwd_data_{unit}{precision}_{t}", dy)((_cdiv(n * h * wd, bn), _cdiv(c // g, bm), g * splits),
+                                                          threads, (dy, w, ws) + geo + (splits, chunk))
+    if splits > 1:
+        _get("tc_splitk_reduce", dy)(min(_cdiv(dx.size, REDUCE_THREADS), 4096), REDUCE_THREADS,
+                                     (ws, dx, dx.size, splits))
     return dx
 
 
@@ -204,7 +218,7 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0,
     _, _, oh, ow = _fp32._out_shape(x_shape, w_shape, stride, pad)
     fg = f // groups
     t_fwd = choose(fg, n * oh * ow, cg * kh * kw_, tile, 1, tiles=VEC_TILES if use_vec else BASE_TILES)[0]
-    t_bd = choose(cg, n * x_shape[2] * x_shape[3], fg * kh * kw_, tile_b, 1)[0]
+    t_bd, sp_bd, _ = choose(cg * groups, n * x_shape[2] * x_shape[3], fg * kh * kw_, tile_b, splits)
     t_bf, sp_bf, _ = choose(fg * groups, cg * kh * kw_, n * oh * ow, tile_b, splits)
     st = (stride, stride) if isinstance(stride, int) else tuple(stride)
     unit = "s1_" if bwd_data_s1_ok(st[0], st[1], kh, kw_) else ""
@@ -219,8 +233,9 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0,
                       (f"{fwd_kernel}_{t_fwd}",), scale),
         checking.Case(f"conv2d_bwd_data tc {tag} {label}", [dy, w],
                       _rounded(lambda dy, w: R.conv2d_backward_data(dy, w, x_shape, **geo), precision, 2),
-                      lambda dy, w: conv2d_backward_data(dy, w, x_shape, **geo, **kw), tol,
-                      (f"conv2d_tc_bwd_data_{unit}{precision}_{t_bd}",), scale),
+                      lambda dy, w: conv2d_backward_data(dy, w, x_shape, **geo, splits=splits, **kw), tol,
+                      (f"conv2d_tc_bwd_data_{unit}{precision}_{t_bd}",) + (("tc_splitk_reduce",) if sp_bd > 1 else ()),
+                      scale),
         checking.Case(f"conv2d_bwd_filter tc {tag} {label}", [dy, x],
                       _rounded(lambda dy, x: R.conv2d_backward_filter(dy, x, w_shape, **geo), precision, 2),
                       lambda dy, x: conv2d_backward_filter(dy, x, w_shape, **geo, splits=splits, **kw), tol,

@@ -35,9 +35,13 @@ VEC_ALIGN = 4           # floats per 16-byte chunk: row length, K and slice boun
 # peak, benchmarks/tc_sass.py: the 64x64 warp tiles of "l" read 128 bytes of shared
 # memory per HMMA, the 64x32 of "s" 192; "m", 64x64 warp tiles on a 64x128 block, 128 but
 # more shared stores per HMMA than "l": 4/7) x tile efficiency (useful / padded MACs) x wave
-# efficiency (blocks / whole waves of SMS x TILE_BLOCKS_PER_SM). Slices at least
-# MIN_K_PER_SLICE deep (the split-K reduction and each block's prologue are not modelled).
+# efficiency (blocks / whole waves of SMS x TILE_BLOCKS_PER_SM), the GEMM's time at that
+# fraction of PEAK plus, with splits > 1, the reduction's DRAM traffic (each slice's partial
+# C written and read once: 8 bytes per element per slice at DRAM_BW). Slices at least
+# MIN_K_PER_SLICE deep (each block's prologue and epilogue are not modelled).
 SMS = 132
+PEAK = 495e12           # dense tf32 FLOP/s of an H100/H200 (bf16 is twice: the same choice)
+DRAM_BW = 4.0e12        # bytes/s, about an H200's
 TILE_RATE = {"l": 2 / 3, "s": 0.4, "m": 4 / 7}
 TILE_BLOCKS_PER_SM = {"l": 2, "s": 6, "m": 4}
 MIN_K_PER_SLICE = 256
@@ -73,7 +77,7 @@ def _score(tile, m, ncol, k, splits, chunk):
 def choose(m, ncol, k, tile=None, splits=None, align=1, tiles=BASE_TILES):
     """(tile, splits, chunk) for a GEMM of m rows, ncol columns, depth k on a kernel with
     the given tiles; chunk (the slices' depth) a multiple of `align`. tile / splits None:
-    the best of the cost model above (ties: the fewer splits, then the earlier tile)."""
+    the least time in the cost model above (ties: the fewer splits, then the earlier tile)."""
     if tile is not None and tile not in tiles:
         raise ValueError(f"tile must be one of {', '.join(tiles)} (or None) here, got {tile!r}")
     if splits is not None and (isinstance(splits, bool) or not isinstance(splits, (int, np.integer))
@@ -94,8 +98,9 @@ def choose(m, ncol, k, tile=None, splits=None, align=1, tiles=BASE_TILES):
         for sp in cands:
             p = plan(t, sp)
             sc = _score(p[0], m, ncol, max(k, 1), p[1], p[2])
-            if best is None or sc > best[0] * (1 + 1e-9):
-                best = (sc, p)
+            cost = 2 * m * ncol * max(k, 1) / (PEAK * sc) + (p[1] > 1) * p[1] * m * ncol * 8 / DRAM_BW
+            if best is None or cost < best[0] * (1 - 1e-9):
+                best = (cost, p)
     return best[1]
 
 
