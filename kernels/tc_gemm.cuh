@@ -39,8 +39,10 @@
 //         loads into registers (issued before the current tile's mma, stored after),
 //         rounded once per element (tf32: cvt.rna, 4 x 16-byte shared stores; bf16:
 //         8 x cvt.rn.bf16x2, 2 x 16-byte shared stores).
-// Bounds: rows are tested once (outside the K loop); k only in the last, partial tile
-// (the loop's last iteration is peeled).
+// Bounds: a row past the operand's end (m >= M, c >= NCOL) reads row 0 instead: its
+// products only reach C entries store_acc never writes, so rows are not tested at all;
+// k is tested only in the last, partial tile (the loop's last iteration is peeled), where
+// both operands are zero past k_end.
 //
 // Shared memory, two buffers (the next tile lands in one while the mma reads the other),
 // As[m][k] and Bs[c][k], k contiguous:
@@ -123,10 +125,8 @@ struct Loader {
 
     // VEC: the thread's chunk pointers (row t/4 + r*NT/4, k = 4*(t%4)) and row tests;
     const float* p[MODE == VEC ? CHUNKS : 1];
-    bool ok[MODE == VEC || MODE == GATHER ? CHUNKS : 1];   // (GATHER: its rows' tests)
     // WALK: the walker of row t
     typename S::Walk w;
-    bool row_ok;
     // GATHER: the rows of the thread's chunks, and their k state
     typename S::Row rs[MODE == GATHER ? CHUNKS : 1];
     typename S::K ks;
@@ -140,21 +140,18 @@ struct Loader {
 #pragma unroll
             for (int r = 0; r < CHUNKS; ++r) {
                 const int row = row0 + t / CPR + r * (NT / CPR);
-                ok[r] = row < S::rows(op);
-                p[r] = S::ptr(op, ok[r] ? row : 0, k_begin + VW * (t % CPR));
+                p[r] = S::ptr(op, row < S::rows(op) ? row : 0, k_begin + VW * (t % CPR));
             }
         } else if constexpr (MODE == GATHER) {
 #pragma unroll
             for (int r = 0; r < CHUNKS; ++r) {
                 const int row = row0 + t / CPR + r * (NT / CPR);
-                ok[r] = row < S::rows(op);
-                rs[r] = S::row(op, ok[r] ? row : 0);
+                rs[r] = S::row(op, row < S::rows(op) ? row : 0);
             }
             ks = S::kst(op, k_begin + VW * (t % CPR));
         } else {
             const int row = row0 + t;
-            row_ok = row < S::rows(op);
-            w = S::walk(op, row_ok ? row : 0, k_begin);
+            w = S::walk(op, row < S::rows(op) ? row : 0, k_begin);
         }
     }
     // Issue the loads of the next tile (lim = valid k in it, only read when TAIL).
@@ -164,7 +161,7 @@ struct Loader {
         if constexpr (MODE == VEC) {
 #pragma unroll
             for (int r = 0; r < CHUNKS; ++r) {
-                const bool valid = ok[r] && (!TAIL || VW * (t % CPR) < lim);
+                const bool valid = !TAIL || VW * (t % CPR) < lim;
                 if constexpr (ASYNC) cn_cp_async16(&dst[t / CPR + r * (NT / CPR)][VW * (t % CPR)], p[r], valid);
                 else v4[r] = cn_ld4_pred(p[r], valid);
                 p[r] += BK;
@@ -176,7 +173,7 @@ struct Loader {
         if constexpr (MODE == WALK) {
 #pragma unroll
             for (int i = 0; i < BK; ++i) {
-                bool valid = row_ok && (!TAIL || i < lim);
+                bool valid = !TAIL || i < lim;
                 const float* q = S::next(op, w, valid);
                 v[i] = cn_ld_pred(q, valid);
             }
@@ -187,7 +184,7 @@ struct Loader {
             for (int i = 0; i < VW; ++i) {
 #pragma unroll
                 for (int r = 0; r < CHUNKS; ++r) {
-                    bool valid = ok[r] && (!TAIL || kq + i < lim);
+                    bool valid = !TAIL || kq + i < lim;
                     const float* q = S::at(op, rs[r], ks, valid);
                     e[r][i] = cn_ld_pred(q, valid);
                 }
