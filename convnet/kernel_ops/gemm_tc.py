@@ -44,7 +44,7 @@ PEAK = 495e12           # dense tf32 FLOP/s of an H100/H200 (bf16 is twice: the 
 DRAM_BW = 4.0e12        # bytes/s, about an H200's
 TILE_RATE = {"l": 2 / 3, "s": 0.4, "m": 4 / 7}
 TILE_BLOCKS_PER_SM = {"l": 2, "s": 6, "m": 4}
-MIN_K_PER_SLICE = 256
+MIN_K_PER_SLICE = 128
 MAX_SPLITS = 64
 REDUCE_THREADS = 256
 
