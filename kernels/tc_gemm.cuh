@@ -6,7 +6,7 @@
 // (P = TC_BF16: mma.m16n8k16) and float32 accumulators. An Op describes one
 // GEMM view (plain strided matrices for the fc layers, im2col gathers for the
 // convolutions; nothing is materialised). Each operand (A: rows m < M; B: rows =
-// columns c < NCOL of C) is read in one of two modes:
+// columns c < NCOL of C) is read in one of three modes:
 //   A_MODE == VEC:  A[m, k..k+3] contiguous and 16-byte aligned whenever k % 4 == 0:
 //     const float* a_ptr(int m, int k) const;            &A[m, k]
 //     The launcher picks a VEC kernel only when every row is so aligned and k_begin
@@ -15,7 +15,7 @@
 //     AWalk a_walk(int m, int k) const;                  state at (m, k), decoded once
 //     const float* a_next(AWalk&, bool& ok) const;        &A[m, k] (ok &= in bounds), then k += 1
 //   A_MODE == GATHER: any gather, read as VEC chunks (4 consecutive k of a row) but element
-//   by element; the thread's 4 rows share one k state:
+//   by element; the rows of a thread's chunks share one k state:
 //     ARow a_row(int m) const;  AK a_k(int k) const;   per-row state; k state at k
 //     const float* a_at(const ARow&, const AK&, bool& ok) const;   &A[m, k] (ok &= in bounds)
 //     void a_adv(AK&, bool jump) const;                 k += 1, or k += BK - 3 (jump)
@@ -24,8 +24,8 @@
 //   void store(int m, int c, float v) const;             C[m, c] = v
 //
 // Block tile BM x BN x BK (BK = 16: two k8 steps in tf32, one k16 step in bf16),
-// NT threads = (BM/WM) x (BN/WN) warps (a WALK operand needs as many rows as threads), each computing a WM x WN warp tile
-// as (WM/16) x (WN/8) mma tiles. blockIdx.x = column tile, blockIdx.y = row tile (the
+// NT threads = (BM/WM) x (BN/WN) warps (a WALK operand needs as many rows as threads),
+// each computing a WM x WN warp tile as (WM/16) x (WN/8) mma tiles. blockIdx.x = column tile, blockIdx.y = row tile (the
 // kernels use blockIdx.z for groups and split-K slices).
 //
 // Which thread loads what (per k-tile):
@@ -33,8 +33,8 @@
 //         tf32: one 16-byte cp.async per chunk (rounded to tf32 per fragment register
 //         after ldmatrix); bf16: one 16-byte predicated load, two cvt.rn.bf16x2, one
 //         8-byte shared store.
-//   GATHER: the chunks of VEC, 16 predicated 4-byte loads (4 rows x 4 k), rounded once per
-//         element (tf32: 4 x 16-byte shared stores; bf16: 8 cvt pairs, 4 x 8-byte stores).
+//   GATHER: the chunks of VEC, 4 predicated 4-byte loads each, rounded once per element
+//         (tf32: a 16-byte shared store per chunk; bf16: 2 cvt pairs, an 8-byte store).
 //   WALK: thread t owns row t and loads k = 0..15 of the tile: 16 predicated 4-byte
 //         loads into registers (issued before the current tile's mma, stored after),
 //         rounded once per element (tf32: cvt.rna, 4 x 16-byte shared stores; bf16:
