@@ -11,7 +11,8 @@ and the loop's bound against the dense tensor peak of an H100/H200 SM:
     per SM and clock: 1 HMMA (4 sub-partitions, one m16n8k8 tf32 or m16n8k16
     bf16 every 4 clocks each: 2048 / 4096 FLOP/clk/SM, i.e. ~495 / ~990
     TFLOP/s dense at 132 SMs, 1.83 GHz), 4 instructions issued, 128 bytes of
-    shared memory (ldmatrix .x4 = 512 B, a 4-byte cp.async = 128 B written);
+    shared memory (ldmatrix .x4 = 512 B, a 4-byte cp.async = 128 B written, a
+    16-byte one 512 B, STS by its width);
     loop bound = HMMA / max(HMMA, instructions / 4, shared bytes / 128).
 This assumes mma.sync runs at the datasheet tensor rate; on Hopper the full
 rate needs wgmma, so a measured figure will be lower.
@@ -40,6 +41,14 @@ REGS_PER_SM = 65536
 SMEM_PER_SM = 228 * 1024
 MAX_THREADS_PER_SM = 2048
 MAX_BLOCKS_PER_SM = 32
+
+
+def _threads():
+    from convnet.kernel_ops.gemm_tc import TILES
+    return {t: v[2] for t, v in TILES.items()}
+
+
+THREADS = _threads()
 
 
 def tool(name):
@@ -123,9 +132,12 @@ def loop_stats(code):
     ldgsts = sum(op.startswith("LDGSTS") for op in body)
     sts = [op for op in body if op.startswith("STS")]
     smem_bytes = 0
-    for op in ldsm:
-        smem_bytes += 128 * (4 if ".X4" in op else 2 if ".X2" in op else 1)
-    smem_bytes += 128 * ldgsts                        # 32 lanes x 4 bytes written
+    for op in ldsm:                                   # LDSM.16.M88.4 / .MT88.2 / ...: matrices of 128 B
+        m = re.search(r"\.(\d)$", op)
+        smem_bytes += 128 * (int(m.group(1)) if m else 1)
+    for op in body:                                   # 32 lanes x 4 or 16 bytes written
+        if op.startswith("LDGSTS"):
+            smem_bytes += 32 * (16 if ".128" in op else 8 if ".64" in op else 4)
     for op in sts:
         width = 16 if ".128" in op else 8 if ".64" in op else 2 if ".U16" in op or ".16" in op else 4
         smem_bytes += 32 * width
@@ -150,7 +162,7 @@ def kernel_table(fatbins):
         for name, code in sass(fb).items():
             st = loop_stats(code)
             r = res.get(name, {})
-            threads = 256 if name.endswith("_l") else 128
+            threads = THREADS.get(name.rsplit("_", 1)[-1], 128)
             rows[name] = dict(file=Path(fb).stem, threads=threads, **r, loop=st,
                               bps=blocks_per_sm(r.get("regs", 0), threads, r.get("smem", 0)) if r else None)
     return rows
@@ -174,8 +186,9 @@ def layer_gemms(batch=128):
         kk = cfg[name]["size"]
         g = cfg[name].get("groups", 1)
         cg, fg = c // g, f // g
-        out += [(name, "fwd", "conv2d_tc_fwd", fg, n * oh * ow, cg * kk * kk, g),
-                (name, "bwd_data", "conv2d_tc_bwd_data" + ("_s1" if cfg[name].get("stride", 1) == 1 else ""),
+        vec = "_vec" if (cg * kk * kk) % 4 == 0 and kk * kk <= 32 else ""   # the launcher's conditions
+        out += [(name, "fwd", "conv2d_tc_fwd" + vec, fg, n * oh * ow, cg * kk * kk, g),
+                (name, "bwd_data", "conv2d_tc_bwd_data" + ("_s1" if cfg[name].get("stride", 1) == 1 and kk * kk <= 32 else ""),
                  cg, n * h * w, fg * kk * kk, g),
                 (name, "bwd_filter", "conv2d_tc_bwd_filter", fg, cg * kk * kk, n * oh * ow, g)]
     for name in ("fc6a", "fc7a", "fc8"):
@@ -183,39 +196,37 @@ def layer_gemms(batch=128):
         n = ins[0][0]
         n_in = sum(math.prod(s[1:]) for s in ins)
         n_out = outs[1]
-        out += [(name, "fwd", "fc_tc_fwd", n_out, n, n_in, 1),
-                (name, "bwd_data", "fc_tc_bwd_data", n_in, n, n_out, 1),
+        # the _vec kernels where the launcher takes them (rows of 4-multiple length; arrays aligned)
+        out += [(name, "fwd", "fc_tc_fwd" + ("_vec" if n_in % 4 == 0 else ""), n_out, n, n_in, 1),
+                (name, "bwd_data", "fc_tc_bwd_data" + ("_vec" if n_out % 4 == 0 else ""), n_in, n, n_out, 1),
                 (name, "bwd_filter", "fc_tc_bwd_filter", n_out, n_in, n, 1)]
     return out
 
 
 def launch_choice(op, m, ncol, k, g):
-    """(tile, splits) as convnet/kernel_ops/conv_tc.py and gemm_tc.py choose them."""
-    from convnet.kernel_ops.gemm_tc import choose
-    if op == "conv2d_tc_bwd_filter":
-        tile = "l" if g * math.ceil(m / 128) * math.ceil(ncol / 128) >= 132 else "s"
-        t, splits, _ = choose(m * g, ncol, k, tile, None)
-        return t, splits
+    """(tile, splits, chunk) as convnet/kernel_ops/conv_tc.py and gemm_tc.py choose them."""
+    from convnet.kernel_ops.gemm_tc import BASE_TILES, VEC_ALIGN, VEC_TILES, choose
+    tiles = VEC_TILES if "_vec" in op else BASE_TILES
+    if op == "conv2d_tc_bwd_filter" or op.startswith("conv2d_tc_bwd_data"):
+        return choose(m * g, ncol, k, None, None)      # split-K; the blocks of all groups count
     if op.startswith("conv2d"):
-        t, _, _ = choose(m, ncol, k, None, 1)
-        return t, 1
-    t, splits, _ = choose(m, ncol, k, None, None)
-    return t, splits
+        return choose(m, ncol, k, None, 1, tiles=tiles)
+    return choose(m, ncol, k, None, None, align=VEC_ALIGN if "_vec" in op else 1, tiles=tiles)
 
 
 def layer_table(rows, precision, batch=128):
     from convnet.precision import check_precision
     check_precision(precision)
-    bk = 16 if precision == "tf32" else 32
+    bk = 16                                          # tc_gemm.cuh's BK, both precisions
     out = []
     for layer, pass_, op, m, ncol, k, g in layer_gemms(batch):
-        tile, splits = launch_choice(op, m, ncol, k, g)
+        tile, splits, chunk = launch_choice(op, m, ncol, k, g)
         name = f"{op}_{precision}_{tile}"
         r = rows.get(name)
         if r is None or r["loop"] is None:
             continue
-        bm = bn = 128 if tile == "l" else 64
-        chunk = math.ceil(k / splits)
+        from convnet.kernel_ops.gemm_tc import TILES
+        bm, bn, _ = TILES[tile]
         tiles_m, tiles_n = math.ceil(m / bm), math.ceil(ncol / bn)
         padded = tiles_m * bm * tiles_n * bn * splits * math.ceil(chunk / bk) * bk
         tile_eff = m * ncol * k / padded
@@ -238,8 +249,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     fatbins = [Path(args.fatbin_dir) / f for f in ("gemm_tc.fatbin", "conv_tc.fatbin")]
     missing = [str(f) for f in fatbins if not f.exists()]
-    if missing:
+    if len(missing) == len(fatbins):
         raise SystemExit(f"missing {', '.join(missing)}: run make kernels (needs nvcc)")
+    if missing:
+        print(f"(missing {', '.join(missing)}: their kernels are left out)")
+    fatbins = [f for f in fatbins if f.exists()]
     rows = kernel_table(fatbins)
     print("STATIC figures (sm_90 SASS, no GPU run): per kernel, the main loop")
     print("| kernel | threads | regs | smem B | spill/local B | blocks/SM | loop instr | HMMA | LDSM | LDGSTS | STS "

@@ -281,3 +281,42 @@ __device__ __forceinline__ void cn_cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory");
 #endif
 }
+
+// ------------------------------------------------------ predicated loads ---
+// *p (4 bytes) or 0 when !valid (p is not read then); read-only data (ld.global.nc),
+// one predicated instruction on the GPU (no branch).
+__device__ __forceinline__ float cn_ld_pred(const float* p, bool valid) {
+#ifdef CN_EMULATION
+    return valid ? *p : 0.f;
+#else
+    float v;
+    asm("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %2, 0;\n\tmov.b32 %0, 0;\n\t@q ld.global.nc.f32 %0, [%1];\n\t}"
+        : "=f"(v) : "l"(p), "r"((int)valid));
+    return v;
+#endif
+}
+// p[0..3] (16 bytes, p 16-byte aligned) or zeros when !valid (p is not read then).
+__device__ __forceinline__ float4 cn_ld4_pred(const float* p, bool valid) {
+#ifdef CN_EMULATION
+    return valid ? make_float4(p[0], p[1], p[2], p[3]) : make_float4(0.f, 0.f, 0.f, 0.f);
+#else
+    float4 v;
+    asm("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %5, 0;\n\tmov.b32 %0, 0;\n\tmov.b32 %1, 0;\n\tmov.b32 %2, 0;\n\t"
+        "mov.b32 %3, 0;\n\t@q ld.global.nc.v4.f32 {%0, %1, %2, %3}, [%4];\n\t}"
+        : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p), "r"((int)valid));
+    return v;
+#endif
+}
+
+// p, hidden from the optimiser (one mov): a walker's per-thread base pointer stays one
+// 64-bit register, so base + koff is one IMAD.WIDE per element instead of re-deriving it
+// from its index parts (no effect on the emulation).
+__device__ __forceinline__ const float* cn_opaque(const float* p) {
+#ifdef CN_EMULATION
+    return p;
+#else
+    const float* r;
+    asm("mov.b64 %0, %1;" : "=l"(r) : "l"(p));
+    return r;
+#endif
+}

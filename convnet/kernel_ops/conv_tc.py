@@ -17,7 +17,8 @@ from convnet import reference as R
 from convnet.kernel_ops import conv as _fp32
 from convnet.kernel_ops._common import (INT32_LIMIT, array_module, check_float32, check_int,
                                         check_same_device)
-from convnet.kernel_ops.gemm_tc import PRECISIONS, TILES, check_tc_precision, choose
+from convnet.kernel_ops.gemm_tc import (BASE_TILES, PRECISIONS, TILES, VEC_ALIGN, VEC_TILES, _misaligned,
+                                        check_tc_precision, choose, data_ptr, pick_vec)
 from convnet.precision import round_to
 
 
@@ -55,14 +56,29 @@ def _get(name, like):
     return kernels.get_function(name, like=like)
 
 
-def _tile(tile, m, ncol, k):
-    t, _, _ = choose(m, ncol, k, tile, splits=1)
+def _tile(tile, m, ncol, k, tiles=BASE_TILES):
+    t, _, _ = choose(m, ncol, k, tile, splits=1, tiles=tiles)
     return t, TILES[t]
 
 
+MASK_TAPS = 32          # the window masks of conv2d_tc_fwd_vec_* and _bwd_data_s1_*: KH*KW <= 32
+
+
+def fwd_vec_ok(w, c_per_group, kh, kw):
+    """conv2d_tc_fwd_vec_*'s condition: weight rows (Cg*KH*KW floats) of a multiple of 4, w 16-byte
+    aligned, and a window of at most 32 taps (its per-column mask)."""
+    return (c_per_group * kh * kw) % VEC_ALIGN == 0 and kh * kw <= MASK_TAPS and data_ptr(w) % 16 == 0
+
+
+def bwd_data_s1_ok(sh, sw, kh, kw):
+    """conv2d_tc_bwd_data_s1_*'s condition: unit stride and a window of at most 32 taps."""
+    return sh == sw == 1 and kh * kw <= MASK_TAPS
+
+
 def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, precision="tf32", version=None,
-                   tile=None):
-    """y = conv(x, w) + b (then ReLU when relu), products on the tensor cores."""
+                   tile=None, vec=None):
+    """y = conv(x, w) + b (then ReLU when relu), products on the tensor cores; vec: the kernel
+    reading the weights in 16-byte chunks (None = where the rows allow, True = required, False = never)."""
     check_tc_precision("conv2d_forward", precision)
     _version("conv2d_forward", version)
     if not isinstance(relu, (bool, np.bool_)):
@@ -81,14 +97,17 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, precisio
     y = xp.empty((n, f, oh, ow), dtype=np.float32)
     if n == 0:
         return y
-    t, (bm, bn, threads) = _tile(tile, f // g, n * oh * ow, (c // g) * kh * kw)
-    _get(f"conv2d_tc_fwd_{precision}_{t}", x)((_cdiv(n * oh * ow, bn), _cdiv(f // g, bm), g), threads,
+    v = "vec_" if pick_vec("conv2d_forward", vec, fwd_vec_ok(w, c // g, kh, kw)) else ""
+    t, (bm, bn, threads) = _tile(tile, f // g, n * oh * ow, (c // g) * kh * kw, VEC_TILES if v else BASE_TILES)
+    _get(f"conv2d_tc_fwd_{v}{precision}_{t}", x)((_cdiv(n * oh * ow, bn), _cdiv(f // g, bm), g), threads,
                                               (x, w, b, y) + geo + (has_bias, int(relu)))
     return y
 
 
-def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, precision="tf32", version=None, tile=None):
-    """dx, the gradient of conv2d_forward's input, products on the tensor cores."""
+def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, precision="tf32", version=None, tile=None,
+                         splits=None):
+    """dx, the gradient of conv2d_forward's input, products on the tensor cores; the reduction
+    over (f, i, j) cut into `splits` slices (None = chosen per layer) added in a fixed order."""
     check_tc_precision("conv2d_backward_data", precision)
     _version("conv2d_backward_data", version)
     dy, w = _array(dy, "dy", 4), _array(w, "w", 4)
@@ -103,10 +122,22 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, precision="t
     dx = xp.empty((n, c, h, wd), dtype=np.float32)
     if n == 0:
         return dx
-    t, (bm, bn, threads) = _tile(tile, c // g, n * h * wd, (f // g) * kh * kw)
-    unit = "s1_" if sh == sw == 1 else ""    # unit stride: the walking kernel
-    _get(f"conv2d_tc_bwd_data_{unit}{precision}_{t}", dy)((_cdiv(n * h * wd, bn), _cdiv(c // g, bm), g),
-                                                          threads, (dy, w, dx) + geo)
+    if splits is not None:
+        _int(splits, "splits", 1)
+    # the blocks of all groups count (as bwd_filter's)
+    t, splits, chunk = choose((c // g) * g, n * h * wd, (f // g) * kh * kw, tile, splits)
+    bm, bn, threads = TILES[t]
+    if g * splits > 65535:
+        raise ValueError(f"groups * splits = {g * splits} exceeds the grid's z limit 65535")
+    if splits * dx.size > INT32_LIMIT:
+        raise ValueError(f"split-K workspace of {splits} x {dx.size} elements is too large for int32 indexing")
+    ws = dx if splits == 1 else xp.empty((splits, n, c, h, wd), dtype=np.float32)
+    unit = "s1_" if bwd_data_s1_ok(sh, sw, kh, kw) else ""    # unit stride, small window
+    _get(f"conv2d_tc_bwd_data_{unit}{precision}_{t}", dy)((_cdiv(n * h * wd, bn), _cdiv(c // g, bm), g * splits),
+                                                          threads, (dy, w, ws) + geo + (splits, chunk))
+    if splits > 1:
+        _get("tc_splitk_reduce", dy)(min(_cdiv(dx.size, REDUCE_THREADS), 4096), REDUCE_THREADS,
+                                     (ws, dx, dx.size, splits))
     return dx
 
 
@@ -126,8 +157,6 @@ def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, precision=
     if n == 0:
         return xp.zeros(tuple(w_shape), dtype=np.float32)
     m, ncol, k = f // g, (c // g) * kh * kw, n * oh * ow
-    if tile is None:
-        tile = "l" if g * _cdiv(m, 128) * _cdiv(ncol, 128) >= 132 else "s"
     if splits is not None:
         _int(splits, "splits", 1)
     t, splits, chunk = choose(m * g, ncol, k, tile, splits)   # blocks of all groups count
@@ -165,7 +194,9 @@ def _rounded(f, precision, n_rounded):
 
 
 def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0, scale="small", tile=None,
-                splits=None):
+                splits=None, vec=None, misalign=False):
+    """vec: conv2d_forward's (None = where the weight rows allow); misalign: w starts 4 bytes past a
+    16-byte boundary (the general forward kernel then)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal(w_shape) / math.sqrt(np.prod(w_shape[1:]))
@@ -173,27 +204,42 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0,
     dy = rng.standard_normal(_fp32._out_shape(x_shape, w_shape, stride, pad))
     tol = TOL if scale == "small" else 1e-4
     geo = dict(stride=stride, pad=pad, groups=groups)
-    kw = dict(precision=precision, tile=tile)
-    tag = precision + (f" tile={tile}" if tile else "") + (f" splits={splits}" if splits else "")
-    sfx = f"_{tile}" if tile else "_s"
-    unit = "s1_" if stride in (1, (1, 1)) else ""
+    tile_b = None if tile == "m" else tile      # the backward passes have no "m" tile
+    kw = dict(precision=precision, tile=tile_b)
+    fkw = dict(precision=precision, tile=tile, vec=vec)
+    mis = _misaligned if misalign else (lambda a: a)
+    use_vec = vec if vec is not None else ((w_shape[1] * w_shape[2] * w_shape[3]) % VEC_ALIGN == 0
+                                           and w_shape[2] * w_shape[3] <= MASK_TAPS and not misalign)
+    fwd_kernel = f"conv2d_tc_fwd_{'vec_' if use_vec else ''}{precision}"
+    tag = (precision + (f" tile={tile}" if tile else "") + (f" splits={splits}" if splits else "")
+           + (f" vec={vec}" if vec is not None else "") + (" misaligned" if misalign else ""))
+    n, c = x_shape[:2]
+    f, cg, kh, kw_ = w_shape
+    _, _, oh, ow = _fp32._out_shape(x_shape, w_shape, stride, pad)
+    fg = f // groups
+    t_fwd = choose(fg, n * oh * ow, cg * kh * kw_, tile, 1, tiles=VEC_TILES if use_vec else BASE_TILES)[0]
+    t_bd, sp_bd, _ = choose(cg * groups, n * x_shape[2] * x_shape[3], fg * kh * kw_, tile_b, splits)
+    t_bf, sp_bf, _ = choose(fg * groups, cg * kh * kw_, n * oh * ow, tile_b, splits)
+    st = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    unit = "s1_" if bwd_data_s1_ok(st[0], st[1], kh, kw_) else ""
     relu_ref = _rounded(lambda x, w, b: np.maximum(R.conv2d_forward(x, w, b, **geo), 0), precision, 2)
     return [
         checking.Case(f"conv2d_fwd tc {tag} {label}", [x, w, b],
                       _rounded(lambda x, w, b: R.conv2d_forward(x, w, b, **geo), precision, 2),
-                      lambda x, w, b: conv2d_forward(x, w, b, **geo, **kw), tol,
-                      (f"conv2d_tc_fwd_{precision}{sfx}",), scale),
+                      lambda x, w, b: conv2d_forward(x, mis(w), b, **geo, **fkw), tol,
+                      (f"{fwd_kernel}_{t_fwd}",), scale),
         checking.Case(f"conv2d_fwd tc relu {tag} {label}", [x, w, b], relu_ref,
-                      lambda x, w, b: conv2d_forward(x, w, b, **geo, relu=True, **kw), tol,
-                      (f"conv2d_tc_fwd_{precision}{sfx}",), scale),
+                      lambda x, w, b: conv2d_forward(x, mis(w), b, **geo, relu=True, **fkw), tol,
+                      (f"{fwd_kernel}_{t_fwd}",), scale),
         checking.Case(f"conv2d_bwd_data tc {tag} {label}", [dy, w],
                       _rounded(lambda dy, w: R.conv2d_backward_data(dy, w, x_shape, **geo), precision, 2),
-                      lambda dy, w: conv2d_backward_data(dy, w, x_shape, **geo, **kw), tol,
-                      (f"conv2d_tc_bwd_data_{unit}{precision}{sfx}",), scale),
+                      lambda dy, w: conv2d_backward_data(dy, w, x_shape, **geo, splits=splits, **kw), tol,
+                      (f"conv2d_tc_bwd_data_{unit}{precision}_{t_bd}",) + (("tc_splitk_reduce",) if sp_bd > 1 else ()),
+                      scale),
         checking.Case(f"conv2d_bwd_filter tc {tag} {label}", [dy, x],
                       _rounded(lambda dy, x: R.conv2d_backward_filter(dy, x, w_shape, **geo), precision, 2),
                       lambda dy, x: conv2d_backward_filter(dy, x, w_shape, **geo, splits=splits, **kw), tol,
-                      (f"conv2d_tc_bwd_filter_{precision}{sfx}",) + (("tc_splitk_reduce",) if splits else ()),
+                      (f"conv2d_tc_bwd_filter_{precision}_{t_bf}",) + (("tc_splitk_reduce",) if sp_bf > 1 else ()),
                       scale),
     ]
 
@@ -210,13 +256,26 @@ def cases(scale="small"):
     for p in PRECISIONS:
         # bf16 shares every index path with tf32: three of the odd shapes are enough for it
         for i, (label, xs, ws, s, pd, g) in enumerate(shapes if p == "tf32" or scale != "small" else shapes[:3]):
-            out += shape_cases(label, xs, ws, s, pd, g, p, seed=i, scale=scale)
+            # on the small tile (the launcher's cost model takes the big one for grids this small)
+            out += shape_cases(label, xs, ws, s, pd, g, p, seed=i, scale=scale, tile="s" if scale == "small" else None)
         if scale == "small":
             label, xs, ws, s, pd, g = BIG_TILE_SHAPE
             out += shape_cases(label, xs, ws, s, pd, g, p, seed=60, tile="l")
             out += shape_cases("3x4x9x10 k3x2 s(2,1) p1 g2", (3, 4, 9, 10), (6, 2, 3, 2), (2, 1), 1, 2, p,
                                seed=61, splits=3)
-            # the strided bwd_data kernel (no walk) on the big tile
+            # the strided bwd_data kernel on the big tile
             out += shape_cases("2x4x9x10 k3x2 s(2,1) p1 g2", (2, 4, 9, 10), (6, 2, 3, 2), (2, 1), 1, 2, p,
                                seed=62, tile="l")
+            # the forward's 16-byte weight rows (Cg*KH*KW = 36: two k-tiles and 4) on both tiles,
+            # the same shape on the general kernel, and w 4 bytes off alignment (general then)
+            out += shape_cases("2x4x7x9 k3 s1 p1", (2, 4, 7, 9), (5, 4, 3, 3), 1, 1, 1, p, seed=63)
+            out += shape_cases("2x4x7x9 k3 s1 p1", (2, 4, 7, 9), (5, 4, 3, 3), 1, 1, 1, p, seed=63, tile="s")
+            out += shape_cases("2x4x7x9 k3 s1 p1 F70", (2, 4, 7, 9), (70, 4, 3, 3), 1, 1, 1, p, seed=66,
+                               tile="m", vec=True)   # the 64x128 tile (forward only)
+            out += shape_cases("2x4x7x9 k3 s1 p1", (2, 4, 7, 9), (5, 4, 3, 3), 1, 1, 1, p, seed=63, vec=False)
+            out += shape_cases("2x4x7x9 k3 s1 p1", (2, 4, 7, 9), (5, 4, 3, 3), 1, 1, 1, p, seed=63, misalign=True)
+            out += shape_cases("1x8x6x5 k1 g2 F132", (1, 8, 6, 5), (132, 4, 1, 1), 1, 0, 2, p, seed=64, tile="l")
+            # a 7x5 window (35 taps > 32: no masks): the general forward and the strided
+            # bwd_data kernel at unit stride; 4*35 = 140 weights per row (a multiple of 4)
+            out += shape_cases("2x4x9x8 k7x5 s1 p2", (2, 4, 9, 8), (3, 4, 7, 5), 1, 2, 1, p, seed=65, tile="s")
     return out
