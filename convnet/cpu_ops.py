@@ -7,6 +7,18 @@ reference otherwise. Results agree with the reference to rounding (the sums
 run in another order); tests/test_cpu_ops.py checks every op against it.
 What the fast versions do differently:
 
+- Where convnet._cpu is built (`make`; bindings/cpu_native.cpp), the
+  convolutions, the fc GEMMs, max pooling, ReLU backward, the conv bias
+  gradient and the SGD update run there: this module checks the arguments,
+  allocates the results and cuts the batch into parts, and C++ runs the parts
+  on its own thread pool without the GIL, calling the BLAS NumPy loaded
+  (_native_blas: threadpoolctl names the library, convnet._cpu finds its
+  cblas_sgemm/dgemm). Without the module (or where it finds no BLAS) the NumPy
+  code below does the same work; the tests run both. Why C++ rather than
+  Python threads: each part changed hands of the GIL several times, each
+  handoff woke a sleeping thread (tens of microseconds, more on a virtual
+  machine), and two threads ran the fashion net's step only 1.3-1.4x faster
+  than one; the pool's threads spin briefly between ops instead (2.0x per op).
 - Convolution is im2col + one BLAS GEMM per group, in one of two column
   layouts. "image": columns (C*KH*KW, N, OH, OW), copied from the NCHW input
   in runs of OW elements. "batch": columns (C*KH*KW, OH, OW, N), copied from a
@@ -15,20 +27,23 @@ What the fast versions do differently:
   fashion net: 8) make the image layout's copy slow, so the layout is chosen
   per shape (_conv_layout). The forward's columns can be kept for
   backward-filter in a ConvCache that the layer owns and passes to both calls.
+  The forward and backward-filter GEMMs are computed transposed (see
+  GEMM_ORIENTATION).
 - The batch is split into contiguous parts (at least two per thread, and
-  small enough for a core's L2 cache) that a pool of threads takes in turn
-  (set_threads; default one per available core). NumPy's copies, ufuncs and
-  BLAS release the GIL, so the parts run in parallel; BLAS itself is held to
-  one thread (threadpoolctl), so the two levels do not fight over the cores.
+  small enough for a core's L2 cache) that the threads take in turn
+  (set_threads; default one per available core). BLAS itself is held to one
+  thread (threadpoolctl), so the two levels do not fight over the cores. A
+  small fc GEMM is not split (GEMM_PART_MACS): two halves on two threads ran
+  slower than the whole on one.
 - glibc's malloc is told to keep freed blocks (keep_freed_memory): otherwise
   every large array of a step arrives as fresh pages that fault in.
-- ReLU backward multiplies by the mask (no branches; np.where's branch is slow
-  on a random mask) and falls back to the reference when dy is not finite,
-  where the product would give NaN and the reference 0.
-- Max-pool backward takes the window maxima from the forward output y instead
-  of recomputing them, or the first maxima the forward recorded
-  (maxpool_forward(..., argmax=True)), and writes non-overlapping windows in
-  place.
+- ReLU backward: in C++ a select (the reference's rule exactly); in NumPy a
+  multiply by the mask (np.where's branch is slow on a random mask) with a
+  fall-back to the reference when dy is not finite.
+- Max-pool backward takes the first maxima the forward recorded
+  (maxpool_forward(..., argmax=True)), or in NumPy without them the window
+  maxima from the forward output y, and adds an element's terms in the
+  reference's order.
 - sgd_update does the reference's arithmetic in the same order (the same
   bits) without full-size temporaries.
 
