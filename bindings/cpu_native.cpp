@@ -761,15 +761,22 @@ void maxpool_forward_ta(const py::array &x, const py::array &y, const py::object
     });
 }
 
+// f(T(), A()) with T the float type of `values` and A the offsets' type (int32 or uint8)
+template <typename F>
+void pool_types(const py::array &values, bool i32, F f) {
+    if (is_f64(values))
+        i32 ? f(double(), int32_t()) : f(double(), uint8_t());
+    else
+        i32 ? f(float(), int32_t()) : f(float(), uint8_t());
+}
+
 void maxpool_forward(py::array x, py::array y, py::object arg, idx size, idx stride, long none, Parts parts) {
     need(size > 0 && stride > 0, "size and stride must be positive");
     const bool i32 = !arg.is_none() && arg.cast<py::array>().dtype().is(py::dtype::of<int32_t>());
-    if (is_f64(x))
-        i32 ? maxpool_forward_ta<double, int32_t>(x, y, arg, size, stride, static_cast<int32_t>(none), parts)
-            : maxpool_forward_ta<double, uint8_t>(x, y, arg, size, stride, static_cast<uint8_t>(none), parts);
-    else
-        i32 ? maxpool_forward_ta<float, int32_t>(x, y, arg, size, stride, static_cast<int32_t>(none), parts)
-            : maxpool_forward_ta<float, uint8_t>(x, y, arg, size, stride, static_cast<uint8_t>(none), parts);
+    pool_types(x, i32, [&](auto t, auto a) {
+        using A = decltype(a);
+        maxpool_forward_ta<decltype(t), A>(x, y, arg, size, stride, static_cast<A>(none), parts);
+    });
 }
 
 template <typename T, typename A>
@@ -796,13 +803,10 @@ void maxpool_backward_ta(const py::array &dy, const py::array &arg, const py::ar
 
 void maxpool_backward(py::array dy, py::array arg, py::array dx, idx size, idx stride, long none, Parts parts) {
     need(size > 0 && stride > 0, "size and stride must be positive");
-    const bool i32 = arg.dtype().is(py::dtype::of<int32_t>());
-    if (is_f64(dx))
-        i32 ? maxpool_backward_ta<double, int32_t>(dy, arg, dx, size, stride, static_cast<int32_t>(none), parts)
-            : maxpool_backward_ta<double, uint8_t>(dy, arg, dx, size, stride, static_cast<uint8_t>(none), parts);
-    else
-        i32 ? maxpool_backward_ta<float, int32_t>(dy, arg, dx, size, stride, static_cast<int32_t>(none), parts)
-            : maxpool_backward_ta<float, uint8_t>(dy, arg, dx, size, stride, static_cast<uint8_t>(none), parts);
+    pool_types(dx, arg.dtype().is(py::dtype::of<int32_t>()), [&](auto t, auto a) {
+        using A = decltype(a);
+        maxpool_backward_ta<decltype(t), A>(dy, arg, dx, size, stride, static_cast<A>(none), parts);
+    });
 }
 
 // --- bias gradient, ReLU backward, SGD --------------------------------------------

@@ -250,6 +250,24 @@ def test_maxpool_nan_and_errors_match_the_reference():
         C.maxpool_forward(x, 2, 2, argmax="yes")
 
 
+def test_maxpool_large_window_int32_argmax_and_nan(threads):
+    """16x16 windows: offsets up to 255 need int32, so a NaN window's argmax is -1 there, not the
+    offset 255 (whose element must still get its window's gradient)."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 3, 22, 19)).astype(np.float32)
+    x[0, 0, 15, 15] = 50.0                       # offset 255 of the first window: its maximum
+    x[1, 2, 4, 20 - 2] = np.nan                  # one NaN: its windows have no maximum
+    size, stride = 16, 3
+    y = R.maxpool_forward(x, size, stride)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    y2, arg = C.maxpool_forward(x, size, stride, argmax=True)
+    assert arg.dtype == np.int32 and arg[0, 0, 0, 0] == 255
+    assert (arg[1, 2] == -1).any() and np.array_equal(y2, y, equal_nan=True)
+    dx_ref = R.maxpool_backward(dy, x, y, size, stride)
+    assert np.array_equal(C.maxpool_backward(dy, x, y, size, stride, argmax=arg), dx_ref)
+    assert np.array_equal(C.maxpool_backward(dy, x, y, size, stride), dx_ref)
+
+
 def test_maxpool_gradients_float64():
     rng = np.random.default_rng(7)
     x = rng.permutation(2 * 3 * 9 * 7).reshape(2, 3, 9, 7) / 10.0      # distinct values: differentiable
