@@ -79,11 +79,12 @@ def test_param_ranges_and_flip_rate():
 
 
 def test_lighting_statistics():
-    """light = P (alpha * lambda), alpha ~ N(0, 0.1^2): covariance P diag((0.1 lambda)^2) P^T."""
+    """light = P (alpha * lambda) / 255, alpha ~ N(0, 0.1^2): covariance P diag((0.1 lambda / 255)^2) P^T
+    (sigma for pixel values in 0..1; lambda in 0..255 units)."""
     rng = np.random.default_rng(3)
     _, _, light = aug.draw_params(rng, 200000, 8, 8, 3, lighting=0.1, pca=PCA)
     vals, vecs = PCA
-    want = vecs.astype(np.float64) @ np.diag((0.1 * vals.astype(np.float64)) ** 2) @ vecs.T
+    want = vecs.astype(np.float64) @ np.diag((0.1 * vals.astype(np.float64) / 255) ** 2) @ vecs.T
     got = np.cov(light.astype(np.float64), rowvar=False)
     np.testing.assert_allclose(got, want, atol=0.02 * want.max())
     assert abs(light.mean(axis=0)).max() < 0.01 * np.sqrt(want.max()) * 10

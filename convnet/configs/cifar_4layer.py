@@ -60,10 +60,9 @@ HYPER = {
     "init_std": 0.01,
     "bias_init": 0.0,
     "lr_schedule": {"type": "plateau"},
-    # PCA lighting: the loader draws alpha ~ N(0, sigma^2) and adds alpha * lambda with lambda,
-    # the eigenvalues, in 0..255 units; the paper's sigma 0.1 belongs to values in 0..1, so in
-    # pixel units it is 0.1 / 255 (sigma 0.1 here would shift each image by ~1000 levels).
-    "augment": {"flip": True, "lighting": 0.1 / 255},
+    # PCA lighting with the paper's sigma (the loader applies it to pixel values in 0..1 units,
+    # convnet/data/augment.py; the same shifts as the earlier setting 0.1 / 255 in 0..255 units)
+    "augment": {"flip": True, "lighting": 0.1},
     "layers": {
         "conv1": {"init_std": 0.16},    # fan-in 75
         "conv2": {"init_std": 0.05},    # fan-in 800

@@ -8,9 +8,15 @@ For image n of a batch, uint8 (N, S, S, C) in, float32 (N, C, crop, crop) out:
 - (oy, ox): the crop's top-left corner, uniform in [0, S - crop] (random
   crops; centre crops use ((S - crop) // 2, (S - crop) // 2));
 - flip[n]: horizontal reflection with probability 1/2;
-- light[n] = P @ (alpha * lambda), alpha ~ N(0, sigma^2) per image per use,
-  P (columns) and lambda the eigenvectors and eigenvalues of the 3 x 3 RGB
-  covariance of training pixel values in 0..255 units (PCA lighting);
+- light[n] = 255 * P @ (alpha * lambda / 255^2) = P @ (alpha * lambda) / 255,
+  alpha ~ N(0, sigma^2) per image per use, P (columns) and lambda the
+  eigenvectors and eigenvalues of the 3 x 3 RGB covariance of the training
+  pixel values in 0..255 units (PCA lighting). The paper's rule, "add
+  alpha_i * lambda_i along p_i, alpha ~ N(0, 0.1^2)", is not unit-free
+  (lambda is a squared pixel value): sigma = 0.1 is meant for pixel values
+  in 0..1, where lambda is 255^2 times smaller, so the shift is worked out
+  there and scaled back to 0..255 (a few levels for natural images; in
+  0..255 units unscaled, sigma 0.1 would shift images by hundreds of levels);
 - mean: the train split's mean image (S, S, C) cropped at the same place;
 - scale = 1 / 255.
 
@@ -33,8 +39,8 @@ class Augment:
 
     crop: output size; None -> 227 for 256-pixel images (the paper), else the
           image size (no cropping). flip: random horizontal reflections.
-    lighting: sigma of the PCA lighting alphas (the paper: 0.1); 0 -> off;
-          ignored for grey images.
+    lighting: sigma of the PCA lighting alphas (the paper: 0.1, for pixel values
+          in 0..1; see the module docstring); 0 -> off; ignored for grey images.
     """
     crop: int = None
     flip: bool = True
@@ -60,8 +66,8 @@ def draw_params(rng, n, size, crop, channels, flip=True, lighting=0.1, pca=None)
     if lighting and pca is not None and channels == 3:
         vals, vecs = pca
         alpha = rng.normal(0.0, lighting, size=(n, 3))
-        light = (alpha * np.asarray(vals, np.float64)) @ np.asarray(vecs, np.float64).T
-        light = light.astype(np.float32)
+        light = (alpha * (np.asarray(vals, np.float64) / 255.0)) @ np.asarray(vecs, np.float64).T
+        light = light.astype(np.float32)          # P (alpha * lambda_01) in 0..1, times 255
     return offsets, flips, light
 
 
