@@ -899,6 +899,7 @@ void sgd_update(py::array w, py::array dw, py::array v, double decay, double rat
 
 PYBIND11_MODULE(_cpu, m) {
     m.doc() = "The fast CPU path's inner loops and thread pool (see bindings/cpu_native.cpp)";
+    m.attr("API") = 2;      // convnet/cpu_ops.py's _NATIVE_API: a module built from older sources is not used
     m.def("set_threads", [](int n) { pool().resize(n); }, py::arg("n"));
     m.def("get_threads", [] { return pool().threads(); });
     m.def("set_spin", [](double s) { pool().spin = s; }, py::arg("seconds"));

@@ -77,8 +77,11 @@ from numpy.lib.stride_tricks import as_strided
 
 from convnet import reference
 
+_NATIVE_API = 2          # bindings/cpu_native.cpp's API number
 try:
     from convnet import _cpu as _native     # bindings/cpu_native.cpp, built by `make`
+    if getattr(_native, "API", None) != _NATIVE_API:
+        _native = None                        # built from older sources: `make` rebuilds it
 except ImportError:                           # not built: the NumPy loops below do the same
     _native = None
 from convnet.reference import (_check_dy, _conv_geometry, _float_array, _pool_geometry, _same_shape,
