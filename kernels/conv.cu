@@ -53,7 +53,8 @@
 //      the gather decoded once per block: a launcher-built (off, tap bits) table in shared
 //      memory and a per-thread column pointer and tap mask, so a copied element is one
 //      IMAD.WIDE and one cp.async; 3-stage cp.async pipeline, BK = 16, warp-tiled
-//      BM x 128 tile (BM = 128, 96: *_m96, 64: *_m64) of 8 x 8 per thread, split-K on any
+//      BM x 128 tile (BM = 128, 96: *_m96, 64: *_m64) of 8 x 8 per thread (BM = 48, *_m48:
+//      6 x 8 per thread, 128 threads), split-K on any
 //      pass with conv2d_v4_reduce (fixed order; bias and ReLU there). Section "v4" below.
 //   Winograd F(2x2, 3x3) fwd (conv2d_wino_input, conv2d_wino_gemm* on the v4 engine,
 //      conv2d_wino_output); the launcher runs bwd_data through it with flipped filters.
@@ -80,7 +81,9 @@
 //   conv2d_fwd_v4, _bwd_data_v4, _bwd_filter_v4     128  dynamic: 3*16*(BM+4+128)*4 + 8 * table
 //   conv2d_*_v4_m96 (192 threads, 2 blocks/SM)    139..141  entries (conv.py, _v4_smem)
 //   conv2d_*_v4_m64 (128 threads, 4 blocks/SM)    125..128
+//   conv2d_*_v4_m48 (128 threads, 4 blocks/SM)    119..127
 //   conv2d_wino_gemm, _m96, _m64                  127..128
+//   conv2d_wino_gemm_m48                          117
 //   conv2d_v4_reduce, conv2d_wino_input, _output    32      0
 //   (no spills, no local memory on sm_80/86/89/90; v2 and v3 blocks are 256 threads;
 //   v3 is capped at 128 registers by __launch_bounds__(256, 2); sm_80..89 use
@@ -873,9 +876,12 @@ extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_fil
 // Padding rows of a channel run point at channel 0 of their tap (off of c = 0) and meet
 // zero rows of A, so they add 0 * (an input inside this output's receptive field).
 //
-// Tile: BM x 128 x 16 (BM = 128: 256 threads; BM = 64, the *_m64 kernels: 128
-// threads), warps (BM/32) x 2, each owning a 32 x 64 sub-tile as 4 x 8 threads of
-// 8 x 8 accumulators: thread (ty, tx) of warp (wm, wn) holds rows
+// Tile: BM x 128 x 16 (BM = 128: 256 threads; BM = 96, *_m96: 192; BM = 64, *_m64:
+// 128; BM = 48, *_m48: 128 threads, warps 2 x 2 of 24 x 64, each thread 6 x 8: rows
+// ty*4 + e, e < 4, and 16 + ty*2 + e, e < 2, its A read a float4 and a float2, and A
+// copied by threads 0..95 only; 4 LDS per 48 FFMA, a 92.3% ceiling against the
+// 8 x 8 fragment's 94.1%); otherwise warps (BM/32) x 2, each owning a 32 x 64
+// sub-tile as 4 x 8 threads of 8 x 8 accumulators: thread (ty, tx) of warp (wm, wn) holds rows
 // wm*32 + {ty*4, 16 + ty*4} + e and columns wn*64 + {tx*4, 32 + tx*4} + e, e < 4;
 // each kk step reads two A and two B float4 (one shared-memory wavefront each:
 // the A reads are 4 distinct float4, the B reads 8, the rest broadcasts).
