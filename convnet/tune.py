@@ -58,6 +58,8 @@ FFMA_SHARE = {
     "conv2d_wino_gemm": 0.902, "conv2d_wino_gemm_m64": 0.884,
     "conv2d_fwd_v4_m96": 0.884, "conv2d_bwd_data_v4_m96": 0.884, "conv2d_bwd_filter_v4_m96": 0.860,
     "conv2d_wino_gemm_m96": 0.885,
+    "conv2d_fwd_v4_m48": 0.852, "conv2d_bwd_data_v4_m48": 0.852, "conv2d_bwd_filter_v4_m48": 0.821,
+    "conv2d_wino_gemm_m48": 0.855,
 }
 
 PEAK = conv.MODEL_SM_FLOPS * conv.DEFAULT_SMS

@@ -53,7 +53,8 @@
 //      the gather decoded once per block: a launcher-built (off, tap bits) table in shared
 //      memory and a per-thread column pointer and tap mask, so a copied element is one
 //      IMAD.WIDE and one cp.async; 3-stage cp.async pipeline, BK = 16, warp-tiled
-//      BM x 128 tile (BM = 128, 96: *_m96, 64: *_m64) of 8 x 8 per thread, split-K on any
+//      BM x 128 tile (BM = 128, 96: *_m96, 64: *_m64) of 8 x 8 per thread (BM = 48, *_m48:
+//      6 x 8 per thread, 128 threads), split-K on any
 //      pass with conv2d_v4_reduce (fixed order; bias and ReLU there). Section "v4" below.
 //   Winograd F(2x2, 3x3) fwd (conv2d_wino_input, conv2d_wino_gemm* on the v4 engine,
 //      conv2d_wino_output); the launcher runs bwd_data through it with flipped filters.
@@ -80,7 +81,9 @@
 //   conv2d_fwd_v4, _bwd_data_v4, _bwd_filter_v4     128  dynamic: 3*16*(BM+4+128)*4 + 8 * table
 //   conv2d_*_v4_m96 (192 threads, 2 blocks/SM)    139..141  entries (conv.py, _v4_smem)
 //   conv2d_*_v4_m64 (128 threads, 4 blocks/SM)    125..128
+//   conv2d_*_v4_m48 (128 threads, 4 blocks/SM)    119..127
 //   conv2d_wino_gemm, _m96, _m64                  127..128
+//   conv2d_wino_gemm_m48                          117
 //   conv2d_v4_reduce, conv2d_wino_input, _output    32      0
 //   (no spills, no local memory on sm_80/86/89/90; v2 and v3 blocks are 256 threads;
 //   v3 is capped at 128 registers by __launch_bounds__(256, 2); sm_80..89 use
@@ -873,9 +876,12 @@ extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_fil
 // Padding rows of a channel run point at channel 0 of their tap (off of c = 0) and meet
 // zero rows of A, so they add 0 * (an input inside this output's receptive field).
 //
-// Tile: BM x 128 x 16 (BM = 128: 256 threads; BM = 64, the *_m64 kernels: 128
-// threads), warps (BM/32) x 2, each owning a 32 x 64 sub-tile as 4 x 8 threads of
-// 8 x 8 accumulators: thread (ty, tx) of warp (wm, wn) holds rows
+// Tile: BM x 128 x 16 (BM = 128: 256 threads; BM = 96, *_m96: 192; BM = 64, *_m64:
+// 128; BM = 48, *_m48: 128 threads, warps 2 x 2 of 24 x 64, each thread 6 x 8: rows
+// ty*4 + e, e < 4, and 16 + ty*2 + e, e < 2, its A read a float4 and a float2, and A
+// copied by threads 0..95 only; 4 LDS per 48 FFMA, a 92.3% ceiling against the
+// 8 x 8 fragment's 94.1%); otherwise warps (BM/32) x 2, each owning a 32 x 64
+// sub-tile as 4 x 8 threads of 8 x 8 accumulators: thread (ty, tx) of warp (wm, wn) holds rows
 // wm*32 + {ty*4, 16 + ty*4} + e and columns wn*64 + {tx*4, 32 + tx*4} + e, e < 4;
 // each kk step reads two A and two B float4 (one shared-memory wavefront each:
 // the A reads are 4 distinct float4, the B reads 8, the rest broadcasts).
@@ -892,6 +898,10 @@ namespace conv {
 
 constexpr int V4_BN = 128, V4_BK = 16, V4_STAGES = 3;
 constexpr int V4_BM = 128, V4_BM_MID = 96, V4_BM_SMALL = 64;   // threads = 2 * BM
+constexpr int V4_BM_48 = 48;                        // *_m48: 128 threads, 6-row fragments
+// Threads of a v4 block of BM rows (conv.py, V4_THREADS).
+__host__ __device__ constexpr int v4_threads(int bm) { return bm == 48 ? 128 : 2 * bm; }
+constexpr int V4_THREADS_48 = v4_threads(V4_BM_48);
 constexpr int V4_COLS = 8;                          // bwd_filter: columns one thread copies
 constexpr int V4_SPARE = (V4_STAGES - 1) * V4_BK;   // fwd/bwd_data: K rows loaded past a slice's end
 
@@ -1039,15 +1049,21 @@ template <int BM, class Op>
 __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __restrict__ gtab, int tab_total,
                                                  int tab_begin, int tab_count, int kt_begin, int kt_end)
 {
-    constexpr int BN = V4_BN, BK = V4_BK, ST = V4_STAGES, NT = 2 * BM, AP = BM + 4;
-    // B is copied by the first BT threads (all of them, but 128 of the 96-row tile's 192).
-    constexpr int BT = NT / BN * BN;
+    constexpr int BN = V4_BN, BK = V4_BK, ST = V4_STAGES, NT = v4_threads(BM), AP = BM + 4;
+    // Warp tile WM x 64 (warps (BM/WM) x 2), thread fragment RM x 8: rows ty*4 + e (e < 4)
+    // and 16 + ty*(RM-4) + e (e < RM-4) of the warp's WM. BM = 48: WM = 24, RM = 6
+    // (the second A read is a float2).
+    constexpr int WM = BM == 48 ? 24 : 32, RM = WM / 4, RM2 = RM - 4;
+    static_assert((BM / WM) * 2 * 32 == NT && (RM2 == 4 || RM2 == 2), "v4 warp tiling");
+    // B is copied by the first BT threads (all of them, but 128 of the 96-row tile's 192);
+    // A by the first AT (all of them, but 96 of the 48-row tile's 128).
+    constexpr int BT = NT / BN * BN, AT = 2 * BM;
     constexpr int B_ROWS = BK * BN / BT;          // fwd/bwd_data: consecutive k rows of one column
-    constexpr int A_ROWS = BK * BM / NT;          // bwd_filter: 8 consecutive dy elements per thread
+    constexpr int A_ROWS = BK * BM / AT;          // bwd_filter: 8 consecutive dy elements per thread
     constexpr int B_REP = BK * BN / (BT * V4_COLS); // bwd_filter: rows of 8 columns per thread
     constexpr int B_KSTEP = BT / (BN / V4_COLS);  // ... at this k stride
     static_assert(BT * B_ROWS == BK * BN && B_ROWS % 4 == 0 && A_ROWS == 8 && B_REP * B_KSTEP == BK &&
-                  (BM / 4) * 8 <= NT, "v4 tile shape");
+                  (BM / 4) * 8 == AT && AT <= NT, "v4 tile shape");
     float* As = reinterpret_cast<float*>(::cn_smem);             // [ST][BK][AP]
     float* Bs = As + ST * BK * AP;                                // [ST][BK][BN]
     int* toff = reinterpret_cast<int*>(Bs + ST * BK * BN);        // [tab_count]
@@ -1057,6 +1073,7 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
     const int wm = warp / 2, wn = warp % 2, ty = lane / 8, tx = lane % 8;
     const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
     const bool copies_b = BT == NT || t < BT;     // warp-uniform (BT is a multiple of 32)
+    const bool copies_a = AT == NT || t < AT;     // warp-uniform (AT is a multiple of 32)
 
     for (int i = t; i < tab_count; i += NT) {
         toff[i] = gtab[tab_begin + i];
@@ -1104,8 +1121,10 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
         if constexpr (Op::WEIGHTS_A) {
             // Past kt_end (at most ST - 1 tiles): at has ST - 1 spare tiles at its end and
             // the table ST - 1 tiles of bits 0, so these copies stay in bounds unguarded.
-            cp_async16(as, asrc, true);
-            cp_async16(smem_add(as, 8 * AP), asrc + 8 * op.Mp, true);
+            if (copies_a) {
+                cp_async16(as, asrc, true);
+                cp_async16(smem_add(as, 8 * AP), asrc + 8 * op.Mp, true);
+            }
             asrc += BK * op.Mp;
             if (copies_b) {
                 const int ti = kload * BK - tab_begin + brow;
@@ -1128,7 +1147,7 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
             const float* a = asrc + (int)((unsigned)(an * op.s.F * op.s.OHW + ap0) + (unsigned)arow);
             const int nvalid = op.s.OHW - ap0 - ak * A_ROWS;    // of this thread's 8 (p < OH*OW)
 #pragma unroll
-            for (int e = 0; e < A_ROWS; ++e) cp_async4(smem_add(as, e * AP), a + e, e < nvalid);
+            for (int e = 0; e < (copies_a ? A_ROWS : 0); ++e) cp_async4(smem_add(as, e * AP), a + e, e < nvalid);
             const unsigned xbase = (unsigned)(an * op.s.C * op.s.HW);
 #pragma unroll
             for (int q = 0; q < (copies_b ? B_REP : 0); ++q) {
@@ -1145,9 +1164,9 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
         ++kload;
     };
 
-    float acc[8][8];
+    float acc[RM][8];
 #pragma unroll
-    for (int r = 0; r < 8; ++r)
+    for (int r = 0; r < RM; ++r)
 #pragma unroll
         for (int c = 0; c < 8; ++c) acc[r][c] = 0.f;
 
@@ -1159,18 +1178,26 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
         __syncthreads();
         load(Int<(S + ST - 1) % ST>{});
         cp_async_commit();
-        const float* as = As + S * (BK * AP) + wm * 32 + ty * 4;
+        const float* as = As + S * (BK * AP) + wm * WM + ty * 4;
+        const float* as2 = As + S * (BK * AP) + wm * WM + 16 + ty * RM2;
         const float* bs = Bs + S * (BK * BN) + wn * 64 + tx * 4;
 #pragma unroll
         for (int kk = 0; kk < BK; ++kk) {
             const float4 a0 = *reinterpret_cast<const float4*>(as + kk * AP);
-            const float4 a1 = *reinterpret_cast<const float4*>(as + kk * AP + 16);
+            float av[RM];
+            av[0] = a0.x; av[1] = a0.y; av[2] = a0.z; av[3] = a0.w;
+            if constexpr (RM2 == 4) {
+                const float4 a1 = *reinterpret_cast<const float4*>(as2 + kk * AP);
+                av[4] = a1.x; av[5] = a1.y; av[6] = a1.z; av[7] = a1.w;
+            } else {
+                const float2 a1 = *reinterpret_cast<const float2*>(as2 + kk * AP);
+                av[4] = a1.x; av[5] = a1.y;
+            }
             const float4 b0 = *reinterpret_cast<const float4*>(bs + kk * BN);
             const float4 b1 = *reinterpret_cast<const float4*>(bs + kk * BN + 32);
-            const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
             const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
 #pragma unroll
-            for (int r = 0; r < 8; ++r)
+            for (int r = 0; r < RM; ++r)
 #pragma unroll
                 for (int c = 0; c < 8; ++c) acc[r][c] = fmaf(av[r], bv[c], acc[r][c]);
         }
@@ -1191,7 +1218,8 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
     }
     cp_async_wait<0>();
 
-    // Epilogue: rows wm*32 + {ty*4, 16 + ty*4} + e, columns wn*64 + {tx*4, 32 + tx*4} + e.
+    // Epilogue: rows wm*WM + {ty*4 + e (e < 4), 16 + ty*RM2 + e (e < RM2)},
+    // columns wn*64 + {tx*4, 32 + tx*4} + e.
 #pragma unroll
     for (int c = 0; c < 8; ++c) {
         const int col = col0 + wn * 64 + tx * 4 + (c / 4) * 32 + c % 4;
@@ -1199,8 +1227,8 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
         const int o = op.out(col);
         if (o < 0) continue;
 #pragma unroll
-        for (int r = 0; r < 8; ++r) {
-            const int m = row0 + wm * 32 + ty * 4 + (r / 4) * 16 + r % 4;
+        for (int r = 0; r < RM; ++r) {
+            const int m = row0 + wm * WM + (r < 4 ? ty * 4 + r : 16 + ty * RM2 + (r - 4));
             if (m < op.M) op.store(m, o, acc[r][c]);
         }
     }
@@ -1274,6 +1302,16 @@ extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_fw
                                     splits, tps);
 }
 
+extern "C" __global__ void __launch_bounds__(conv::V4_THREADS_48, 4) conv2d_fwd_v4_m48(
+    const float* __restrict__ x, const float* __restrict__ at, const int* __restrict__ tab,
+    const float* __restrict__ b, float* __restrict__ y,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int has_bias, int relu, int masked, int kp, int splits, int tps)
+{
+    conv::fwd_v4<conv::V4_BM_48>(x, at, tab, b, y, conv::Shape(CONV_SHAPE_ARGS), has_bias, relu, masked, kp,
+                                    splits, tps);
+}
+
 extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_MID, 2) conv2d_fwd_v4_m96(
     const float* __restrict__ x, const float* __restrict__ at, const int* __restrict__ tab,
     const float* __restrict__ b, float* __restrict__ y,
@@ -1303,6 +1341,15 @@ extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_bw
     conv::bwd_data_v4<conv::V4_BM_SMALL>(dy, at, tab, dx, conv::Shape(CONV_SHAPE_ARGS), kp, splits, tps);
 }
 
+extern "C" __global__ void __launch_bounds__(conv::V4_THREADS_48, 4) conv2d_bwd_data_v4_m48(
+    const float* __restrict__ dy, const float* __restrict__ at, const int* __restrict__ tab,
+    float* __restrict__ dx,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int kp, int splits, int tps)
+{
+    conv::bwd_data_v4<conv::V4_BM_48>(dy, at, tab, dx, conv::Shape(CONV_SHAPE_ARGS), kp, splits, tps);
+}
+
 extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_MID, 2) conv2d_bwd_data_v4_m96(
     const float* __restrict__ dy, const float* __restrict__ at, const int* __restrict__ tab,
     float* __restrict__ dx,
@@ -1329,6 +1376,15 @@ extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_bw
     int sh, int sw, int ph, int pw, int groups, int cgp, int splits, int tps)
 {
     conv::bwd_filter_v4<conv::V4_BM_SMALL>(dy, x, tab, dw, conv::Shape(CONV_SHAPE_ARGS), cgp, splits, tps);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::V4_THREADS_48, 4) conv2d_bwd_filter_v4_m48(
+    const float* __restrict__ dy, const float* __restrict__ x, const int* __restrict__ tab,
+    float* __restrict__ dw,
+    int n, int c, int h, int w, int f, int kh, int kw, int oh, int ow,
+    int sh, int sw, int ph, int pw, int groups, int cgp, int splits, int tps)
+{
+    conv::bwd_filter_v4<conv::V4_BM_48>(dy, x, tab, dw, conv::Shape(CONV_SHAPE_ARGS), cgp, splits, tps);
 }
 
 extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_MID, 2) conv2d_bwd_filter_v4_m96(
@@ -1447,6 +1503,13 @@ extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_SMALL, 4) conv2d_wi
     float* __restrict__ m, int c, int f, int groups, int p, int kp)
 {
     conv::wino_gemm<conv::V4_BM_SMALL>(v, at, tab, m, c, f, groups, p, kp);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::V4_THREADS_48, 4) conv2d_wino_gemm_m48(
+    const float* __restrict__ v, const float* __restrict__ at, const int* __restrict__ tab,
+    float* __restrict__ m, int c, int f, int groups, int p, int kp)
+{
+    conv::wino_gemm<conv::V4_BM_48>(v, at, tab, m, c, f, groups, p, kp);
 }
 
 extern "C" __global__ void __launch_bounds__(2 * conv::V4_BM_MID, 2) conv2d_wino_gemm_m96(

@@ -84,6 +84,23 @@ def test_v4_runs_where_it_applies_and_v3_elsewhere():
                                   conv.conv2d_backward_data(dy, w, x.shape, 2, 0, version="v3"))
 
 
+def test_v4_48_row_tile_is_chosen_for_48_rows():
+    """M = 48 (conv2's bwd_data, Cg = 48; conv1 per column, F = 48) pads least on the
+    48-row tile (6 x 8 fragments, 128 threads); its kernels exist and each is checked."""
+    assert conv._v4_rows(48) == 48 and conv._v4_rows(96) == 96 and conv._v4_rows(64) == 64
+    assert conv._tile("v4", 48)[2] == conv.V4_THREADS[48] == 128
+    assert conv._v4_brows(48) == conv._v4_brows(64) == 16
+    conv2 = conv.Geometry.of("t", *conv.ALEXNET_SHAPES[1][1:])
+    assert conv.v4_plan(conv2, "bwd_data").rows == 48
+    conv1_col = conv.Geometry.of("t", (128, 3, 227, 227), (48, 3, 11, 11), 4, 0, 1)
+    assert conv.v4_plan(conv1_col, "fwd").rows == 48
+    names = {c.name for c in SMALL}
+    for label, *_ in conv.V4_SHAPES[3:]:
+        assert f"conv2d_bwd_filter_v4 rows=48 {label}" in names
+    covered = {k for c in SMALL for k in c.kernels}
+    assert {f"conv2d_{p}_v4_m48" for p in ("fwd", "bwd_data", "bwd_filter")} | {"conv2d_wino_gemm_m48"} <= covered
+
+
 def test_v4_table_against_direct_decoding():
     """The launcher's (off, bits) table decoded back for every row: fwd in the tap-major
     order with padded channel runs, and bwd_filter's per-pixel tap masks."""

@@ -43,12 +43,14 @@ V3_TILE_M, V3_TILE_N, V3_THREADS = 128, 128, 256
 # kernels conv2d_*_v3_m64); _v3_rows picks one per layer.
 V3_ROWS = {128: "", 64: "_m64"}
 V1_THREADS = 256
-# v4 (conv::V4_*): row tile 128 (256 threads), 96 (*_m96, 192 threads) or 64 (*_m64,
-# 128 threads), 128 columns, K tiles of 16, 3 shared-memory stages; blocks per SM that
-# __launch_bounds__ sets (2 x 256, 2 x 192, 4 x 128 threads); _v4_rows picks the tile.
-V4_ROWS = {128: "", 96: "_m96", 64: "_m64"}
+# v4 (conv::V4_*): row tile 128 (256 threads), 96 (*_m96, 192 threads), 64 (*_m64,
+# 128 threads) or 48 (*_m48, 128 threads of 6 x 8 accumulators), 128 columns, K tiles
+# of 16, 3 shared-memory stages; blocks per SM that __launch_bounds__ sets (2 x 256,
+# 2 x 192, 4 x 128, 4 x 128 threads); _v4_rows picks the tile.
+V4_ROWS = {128: "", 96: "_m96", 64: "_m64", 48: "_m48"}
+V4_THREADS = {128: 256, 96: 192, 64: 128, 48: 128}      # conv::v4_threads
 V4_TILE_N, V4_BK, V4_STAGES = 128, 16, 3
-V4_BLOCKS_PER_SM = {128: 2, 96: 2, 64: 4}
+V4_BLOCKS_PER_SM = {128: 2, 96: 2, 64: 4, 48: 4}
 V4_MASK_TAPS = 32              # taps a 32-bit column mask can hold
 # Dynamic shared memory a v4 block may use: 99 KiB, the most an sm_86/sm_89 block
 # can opt into (sm_80: 163 KiB, sm_90: 227 KiB). Larger tables run v3 (_v4_plan).
@@ -219,7 +221,7 @@ def _v3_rows(m):
 
 def _v4_rows(m):
     """The v4 row tile for a GEMM of m rows: the one that pads m the least (ties: the
-    taller). AlexNet: 128, 256, 384 -> 128; 96, 192 -> 96; 48 -> 64."""
+    taller). AlexNet: 128, 256, 384 -> 128; 96, 192 -> 96; 48 -> 48."""
     return min(V4_ROWS, key=lambda r: (_cdiv(m, r) * r, -r))
 
 
@@ -237,7 +239,7 @@ def _tile(v, m, rows=None):
         raise ValueError(f"tile_rows must be one of {sorted(table)} (or None), got {rows!r}")
     if v == "v3":
         return rows, V3_TILE_N, V3_THREADS, V3_ROWS[rows]
-    return rows, V4_TILE_N, 2 * rows, V4_ROWS[rows]
+    return rows, V4_TILE_N, V4_THREADS[rows], V4_ROWS[rows]
 
 
 def device_sms(like=None):
@@ -285,6 +287,14 @@ def _step_seconds(rows, cols, bk):
     return 2.0 * rows * cols * bk / MODEL_SM_FLOPS
 
 
+def _ffma_share(kernel):
+    """The FFMA share of kernel's sm_90 main loop (convnet.tune.FFMA_SHARE, read from the
+    SASS; 1.0 for a kernel it does not list): the row tiles' K steps are not equally
+    dense (the 48-row tile's 6 x 8 fragments read A as a float4 and a float2)."""
+    from convnet import tune            # tune imports this module; imported at call time
+    return tune.FFMA_SHARE.get(kernel, 1.0)
+
+
 def backward_filter_splits(geo, version="v2", tile_rows=None, sms=DEFAULT_SMS):
     """(splits, k_chunk) for conv2d_bwd_filter_v2/v3: the N*OH*OW reduction cut into
     `splits` slices of k_chunk (a multiple of 8), counted in whole waves of sms x 2
@@ -309,7 +319,8 @@ class V4Plan:
     test their taps) or not; run, the padded length of each tap's run of channels in
     the tap-major K order (fwd, bwd_data) or of the (tap, c) columns (bwd_filter; 0: the
     (c,i,j) order, unmasked); kp, the padded K (fwd, bwd_data); K tiles in all and per
-    slice; slices; table entries per block; bytes of shared memory; predicted seconds."""
+    slice; slices; table entries per block; bytes of shared memory; predicted seconds
+    (the main loop at FP32 peak over its FFMA share, _ffma_share, plus the workspace)."""
     rows: int
     suffix: str
     masked: int
@@ -320,11 +331,11 @@ class V4Plan:
     splits: int
     tab_entries: int
     smem: int
-    seconds: float = 0.0            # predicted at FP32 peak in the main loop (_split_time)
+    seconds: float = 0.0            # predicted: the main loop at peak / FFMA share (_split_time)
 
     @property
     def threads(self):
-        return 2 * self.rows
+        return V4_THREADS[self.rows]
 
 
 def _v4_smem(rows, tab_entries):
@@ -334,8 +345,8 @@ def _v4_smem(rows, tab_entries):
 
 def _v4_brows(rows):
     """K rows of one column a thread copies per K tile (fwd, bwd_data): they share one tap.
-    The copies are shared by the first (2*rows // 128) * 128 threads (implicit_gemm_v4's BT)."""
-    return V4_BK * V4_TILE_N // (2 * rows // V4_TILE_N * V4_TILE_N)
+    The copies are shared by the first (threads // 128) * 128 threads (implicit_gemm_v4's BT)."""
+    return V4_BK * V4_TILE_N // (V4_THREADS[rows] // V4_TILE_N * V4_TILE_N)
 
 
 V4_SPARE = (V4_STAGES - 1) * V4_BK      # conv::V4_SPARE: K rows loaded past a slice's end
@@ -374,10 +385,12 @@ def v4_plan(geo, pass_, rows=None, splits=None, sms=DEFAULT_SMS):
         kp = _cdiv(geo.taps * run if masked else k, V4_BK) * V4_BK
         k_tiles, min_tiles = kp // V4_BK, 8
     blocks = geo.groups * _cdiv(m, rows) * _cdiv(ncol, V4_TILE_N)
+    name = {"fwd": "conv2d_fwd", "bwd_data": "conv2d_bwd_data", "bwd_filter": "conv2d_bwd_filter"}[pass_]
+    step = _step_seconds(rows, V4_TILE_N, V4_BK) / _ffma_share(f"{name}_v4{suffix}")
     if splits is None:
         bps = V4_BLOCKS_PER_SM[rows]
         out_bytes = 4 * geo.groups * m * ncol
-        splits = _best_splits(blocks, k_tiles, sms, bps, _step_seconds(rows, V4_TILE_N, V4_BK), out_bytes,
+        splits = _best_splits(blocks, k_tiles, sms, bps, step, out_bytes,
                               min_tiles, min(MAX_SPLITS, 65535 // geo.groups))
     tps = _cdiv(k_tiles, min(splits, k_tiles))
     splits = _cdiv(k_tiles, tps)
@@ -386,8 +399,7 @@ def v4_plan(geo, pass_, rows=None, splits=None, sms=DEFAULT_SMS):
     if smem > V4_SMEM_LIMIT:
         return None
     bps = V4_BLOCKS_PER_SM[rows]
-    seconds = _split_time(blocks, k_tiles, splits, sms, bps, _step_seconds(rows, V4_TILE_N, V4_BK),
-                          4 * geo.groups * m * ncol)
+    seconds = _split_time(blocks, k_tiles, splits, sms, bps, step, 4 * geo.groups * m * ncol)
     return V4Plan(rows, suffix, masked, run, kp, k_tiles, tps, splits, tab, smem, seconds)
 
 
@@ -507,7 +519,8 @@ def winograd_rows(geo, sms=DEFAULT_SMS):
     def seconds(r):
         bps = V4_BLOCKS_PER_SM[r]
         blocks = 16 * geo.groups * _cdiv(geo.fg, r) * _cdiv(p, V4_TILE_N)
-        return _split_time(blocks, k_tiles, 1, sms, bps, _step_seconds(r, V4_TILE_N, V4_BK), 0)
+        step = _step_seconds(r, V4_TILE_N, V4_BK) / _ffma_share(f"conv2d_wino_gemm{V4_ROWS[r]}")
+        return _split_time(blocks, k_tiles, 1, sms, bps, step, 0)
     return min(V4_ROWS, key=lambda r: (seconds(r), _cdiv(geo.fg, r) * r, -r))
 
 
@@ -802,6 +815,12 @@ V4_SHAPES = [
     ("2x3x14x13 k7x6 s2 p0 (42 taps, unmasked)", (2, 3, 14, 13), (5, 3, 7, 6), 2, 0, 1),
     ("2x128x8x8 k1 full v4 tile", (2, 128, 8, 8), (128, 128, 1, 1), 1, 0, 1),
     ("2x4x6x5 k2 p1 g2 F260 (several row tiles)", (2, 4, 6, 5), (260, 2, 2, 2), 1, 1, 2),
+    # M = 48, the 48-row tile's (conv2's bwd_data, conv1 per column): bwd_data with
+    # Cg = 48 in two groups; forward and bwd_filter with F = 48 over 42 unmasked taps at
+    # stride (2, 3); F = 49 (a second, 1-row tile) with asymmetric padding.
+    ("1x96x6x5 k3 p1 g2 Cg48 (M = 48 bwd_data)", (1, 96, 6, 5), (10, 48, 3, 3), 1, 1, 2),
+    ("2x3x15x13 k7x6 s(2,3) p0 F48 (M = 48, unmasked)", (2, 3, 15, 13), (48, 3, 7, 6), (2, 3), 0, 1),
+    ("2x4x7x6 k3 p(1,0) F49 (two 48-row tiles)", (2, 4, 7, 6), (49, 4, 3, 3), 1, (1, 0), 1),
 ]
 
 # Winograd F(2x2, 3x3): odd output sizes (partial 2x2 tiles), groups, pads 0..2, and
