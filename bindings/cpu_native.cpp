@@ -626,18 +626,19 @@ void conv_backward_data(py::array dy, py::array w2, py::array dx, Parts parts, p
 
 // --- fully connected: one GEMM, its output rows split into parts -------------------------
 
-// out (m x n) = op(a) op(b) (+ bias per column), op(a) = a or a.T, op(b) likewise; the rows of
-// out in each part come from the same rows of op(a) (columns of a where ta)
+// out (m x n) = op(a) op(b) (+ bias per column), op(a) = a or a.T, op(b) likewise; each part is
+// a range of out's rows (from the same rows of op(a)) or, by_cols, of its columns (from the same
+// columns of op(b): each thread then packs only its share of the larger operand, the weights)
 template <typename T>
 void gemm_rows_t(const py::array &a, const py::array &b, const py::array &out, bool ta, bool tb,
-                 const py::object &bias, const Parts &parts) {
+                 const py::object &bias, const Parts &parts, bool by_cols) {
     const T *ap = data_of<T>(a, 2, "a");
     const T *bp = data_of<T>(b, 2, "b");
     T *op = data_of<T>(out, 2, "out", true);
     const idx m = ta ? a.shape(1) : a.shape(0), k = ta ? a.shape(0) : a.shape(1);
     const idx n = tb ? b.shape(0) : b.shape(1), kb = tb ? b.shape(1) : b.shape(0);
     need(k == kb && out.shape(0) == m && out.shape(1) == n, "a, b and out do not make a matrix product");
-    check_parts(parts, m);
+    check_parts(parts, by_cols ? n : m);
     const T *bias_p = nullptr;
     if (!bias.is_none()) {
         py::array ba = bias.cast<py::array>();
@@ -647,18 +648,21 @@ void gemm_rows_t(const py::array &a, const py::array &b, const py::array &out, b
     const idx lda = a.shape(1), ldb = b.shape(1);
     py::gil_scoped_release free;
     pool().run(static_cast<idx>(parts.size()), [&](idx i) {
-        const idx r0 = parts[i].first, r1 = parts[i].second;
-        gemm<T>(ta, tb, r1 - r0, n, k, ta ? ap + r0 : ap + r0 * lda, lda, bp, ldb, T(0), op + r0 * n, n);
+        const idx p0 = parts[i].first, p1 = parts[i].second;
+        const idx r0 = by_cols ? 0 : p0, r1 = by_cols ? m : p1, c0 = by_cols ? p0 : 0, c1 = by_cols ? p1 : n;
+        gemm<T>(ta, tb, r1 - r0, c1 - c0, k, ta ? ap + r0 : ap + r0 * lda, lda, tb ? bp + c0 * ldb : bp + c0,
+                ldb, T(0), op + r0 * n + c0, n);
         if (bias_p)
             for (idx r = r0; r < r1; ++r)
-                for (idx c = 0; c < n; ++c) op[r * n + c] = op[r * n + c] + bias_p[c];
+                for (idx c = c0; c < c1; ++c) op[r * n + c] = op[r * n + c] + bias_p[c];
     });
 }
 
-void gemm_rows(py::array a, py::array b, py::array out, bool ta, bool tb, py::object bias, Parts parts) {
+void gemm_rows(py::array a, py::array b, py::array out, bool ta, bool tb, py::object bias, Parts parts,
+               bool by_cols) {
     need(have_blas(), "no BLAS (blas_init)");
-    is_f64(out) ? gemm_rows_t<double>(a, b, out, ta, tb, bias, parts)
-                : gemm_rows_t<float>(a, b, out, ta, tb, bias, parts);
+    is_f64(out) ? gemm_rows_t<double>(a, b, out, ta, tb, bias, parts, by_cols)
+                : gemm_rows_t<float>(a, b, out, ta, tb, bias, parts, by_cols);
 }
 
 // --- max pooling ----------------------------------------------------------------
@@ -914,7 +918,7 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("conv_backward_data", &conv_backward_data, py::arg("dy"), py::arg("w2"), py::arg("dx"), py::arg("parts"),
           py::arg("kernel"), py::arg("stride"), py::arg("pad"), py::arg("out"), py::arg("groups"), py::arg("batch"));
     m.def("gemm_rows", &gemm_rows, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("ta"), py::arg("tb"),
-          py::arg("bias"), py::arg("parts"));
+          py::arg("bias"), py::arg("parts"), py::arg("by_cols") = false);
     m.def("maxpool_forward", &maxpool_forward, py::arg("x"), py::arg("y"), py::arg("arg"), py::arg("size"),
           py::arg("stride"), py::arg("none"), py::arg("parts"));
     m.def("maxpool_backward", &maxpool_backward, py::arg("dy"), py::arg("arg"), py::arg("dx"), py::arg("size"),

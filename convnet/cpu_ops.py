@@ -337,19 +337,25 @@ def _parts(n, minimum=1, item_bytes=0):
     return [(edges[i], edges[i + 1]) for i in range(k)]
 
 
-GEMM_PART_MACS = 8_000_000    # a fully connected GEMM is split only into parts at least this big
+GEMM_PART_MACS = 2_000_000        # a fully connected GEMM's parts: at least this many multiply-adds
+GEMM_PART_MACS_PY = 8_000_000     # the same for the NumPy fallback's Python threads
 
 
 def _gemm_parts(n, macs_per_item, minimum):
-    """_parts(n, minimum) with no part under GEMM_PART_MACS multiply-adds (one part for small layers).
+    """A fully connected GEMM over n rows or columns cut into at most one part per thread, none
+    under GEMM_PART_MACS multiply-adds (one part for small layers).
 
-    Two threads' small BLAS calls run no faster together than one after the other here:
-    the fashion net's fc3 forward (64 x 768 x 256) took 233 us in one call, 286 in two
-    halves on two threads, 367 in four quarters (2-core Xeon, OpenBLAS at one thread each).
+    One part per thread, not more: each part packs its share of the weights again. The
+    fashion net's fc3 (64 x 768 x 256, 2-core Xeon, OpenBLAS at one thread) on convnet._cpu's
+    pool: forward 251 us in one part, 142 in two column halves, 166 in four, 194 in two row
+    halves; backward-data 184, 116 in two column halves; backward-filter 186, 107 in two row
+    halves. From Python threads (the fallback) splitting did not pay at this size: forward
+    233 us in one part, 286 in two halves.
     """
-    parts = _parts(n, minimum)
-    k = max(1, min(len(parts), int(n * macs_per_item // GEMM_PART_MACS)))
-    return parts if k == len(parts) else _parts(n, max(minimum, -(-n // k)))
+    limit = GEMM_PART_MACS if _native_blas() else GEMM_PART_MACS_PY
+    k = max(1, min(get_threads(), int(n * macs_per_item // limit), n // max(minimum, 1)))
+    edges = [n * i // k for i in range(k + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(k)]
 
 
 def _QUIET():
@@ -675,7 +681,7 @@ def fc_forward(x, w, b=None):
         dt = y.dtype
         _native.gemm_rows(np.ascontiguousarray(x, dtype=dt), np.ascontiguousarray(w, dtype=dt), y, False, True,
                           None if b is None else np.ascontiguousarray(b, dtype=dt),
-                          _gemm_parts(x.shape[0], w.size, 16))
+                          _gemm_parts(w.shape[0], x.size, 8), by_cols=True)
         return y
     wt = w.T
 
@@ -698,7 +704,7 @@ def fc_backward_data(dy, w):
     if _native_blas():
         dt = dx.dtype
         _native.gemm_rows(np.ascontiguousarray(dy, dtype=dt), np.ascontiguousarray(w, dtype=dt), dx, False, False,
-                          None, _gemm_parts(dy.shape[0], w.size, 16))
+                          None, _gemm_parts(w.shape[1], dy.size, 8), by_cols=True)
         return dx
     _run(lambda n0, n1: np.matmul(dy[n0:n1], w, out=dx[n0:n1]), _gemm_parts(dy.shape[0], w.size, 16))
     return dx

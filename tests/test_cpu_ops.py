@@ -160,6 +160,8 @@ def test_conv_gradients_float64():
 def test_fc_against_reference(dtype, split, threads, monkeypatch):
     if split == "every-gemm-split":     # these GEMMs are too small to be split unless told to
         monkeypatch.setattr(C, "GEMM_PART_MACS", 1)
+        monkeypatch.setattr(C, "GEMM_PART_MACS_PY", 1)
+        assert len(C._gemm_parts(70, 20 * 300, 8)) == min(threads, 8)    # the (20, 300, 70) case
         assert len(C._gemm_parts(37, 29 * 11, 16)) == (2 if threads > 1 else 1)
     rng = np.random.default_rng(4)
     for n, i, o in ((37, 29, 11), (1, 5, 3), (20, 300, 70), (6, 4, 1)):
