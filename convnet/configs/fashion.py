@@ -8,10 +8,10 @@ Sized for `python -m convnet.train` with no arguments: >= 90% test accuracy
 on a 2-core CPU on the host path (convnet/cpu_ops.py) in 3 epochs.
 Measured (2026-12-02, 2-core Intel Xeon, load average 1.2-1.5, NumPy 2.4 +
 OpenBLAS, seed 0, whole command including data loading and the three
-validations): 90.15% test accuracy (top-1 error 9.85%, top-5 0.15%) after
-31 s wall, 6,200-6,600 images/s (with convnet._cpu; before it, on the same
-machine, 90.17% after 62 s; earlier, on a 2-core AMD EPYC at load average
-8-12 without it, 186 s). The recipe, measured with
+validations): 90.22% test accuracy (top-1 error 9.78%, top-5 0.17%) after
+27 s wall, 7,000-7,700 images/s in epochs 2-3 (with convnet._cpu at 22bf478;
+before it, on the same machine, 90.17% after 62 s; earlier, on a 2-core AMD
+EPYC at load average 8-12 without it, 186 s). The recipe, measured with
 one thread per run (the same arithmetic up to summation order): 3 epochs with
 lr / 10 after epoch 2: 86.9% after 2 epochs, 90.35% after 3; 2 epochs with
 lr / 10 after epoch 1: 89.77%; 3 epochs at batch 128, lr 0.1, / 10 after
