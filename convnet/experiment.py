@@ -40,6 +40,8 @@ import time
 
 import numpy as np
 
+from convnet import cli
+
 PROG = "convnet.experiment"
 BASE_CONFIG = "cifar-4layer"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -770,6 +772,10 @@ def main(argv=None, say=print):
     except UsageError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except cli.user_errors() as e:      # bad data, config or checkpoint: one line, as in convnet.train
+        return cli.report(PROG, e, EXIT_USAGE)
+    except OSError as e:
+        return cli.report(PROG, cli.describe_os_error(e), cli.os_error_code(e))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; finished rows are kept: run the same command with --resume "
               "to continue", file=sys.stderr)

@@ -29,6 +29,8 @@ import sys
 
 import numpy as np
 
+from convnet import cli
+
 PROG = "convnet.show"
 
 
@@ -381,6 +383,8 @@ def main(argv=None, out=print):
         else:
             neighbours(args.checkpoint, path, args.data, args.split, args.count, args.k, args.train_limit,
                        args.seed)
+    except cli.user_errors() as e:      # bad data, config or checkpoint: one line, as in convnet.train
+        return cli.report(PROG, e, cli.EXIT_USAGE)
     except (UsageError, OSError, ValueError, KeyError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2

@@ -192,6 +192,15 @@ def test_bad_input_one_line(tmp_path, synthetic, capsys):
     assert len(err) == 4 and all(x.startswith("convnet.experiment: ") for x in err)
 
 
+def test_missing_dataset_is_one_line(tmp_path, capsys):
+    """A dataset that is not there: the loader's DataError as one line and exit 2, no traceback."""
+    rc = ex.main(["lrn", "--data", str(tmp_path / "no-such-data"), "--epochs", "1",
+                  "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")], say=lambda *a: None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == ex.EXIT_USAGE and len(err) == 1 and err[0].startswith("convnet.experiment: error: ")
+    assert "no-such-data" in err[0]
+
+
 @pytest.mark.skipif(not os.path.exists(CIFAR_TAR), reason="CIFAR-10 archive not present")
 def test_cifar10_fits_the_four_layer_net(monkeypatch):
     from convnet.data import load_dataset

@@ -123,3 +123,11 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert show.main(["filters", str(tmp_path / "none.ckpt")], out=lambda *a: None) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(x.startswith("convnet.show: ") for x in err)
+
+
+def test_missing_dataset_is_one_line(run, tmp_path, capsys):
+    """predictions on a dataset that is not there: the loader's DataError as one line and exit 2."""
+    ckpt = os.path.join(run[0], "last.ckpt")
+    rc = show.main(["predictions", ckpt, "--data", str(tmp_path / "no-such-data")], out=lambda *a: None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("convnet.show: error: ") and "no-such-data" in err[0]
