@@ -243,7 +243,6 @@ using Gemm = void (*)(int, int, int, I, I, I, T, const T *, I, const T *, I, T, 
 struct Blas {
     void *sgemm = nullptr, *dgemm = nullptr;
     bool ilp64 = false;
-    std::string symbol;
 };
 
 Blas &blas() {
@@ -265,7 +264,7 @@ std::string blas_init(const std::string &path) {
     for (const Naming &nm : names) {
         void *s = dlsym(h, nm.s), *d = dlsym(h, nm.d);
         if (s && d) {
-            blas() = Blas{s, d, nm.ilp64, nm.s};
+            blas() = Blas{s, d, nm.ilp64};
             return nm.s;
         }
     }

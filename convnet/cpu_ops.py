@@ -149,10 +149,6 @@ class _PyEpoch:
             return self._value
 
 
-def _epoch():
-    return _PyEpoch()
-
-
 class _Job:
     """One op's parts, taken in turn by the caller and the workers (see _run)."""
 
@@ -163,7 +159,7 @@ class _Job:
         self.taken = itertools.count()            # next() is atomic under the GIL
         self.left = len(parts)
         self.lock = threading.Lock()
-        self.done = _epoch()                      # bumped when the last part is done
+        self.done = _PyEpoch()                    # bumped when the last part is done
 
     def drain(self):
         for i in self.taken:
@@ -187,7 +183,7 @@ class _Workers:
     def __init__(self, n):
         self.job = None
         self.stop = False
-        self.wake = _epoch()
+        self.wake = _PyEpoch()
         self.threads = [threading.Thread(target=self._loop, name=f"convnet-cpu-{i + 1}", daemon=True)
                         for i in range(n)]
         for t in self.threads:
