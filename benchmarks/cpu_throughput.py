@@ -237,20 +237,19 @@ def per_op(cfg, batches, torch, repeat=20):
         if L.kind == "conv":
             w, b = L.params["w"].value, L.params["b"].value
             geo = dict(stride=L.stride, pad=L.pad, groups=L.groups)
-            cache = cpu_ops.ConvCache()
             relu = L.neuron == "relu"
             W, B = torch.from_numpy(w).requires_grad_(), torch.from_numpy(b).requires_grad_()
             with torch.no_grad():
                 t_f = _cpu_ms(lambda: F.relu(F.conv2d(X, W, B, L.stride, L.pad, 1, L.groups)) if relu
                               else F.conv2d(X, W, B, L.stride, L.pad, 1, L.groups), repeat)
             rows.append({"op": f"{name} forward", "ours_ms": _cpu_ms(
-                lambda: cpu_ops.conv2d_forward(xin, w, b, **geo, relu=relu, cache=cache), repeat), "torch_ms": t_f})
+                lambda: cpu_ops.conv2d_forward(xin, w, b, **geo, relu=relu), repeat), "torch_ms": t_f})
             Y = F.conv2d(X, W, B, L.stride, L.pad, 1, L.groups)
             DY = torch.from_numpy(dy)
             wrt = [W, B] + ([X] if X.requires_grad else [])
 
             def ours_bwd():
-                cpu_ops.conv2d_backward_filter(dy, xin, w.shape, **geo, cache=cache)
+                cpu_ops.conv2d_backward_filter(dy, xin, w.shape, **geo)
                 cpu_ops.conv2d_backward_bias(dy)
                 if X.requires_grad:
                     cpu_ops.conv2d_backward_data(dy, w, xin.shape, **geo)

@@ -291,6 +291,18 @@ struct Geo {            // convolution geometry of one part (m images)
     idx m, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow;
 };
 
+// Scratch buffers of the calling thread, kept between calls: an op's temporaries (columns, a
+// transposed dy, the GEMM's output rows) cost neither an allocation nor a zero fill each call.
+// Slots: 0 GEMM output rows, 1 columns, 2 dy in the columns' layout, 3 column gradients,
+// 4 the batch-innermost image.
+template <typename T>
+T *scratch(int slot, idx n) {
+    thread_local std::vector<T> bufs[5];
+    std::vector<T> &b = bufs[slot];
+    if (b.size() < static_cast<size_t>(n)) b.resize(static_cast<size_t>(n));   // zero-filled on growth only
+    return b.data();
+}
+
 // --- im2col / col2im ----------------------------------------------------------
 
 template <typename T>
@@ -327,13 +339,14 @@ void im2col_image(const T *x, T *cols, const Geo &g) {
 
 // x part (m, C, H, W) -> (C, H + 2ph, W + 2pw, m) with a zero border: the batch innermost
 template <typename T>
-std::vector<T> batch_last(const T *x, const Geo &g) {
+const T *batch_last(const T *x, const Geo &g) {
     idx hp = g.h + 2 * g.ph, wp = g.w + 2 * g.pw;
-    std::vector<T> xt(static_cast<size_t>(g.c * hp * wp * g.m), T(0));
+    T *xt = scratch<T>(4, g.c * hp * wp * g.m);
+    if (g.ph || g.pw) std::fill(xt, xt + g.c * hp * wp * g.m, T(0));
     for (idx n = 0; n < g.m; ++n)
         for (idx c = 0; c < g.c; ++c) {
             const T *src = x + (n * g.c + c) * g.h * g.w;
-            T *dst = xt.data() + ((c * hp + g.ph) * wp + g.pw) * g.m + n;
+            T *dst = xt + ((c * hp + g.ph) * wp + g.pw) * g.m + n;
             for (idx y = 0; y < g.h; ++y)
                 for (idx xx = 0; xx < g.w; ++xx) dst[(y * wp + xx) * g.m] = src[y * g.w + xx];
         }
@@ -343,14 +356,14 @@ std::vector<T> batch_last(const T *x, const Geo &g) {
 template <typename T>
 void im2col_batch(const T *x, T *cols, const Geo &g) {
     // cols[c, p, q, i, j, n] = xt[c, i*sh + p, j*sw + q, n]
-    std::vector<T> xt = batch_last(x, g);
+    const T *xt = batch_last(x, g);
     idx hp = g.h + 2 * g.ph, wp = g.w + 2 * g.pw;
     T *d = cols;
     for (idx c = 0; c < g.c; ++c)
         for (idx p = 0; p < g.kh; ++p)
             for (idx q = 0; q < g.kw; ++q)
                 for (idx i = 0; i < g.oh; ++i) {
-                    const T *row = xt.data() + ((c * hp + i * g.sh + p) * wp + q) * g.m;
+                    const T *row = xt + ((c * hp + i * g.sh + p) * wp + q) * g.m;
                     if (g.sw == 1) {                          // OW * m contiguous elements
                         std::memcpy(d, row, sizeof(T) * g.ow * g.m);
                         d += g.ow * g.m;
@@ -393,13 +406,14 @@ template <typename T>
 void col2im_batch(const T *cols, T *dx, const Geo &g) {
     // through a zeroed (C, H + 2ph, W + 2pw, m) image: runs of OW*m (stride 1) or m elements
     const idx hp = g.h + 2 * g.ph, wp = g.w + 2 * g.pw;
-    std::vector<T> xt(static_cast<size_t>(g.c * hp * wp * g.m), T(0));
+    T *xt = scratch<T>(4, g.c * hp * wp * g.m);
+    std::fill(xt, xt + g.c * hp * wp * g.m, T(0));
     const T *s = cols;
     for (idx c = 0; c < g.c; ++c)
         for (idx p = 0; p < g.kh; ++p)
             for (idx q = 0; q < g.kw; ++q)
                 for (idx i = 0; i < g.oh; ++i) {
-                    T *row = xt.data() + ((c * hp + i * g.sh + p) * wp + q) * g.m;
+                    T *row = xt + ((c * hp + i * g.sh + p) * wp + q) * g.m;
                     if (g.sw == 1) {
                         const idx run = g.ow * g.m;
                         for (idx k = 0; k < run; ++k) row[k] += s[k];
@@ -414,7 +428,7 @@ void col2im_batch(const T *cols, T *dx, const Geo &g) {
     for (idx n = 0; n < g.m; ++n)
         for (idx c = 0; c < g.c; ++c) {
             T *dst = dx + (n * g.c + c) * g.h * g.w;
-            const T *src = xt.data() + ((c * hp + g.ph) * wp + g.pw) * g.m + n;
+            const T *src = xt + ((c * hp + g.ph) * wp + g.pw) * g.m + n;
             for (idx y = 0; y < g.h; ++y)
                 for (idx xx = 0; xx < g.w; ++xx) dst[y * g.w + xx] = src[(y * wp + xx) * g.m];
         }
@@ -485,7 +499,7 @@ void im2col(const T *x, T *cols, const Geo &g, bool batch) {
 
 template <typename T>
 void conv_forward_t(const py::array &x, const py::array &w2, const py::object &bias, const py::array &y,
-                    const py::list &cols_list, const Parts &parts, const Geo &g0, idx groups, bool relu,
+                    const Parts &parts, const Geo &g0, idx groups, bool relu,
                     bool batch) {
     const T *xp = data_of<T>(x, 4, "x");
     const T *wp = data_of<T>(w2, 2, "w2");
@@ -494,14 +508,6 @@ void conv_forward_t(const py::array &x, const py::array &w2, const py::object &b
     need(groups >= 1 && f % groups == 0 && kg * groups == ktot, "w2 does not match the geometry and groups");
     need(y.shape(0) == x.shape(0) && y.shape(1) == f && y.shape(2) == g0.oh && y.shape(3) == g0.ow, "y has the wrong shape");
     check_parts(parts, x.shape(0));
-    need(static_cast<idx>(cols_list.size()) == static_cast<idx>(parts.size()), "one columns array per part");
-    std::vector<T *> cols;
-    for (size_t i = 0; i < parts.size(); ++i) {
-        py::array a = cols_list[i].cast<py::array>();
-        cols.push_back(data_of<T>(a, 2, "cols", true));
-        need(a.shape(0) == ktot && a.shape(1) == (parts[i].second - parts[i].first) * g0.oh * g0.ow,
-             "cols has the wrong shape");
-    }
     const T *b = nullptr;
     if (!bias.is_none()) {
         py::array ba = bias.cast<py::array>();
@@ -513,26 +519,27 @@ void conv_forward_t(const py::array &x, const py::array &w2, const py::object &b
     pool().run(static_cast<idx>(parts.size()), [&](idx i) {
         const Geo g = part_geo(g0, parts[i]);
         const idx ncol = g.m * hw;
-        im2col(xp + parts[i].first * chw, cols[i], g, batch);
-        std::vector<T> ybuf(static_cast<size_t>(ncol * f));        // y transposed: one row per pixel
+        T *c = scratch<T>(1, ktot * ncol);
+        im2col(xp + parts[i].first * chw, c, g, batch);
+        T *ybuf = scratch<T>(0, ncol * f);                      // y transposed: one row per pixel
         for (idx gi = 0; gi < groups; ++gi)                     // ybuf[:, gF] = cols[gK].T @ w2[gF].T
-            gemm<T>(true, true, ncol, fg, kg, cols[i] + gi * kg * ncol, ncol, wp + gi * fg * kg, kg, T(0),
-                    ybuf.data() + gi * fg, f);
-        from_rows_loop(ybuf.data(), yp + parts[i].first * f * hw, g.m, f, hw, b, relu, batch);
+            gemm<T>(true, true, ncol, fg, kg, c + gi * kg * ncol, ncol, wp + gi * fg * kg, kg, T(0),
+                    ybuf + gi * fg, f);
+        from_rows_loop(ybuf, yp + parts[i].first * f * hw, g.m, f, hw, b, relu, batch);
     });
 }
 
-void conv_forward(py::array x, py::array w2, py::object bias, py::array y, py::list cols, Parts parts,
+void conv_forward(py::array x, py::array w2, py::object bias, py::array y, Parts parts,
                   py::tuple k, py::tuple s, py::tuple p, py::tuple out, idx groups, bool relu, bool batch) {
     need(have_blas(), "no BLAS (blas_init)");
     Geo g = geometry(0, dims(x), k, s, p, out);
-    is_f64(x) ? conv_forward_t<double>(x, w2, bias, y, cols, parts, g, groups, relu, batch)
-              : conv_forward_t<float>(x, w2, bias, y, cols, parts, g, groups, relu, batch);
+    is_f64(x) ? conv_forward_t<double>(x, w2, bias, y, parts, g, groups, relu, batch)
+              : conv_forward_t<float>(x, w2, bias, y, parts, g, groups, relu, batch);
 }
 
 // dwt (groups, kg, fg) = the filters' gradient transposed, per group
 template <typename T>
-void conv_backward_filter_t(const py::array &dy, const py::array &x, const py::object &cols_list,
+void conv_backward_filter_t(const py::array &dy, const py::array &x,
                             const py::array &dwt, const Parts &parts, const Geo &g0, idx groups, bool batch) {
     const T *dyp = data_of<T>(dy, 4, "dy");
     const T *xp = data_of<T>(x, 4, "x");
@@ -543,36 +550,18 @@ void conv_backward_filter_t(const py::array &dy, const py::array &x, const py::o
     need(dwt.shape(0) == groups && dwt.shape(1) == kg && dwt.shape(2) == fg, "dwt must be (groups, kg, fg)");
     need(dy.shape(0) == x.shape(0) && dy.shape(2) == g0.oh && dy.shape(3) == g0.ow, "dy has the wrong shape");
     check_parts(parts, x.shape(0));
-    std::vector<const T *> cached;
-    if (!cols_list.is_none()) {
-        py::list l = cols_list.cast<py::list>();
-        need(static_cast<size_t>(l.size()) == parts.size(), "one columns array per part");
-        for (size_t i = 0; i < parts.size(); ++i) {
-            py::array a = l[i].cast<py::array>();
-            cached.push_back(data_of<T>(a, 2, "cols"));
-            need(a.shape(0) == ktot && a.shape(1) == (parts[i].second - parts[i].first) * hw,
-                 "cols has the wrong shape");
-        }
-    }
     std::vector<std::vector<T>> partial(parts.size());
     py::gil_scoped_release free;
     pool().run(static_cast<idx>(parts.size()), [&](idx i) {
         const Geo g = part_geo(g0, parts[i]);
         const idx ncol = g.m * hw;
-        std::vector<T> own;
-        const T *c;
-        if (!cached.empty()) {
-            c = cached[i];
-        } else {
-            own.resize(static_cast<size_t>(ktot * ncol));
-            im2col(xp + parts[i].first * chw, own.data(), g, batch);
-            c = own.data();
-        }
-        std::vector<T> d(static_cast<size_t>(f * ncol));
-        to_layout_loop(dyp + parts[i].first * f * hw, d.data(), g.m, f, hw, batch);
+        T *c = scratch<T>(1, ktot * ncol);
+        im2col(xp + parts[i].first * chw, c, g, batch);
+        T *d = scratch<T>(2, f * ncol);
+        to_layout_loop(dyp + parts[i].first * f * hw, d, g.m, f, hw, batch);
         partial[i].resize(static_cast<size_t>(groups * kg * fg));
         for (idx gi = 0; gi < groups; ++gi)                     // dwt[g] = cols[gK] @ d[gF].T
-            gemm<T>(false, true, kg, fg, ncol, c + gi * kg * ncol, ncol, d.data() + gi * fg * ncol, ncol, T(0),
+            gemm<T>(false, true, kg, fg, ncol, c + gi * kg * ncol, ncol, d + gi * fg * ncol, ncol, T(0),
                     partial[i].data() + gi * kg * fg, fg);
     });
     const idx size = groups * kg * fg;
@@ -581,12 +570,12 @@ void conv_backward_filter_t(const py::array &dy, const py::array &x, const py::o
         for (idx k = 0; k < size; ++k) out[k] += partial[i][k];
 }
 
-void conv_backward_filter(py::array dy, py::array x, py::object cols, py::array dwt, Parts parts, py::tuple k,
+void conv_backward_filter(py::array dy, py::array x, py::array dwt, Parts parts, py::tuple k,
                           py::tuple s, py::tuple p, py::tuple out, idx groups, bool batch) {
     need(have_blas(), "no BLAS (blas_init)");
     Geo g = geometry(0, dims(x), k, s, p, out);
-    is_f64(x) ? conv_backward_filter_t<double>(dy, x, cols, dwt, parts, g, groups, batch)
-              : conv_backward_filter_t<float>(dy, x, cols, dwt, parts, g, groups, batch);
+    is_f64(x) ? conv_backward_filter_t<double>(dy, x, dwt, parts, g, groups, batch)
+              : conv_backward_filter_t<float>(dy, x, dwt, parts, g, groups, batch);
 }
 
 template <typename T>
@@ -605,13 +594,13 @@ void conv_backward_data_t(const py::array &dy, const py::array &w2, const py::ar
     pool().run(static_cast<idx>(parts.size()), [&](idx i) {
         const Geo g = part_geo(g0, parts[i]);
         const idx ncol = g.m * hw;
-        std::vector<T> d(static_cast<size_t>(f * ncol)), dcols(static_cast<size_t>(ktot * ncol));
-        to_layout_loop(dyp + parts[i].first * f * hw, d.data(), g.m, f, hw, batch);
+        T *d = scratch<T>(2, f * ncol), *dcols = scratch<T>(3, ktot * ncol);
+        to_layout_loop(dyp + parts[i].first * f * hw, d, g.m, f, hw, batch);
         for (idx gi = 0; gi < groups; ++gi)                     // dcols[gK] = w2[gF].T @ d[gF]
-            gemm<T>(true, false, kg, ncol, fg, wp + gi * fg * kg, kg, d.data() + gi * fg * ncol, ncol, T(0),
-                    dcols.data() + gi * kg * ncol, ncol);
+            gemm<T>(true, false, kg, ncol, fg, wp + gi * fg * kg, kg, d + gi * fg * ncol, ncol, T(0),
+                    dcols + gi * kg * ncol, ncol);
         T *dxi = dxp + parts[i].first * chw;
-        batch ? col2im_batch(dcols.data(), dxi, g) : col2im_image(dcols.data(), dxi, g);
+        batch ? col2im_batch(dcols, dxi, g) : col2im_image(dcols, dxi, g);
     });
 }
 
@@ -902,16 +891,16 @@ void sgd_update(py::array w, py::array dw, py::array v, double decay, double rat
 
 PYBIND11_MODULE(_cpu, m) {
     m.doc() = "The fast CPU path's inner loops and thread pool (see bindings/cpu_native.cpp)";
-    m.attr("API") = 2;      // convnet/cpu_ops.py's _NATIVE_API: a module built from older sources is not used
+    m.attr("API") = 3;      // convnet/cpu_ops.py's _NATIVE_API: a module built from older sources is not used
     m.def("set_threads", [](int n) { pool().resize(n); }, py::arg("n"));
     m.def("get_threads", [] { return pool().threads(); });
     m.def("set_spin", [](double s) { pool().spin = s; }, py::arg("seconds"));
     m.def("blas_init", &blas_init, py::arg("path"));
     m.def("have_blas", &have_blas);
-    m.def("conv_forward", &conv_forward, py::arg("x"), py::arg("w2"), py::arg("bias"), py::arg("y"), py::arg("cols"),
+    m.def("conv_forward", &conv_forward, py::arg("x"), py::arg("w2"), py::arg("bias"), py::arg("y"),
           py::arg("parts"), py::arg("kernel"), py::arg("stride"), py::arg("pad"), py::arg("out"), py::arg("groups"),
           py::arg("relu"), py::arg("batch"));
-    m.def("conv_backward_filter", &conv_backward_filter, py::arg("dy"), py::arg("x"), py::arg("cols"),
+    m.def("conv_backward_filter", &conv_backward_filter, py::arg("dy"), py::arg("x"),
           py::arg("dwt"), py::arg("parts"), py::arg("kernel"), py::arg("stride"), py::arg("pad"), py::arg("out"),
           py::arg("groups"), py::arg("batch"));
     m.def("conv_backward_data", &conv_backward_data, py::arg("dy"), py::arg("w2"), py::arg("dx"), py::arg("parts"),

@@ -25,10 +25,9 @@ What the fast versions do differently:
   (C, H, W, N) transpose of the input in runs of OW*N elements; the price is
   transposing the input and the output. Short output rows (conv2 of the
   fashion net: 8) make the image layout's copy slow, so the layout is chosen
-  per shape (_conv_layout). The forward's columns can be kept for
-  backward-filter in a ConvCache that the layer owns and passes to both calls.
-  The forward and backward-filter GEMMs are computed transposed (see
-  GEMM_ORIENTATION).
+  per shape (_conv_layout). Backward-filter makes the columns again rather
+  than keeping the forward's (see RECOMPUTE_COLUMNS). The forward and
+  backward-filter GEMMs are computed transposed (see GEMM_ORIENTATION).
 - The batch is split into contiguous parts (at least two per thread, and
   small enough for a core's L2 cache) that the threads take in turn
   (set_threads; default one per available core). BLAS itself is held to one
@@ -48,23 +47,12 @@ What the fast versions do differently:
   bits) without full-size temporaries.
 
 Extra keyword arguments (not in the reference): conv2d_forward(..., relu=,
-cache=, layout=), conv2d_backward_filter(..., cache=, layout=),
-conv2d_backward_data(..., layout=), maxpool_forward(..., argmax=),
-maxpool_backward(..., argmax=). How a layer uses the conv cache and the
-pooling argmax (convnet/layers.py, Conv and Pool on the "numpy" backend):
-
-    cache = ConvCache()                                   # one per layer
-    y = conv2d_forward(x, w, b, stride, pad, groups, cache=cache)
-    ...
-    dw = conv2d_backward_filter(dy, x, w.shape, stride, pad, groups, cache=cache)
+layout=), conv2d_backward_filter(..., layout=), conv2d_backward_data(...,
+layout=), maxpool_forward(..., argmax=), maxpool_backward(..., argmax=). How a
+layer uses the pooling argmax (convnet/layers.py, Pool on the host):
 
     y, arg = maxpool_forward(x, size, stride, argmax=True)     # when training
     dx = maxpool_backward(dy, x, y, size, stride, argmax=arg)
-
-The cache is used only when backward-filter gets the very array object the
-forward stored (and the same geometry); otherwise the columns are computed
-again. Like any saved activation, x must not be modified in place between the
-two calls.
 """
 import atexit
 import itertools
@@ -77,7 +65,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from convnet import reference
 
-_NATIVE_API = 2          # bindings/cpu_native.cpp's API number
+_NATIVE_API = 3          # bindings/cpu_native.cpp's API number
 try:
     from convnet import _cpu as _native     # bindings/cpu_native.cpp, built by `make`
     if getattr(_native, "API", None) != _NATIVE_API:
@@ -88,7 +76,7 @@ from convnet.reference import (_check_dy, _conv_geometry, _float_array, _pool_ge
                                _shape4)
 
 __all__ = [
-    "ConvCache", "set_threads", "get_threads", "keep_freed_memory",
+    "set_threads", "get_threads", "keep_freed_memory",
     "conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter", "conv2d_backward_bias",
     "fc_forward", "fc_backward_data", "fc_backward_filter",
     "maxpool_forward", "maxpool_backward", "relu_forward", "relu_backward", "sgd_update",
@@ -413,30 +401,6 @@ def _check_layout(layout, x_shape, w_shape, out):
     return layout
 
 
-class ConvCache:
-    """The im2col columns of one conv2d_forward, kept for conv2d_backward_filter of the same x.
-
-    A conv layer owns one and passes it to both calls (see the module docstring).
-    It holds a reference to x and the columns (C*KH*KW*OH*OW*N elements) until the
-    next forward or clear().
-    """
-
-    def __init__(self):
-        self.clear()
-
-    def clear(self):
-        self.x = self.key = self.cols = None
-
-    def store(self, x, key, cols):
-        self.x, self.key, self.cols = x, key, cols
-
-    def lookup(self, x, key):
-        """The stored columns if they were made from this very x with this geometry, else None."""
-        if self.x is x and self.key == key:
-            return self.cols
-        return None
-
-
 def _padded_batch_last(x, pad):
     """x (n, C, H, W) -> (C, H + 2ph, W + 2pw, n), zero border: the batch-innermost image."""
     n, c, h, w = x.shape
@@ -497,17 +461,20 @@ def _from_rows(ybuf, out, layout, b, relu):
 # columns back into the image (runs of KW elements) cost more than that gain.
 
 
-def _conv_key(x, w_shape, stride, pad, groups, layout, parts):
-    return (x.shape, x.dtype, tuple(w_shape), stride, pad, groups, layout, tuple(parts))
+# RECOMPUTE_COLUMNS: backward-filter makes its im2col columns again, part by part, instead of
+# keeping the forward's. Kept, a step's columns (9.8 MB for fashion conv2 at batch 64) go out
+# to memory and come back; made again, each 1 MiB part is written and read while it is in the
+# core's L2 cache. The whole fashion step (2-core Xeon, six interleaved rounds of 100 steps):
+# 2 threads 9.76 -> 9.25 ms, 1 thread 18.10 -> 16.31 ms. In the NumPy fallback it made no
+# difference (one thread, three rounds: 23.7-25.8 ms kept, 23.7-24.3 made again).
 
 
-def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, cache=None, layout=None):
+def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, layout=None):
     """reference.conv2d_forward; relu=True returns max(0, y) (= relu_forward of the result).
 
-    cache: a ConvCache to keep the columns in for conv2d_backward_filter; layout:
-    "image", "batch" or None (chosen per shape).
+    layout: "image", "batch" or None (chosen per shape).
     """
-    x = x_in = _float_array(x, "x", 4)
+    x = _float_array(x, "x", 4)
     w = _float_array(w, "w", 4)
     s, p, groups, out = _conv_geometry(x.shape, w.shape, stride, pad, groups)
     if b is not None:
@@ -523,8 +490,6 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, cache=No
     x, w = x.astype(dt, copy=False), w.astype(dt, copy=False)
     y = np.empty((n, f) + out, dtype=dt)
     if n == 0 or y.size == 0:
-        if cache is not None:
-            cache.clear()
         return reference.conv2d_forward(x, w, b, stride, pad, groups) if not relu else \
             np.maximum(reference.conv2d_forward(x, w, b, stride, pad, groups), dt.type(0))
     fg, kg = f // groups, cg * kh * kw
@@ -532,12 +497,9 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, cache=No
     w2 = w.reshape(f, kg)
     parts = _parts(n, item_bytes=c_all * kh * kw * out[0] * out[1] * dt.itemsize)
     if _native_blas():
-        cols = [np.empty((c_all * kh * kw, (n1 - n0) * out[0] * out[1]), dtype=dt) for n0, n1 in parts]
         _native.conv_forward(np.ascontiguousarray(x), np.ascontiguousarray(w2), None if b is None else
-                             np.ascontiguousarray(b, dtype=dt), y, cols, parts, (kh, kw), tuple(s), tuple(p),
+                             np.ascontiguousarray(b, dtype=dt), y, parts, (kh, kw), tuple(s), tuple(p),
                              tuple(out), groups, bool(relu), layout == "batch")
-        if cache is not None:
-            cache.store(x_in, _conv_key(x_in, w.shape, s, p, groups, layout, parts), cols)
         return y
 
     def part(n0, n1):
@@ -546,16 +508,13 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, cache=No
         for g in range(groups):
             np.matmul(cols[g * kg:(g + 1) * kg].T, w2[g * fg:(g + 1) * fg].T, out=ybuf[:, g * fg:(g + 1) * fg])
         _from_rows(ybuf, y[n0:n1], layout, b, relu)
-        return cols
 
-    cols = _run(part, parts)
-    if cache is not None:
-        cache.store(x_in, _conv_key(x_in, w.shape, s, p, groups, layout, parts), cols)
+    _run(part, parts)
     return y
 
 
-def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, cache=None, layout=None):
-    """reference.conv2d_backward_filter; cache: the ConvCache the forward of this x filled."""
+def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, layout=None):
+    """reference.conv2d_backward_filter (the columns made again: see RECOMPUTE_COLUMNS)."""
     dy = _float_array(dy, "dy", 4)
     x = _float_array(x, "x", 4)
     w_shape = _shape4(w_shape, "w_shape")
@@ -567,33 +526,23 @@ def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, cache=None
     if n == 0 or dy.size == 0:
         return reference.conv2d_backward_filter(dy, x, w_shape, stride, pad, groups)
     parts = _parts(n, item_bytes=x.shape[1] * kh * kw * out[0] * out[1] * dt.itemsize)
-    cols = None
-    if cache is not None and layout is None:        # the forward's layout, if it left columns
-        for cached_layout in LAYOUTS:
-            cols = cache.lookup(x, _conv_key(x, w_shape, s, p, groups, cached_layout, parts))
-            if cols is not None:
-                layout = cached_layout
-                break
     layout = _check_layout(layout, x.shape, w_shape, out)
     fg, kg = f // groups, cg * kh * kw
     if _native_blas():
-        if cols is not None and cols[0].dtype != dt:
-            cols = None
         dwt = np.empty((groups, kg, fg), dtype=dt)
-        _native.conv_backward_filter(np.ascontiguousarray(dy, dtype=dt), np.ascontiguousarray(x, dtype=dt), cols,
-                                     dwt, parts, (kh, kw), tuple(s), tuple(p), tuple(out), groups,
+        _native.conv_backward_filter(np.ascontiguousarray(dy, dtype=dt), np.ascontiguousarray(x, dtype=dt), dwt, parts, (kh, kw), tuple(s), tuple(p), tuple(out), groups,
                                      layout == "batch")
         return np.ascontiguousarray(dwt.transpose(0, 2, 1)).reshape(w_shape)
 
-    def part(i, n0, n1):
-        c = cols[i] if cols is not None else _columns(x[n0:n1], (kh, kw), s, p, out, layout)
+    def part(n0, n1):
+        c = _columns(x[n0:n1], (kh, kw), s, p, out, layout)
         d = _to_layout(dy[n0:n1], layout)
         dwt = np.empty((groups, kg, fg), dtype=np.result_type(d, c))      # dw transposed, per group
         for g in range(groups):
             np.matmul(c[g * kg:(g + 1) * kg], d[g * fg:(g + 1) * fg].T, out=dwt[g])
         return dwt
 
-    partial = _run(part, [(i,) + pr for i, pr in enumerate(parts)])
+    partial = _run(part, parts)
     dwt = partial[0]
     for more in partial[1:]:
         dwt += more

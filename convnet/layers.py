@@ -9,8 +9,7 @@ Shapes exclude the batch: (C, H, W) for images, (features,) for fc outputs.
 Every computation goes through convnet.ops on the layer's device (on the
 host the fast CPU ops of convnet/cpu_ops.py, or the CUDA kernels on an
 emulated device or a GPU). A layer holds what its backward needs from the
-last forward (its inputs or outputs; on the host also a conv layer's im2col
-columns, in a cpu_ops.ConvCache, and a max pool's argmax), nothing else, and
+last forward (its inputs or outputs; on the host also a max pool's argmax), nothing else, and
 knows nothing of its neighbours.
 
 Several inputs are concatenated along channels (conv; they must share H x W)
@@ -262,8 +261,6 @@ class Conv(Layer):
         self.params = {"w": Param(f"{self.name}.w", (f, c // self.groups, kh, kw), self.name),
                        "b": Param(f"{self.name}.b", (f,), self.name)}
         self.x = self.y = None
-        # host: the forward's im2col columns, reused by backward-filter (convnet.cpu_ops)
-        self.cache = None if self.device.runs_kernels else cpu_ops.ConvCache()
         return f, oh, ow
 
     def describe(self):
@@ -279,13 +276,11 @@ class Conv(Layer):
         x = self._concat(inputs, flatten=False)
         w, b = self.params["w"].value, self.params["b"].value
         geo = dict(stride=self.stride, pad=self.pad, groups=self.groups)
-        extra = {} if self.cache is None else {"cache": self.cache}
         if self.neuron == "relu":               # bias + ReLU in the convolution's epilogue
-            y = ops.conv2d_forward(x, w, b, **geo, relu=True, precision=self.precision,
-                                   backend=self.device, **extra)
+            y = ops.conv2d_forward(x, w, b, **geo, relu=True, precision=self.precision, backend=self.device)
         else:
             y = self._neuron_forward(ops.conv2d_forward(x, w, b, **geo, precision=self.precision,
-                                                        backend=self.device, **extra))
+                                                        backend=self.device))
         self.x, self.y = x, y
         return y
 
@@ -294,10 +289,8 @@ class Conv(Layer):
         need = self._need(need)
         dy = self._neuron_backward(dy, self.y)
         w = self.params["w"]
-        extra = {} if self.cache is None else {"cache": self.cache}
         w.grad = ops.conv2d_backward_filter(dy, self.x, w.shape, stride=self.stride, pad=self.pad,
-                                            groups=self.groups, precision=self.precision, backend=self.device,
-                                            **extra)
+                                            groups=self.groups, precision=self.precision, backend=self.device)
         self.params["b"].grad = ops.conv2d_backward_bias(dy, backend=self.device)
         dx = None
         if any(need):

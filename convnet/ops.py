@@ -44,18 +44,15 @@ def _on(device, *arrays):
 
 # --- convolution (kernels/conv.cu) --------------------------------------------------------
 
-def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, *, precision="fp32", cache=None,
-                   backend=None):
-    """cache (host only): a cpu_ops.ConvCache that keeps the im2col columns for
-    conv2d_backward_filter of the same x."""
+def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, *, precision="fp32", backend=None):
     dev = _on(backend, x, w, b)
     if check_precision(precision) != "fp32":
         if dev.runs_kernels:
             return conv_tc.conv2d_forward(x, w, b, stride, pad, groups, relu=relu, precision=precision)
-        x, w, cache = round_to(x, precision), round_to(w, precision), None
+        x, w = round_to(x, precision), round_to(w, precision)
     if dev.runs_kernels:
         return conv.conv2d_forward(x, w, b, stride, pad, groups, relu=relu)
-    return cpu_ops.conv2d_forward(x, w, b, stride, pad, groups, relu=relu, cache=cache)
+    return cpu_ops.conv2d_forward(x, w, b, stride, pad, groups, relu=relu)
 
 
 def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, *, precision="fp32", backend=None):
@@ -69,17 +66,15 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, *, precision
     return cpu_ops.conv2d_backward_data(dy, w, x_shape, stride, pad, groups)
 
 
-def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, *, precision="fp32", cache=None,
-                           backend=None):
-    """cache (host only): the forward's cpu_ops.ConvCache (its columns are reused for this x)."""
+def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, *, precision="fp32", backend=None):
     dev = _on(backend, dy, x)
     if check_precision(precision) != "fp32":
         if dev.runs_kernels:
             return conv_tc.conv2d_backward_filter(dy, x, w_shape, stride, pad, groups, precision=precision)
-        dy, x, cache = round_to(dy, precision), round_to(x, precision), None
+        dy, x = round_to(dy, precision), round_to(x, precision)
     if dev.runs_kernels:
         return conv.conv2d_backward_filter(dy, x, w_shape, stride, pad, groups)
-    return cpu_ops.conv2d_backward_filter(dy, x, w_shape, stride, pad, groups, cache=cache)
+    return cpu_ops.conv2d_backward_filter(dy, x, w_shape, stride, pad, groups)
 
 
 def conv2d_backward_bias(dy, *, backend=None):

@@ -1,5 +1,5 @@
 """convnet.cpu_ops against convnet.reference: every fast op on odd shapes, float32 and float64,
-both conv column layouts, 1 and 3 threads, the C++ loops (convnet._cpu) and the NumPy ones, the conv cache, max-pool ties and clipped windows,
+both conv column layouts, 1 and 3 threads, the C++ loops (convnet._cpu) and the NumPy ones, max-pool ties and clipped windows,
 non-finite ReLU gradients; float64 gradient checks of the fast conv and pooling pairs; the
 "numpy" backend dispatching to them; benchmarks/cpu_throughput.py's check and a short run."""
 import importlib.util
@@ -74,40 +74,15 @@ def test_conv_against_reference(case, layout, dtype, threads):
     b = rng.standard_normal(f).astype(dtype)
     y_ref = R.conv2d_forward(x, wt, b, stride, pad, groups)
     dy = rng.standard_normal(y_ref.shape).astype(dtype)
-    cache = C.ConvCache()
-    same(C.conv2d_forward(x, wt, b, stride, pad, groups, cache=cache, layout=layout), y_ref, dtype)
+    same(C.conv2d_forward(x, wt, b, stride, pad, groups, layout=layout), y_ref, dtype)
     same(C.conv2d_forward(x, wt, None, stride, pad, groups, layout=layout),
          R.conv2d_forward(x, wt, None, stride, pad, groups), dtype)
     same(C.conv2d_forward(x, wt, b, stride, pad, groups, relu=True, layout=layout), np.maximum(y_ref, 0), dtype)
     dw_ref = R.conv2d_backward_filter(dy, x, wt.shape, stride, pad, groups)
-    assert cache.x is x and cache.cols is not None
-    same(C.conv2d_backward_filter(dy, x, wt.shape, stride, pad, groups, cache=cache), dw_ref, dtype)
     same(C.conv2d_backward_filter(dy, x, wt.shape, stride, pad, groups, layout=layout), dw_ref, dtype)
     same(C.conv2d_backward_data(dy, wt, x.shape, stride, pad, groups, layout=layout),
          R.conv2d_backward_data(dy, wt, x.shape, stride, pad, groups), dtype)
     same(C.conv2d_backward_bias(dy), R.conv2d_backward_bias(dy), dtype)
-
-
-def test_conv_cache_is_used_only_for_the_same_input():
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
-    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
-    dy = rng.standard_normal((4, 5, 6, 6)).astype(np.float32)
-    cache = C.ConvCache()
-    C.conv2d_forward(x, w, cache=cache)
-    assert cache.cols is not None
-    # Poison the stored columns: a lookup that should miss must not use them.
-    cache.cols = [np.full_like(c, np.nan) for c in cache.cols]
-    other = x.copy()                                   # equal values, another array
-    dw = C.conv2d_backward_filter(dy, other, w.shape, cache=cache)
-    assert np.all(np.isfinite(dw))
-    same(dw, R.conv2d_backward_filter(dy, x, w.shape), np.float32)
-    dy2 = rng.standard_normal((4, 5, 3, 3)).astype(np.float32)     # same x, another stride
-    assert np.all(np.isfinite(C.conv2d_backward_filter(dy2, x, w.shape, stride=2, cache=cache)))
-    # The same x and geometry does use them (this is how the poison shows).
-    assert np.all(np.isnan(C.conv2d_backward_filter(dy, x, w.shape, cache=cache)))
-    cache.clear()
-    assert cache.lookup(x, None) is None
 
 
 def test_conv_layout_choice_and_bad_layout():
