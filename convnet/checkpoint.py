@@ -213,9 +213,16 @@ def _checksum_span(data, n=None):
     return found[0].start(1), found[0].end(1)
 
 
+def _pickled(data):
+    """True for a version-1 file: a pickle (protocol 2 or later: byte 0x80, then the protocol).
+    A safetensors file starts with its header's length (8 bytes, little-endian) and then the
+    header's "{"; that length's low byte may be 0x80 too (a header of 0x2180 bytes was)."""
+    return data[:1] == b"\x80" and data[8:9] != b"{"
+
+
 def decode(data, path="checkpoint"):
     """A checkpoint's bytes -> state; CheckpointError (one line) when corrupt or foreign."""
-    if data[:1] == b"\x80":
+    if _pickled(data):
         raise CheckpointError(f"{path}: an old (version 1, pickled) checkpoint; convert it once with "
                               f"python -m convnet.checkpoint convert {path}")
     n, meta = _header(data, path)
@@ -509,7 +516,7 @@ def read_version1(path):
 def convert(path):
     """Convert a version-1 checkpoint file in place (atomically). Returns a line saying what it did."""
     data = read_bytes(path)
-    if data[:1] != b"\x80":
+    if not _pickled(data):
         decode(data, path)
         return f"{path}: already version {VERSION}"
     state = read_version1(path)

@@ -245,6 +245,21 @@ def test_convert_a_version1_checkpoint_once(tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith("nothing.ckpt: checkpoint not found")
 
 
+def test_a_header_length_whose_low_byte_is_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """A version-1 file starts with byte 0x80; so does a safetensors file whose header is
+    0x..80 bytes long (an experiment's last.ckpt of 0x2180 was refused as "version 1")."""
+    for pad in range(256):
+        state = checkpoint.make_state(FakeNet(), FakeOpt(), 1, note="x" * pad)
+        data = checkpoint.encode(state)
+        if data[0] == 0x80:
+            break
+    assert data[0] == 0x80 and data[8:9] == b"{"
+    path = tmp_path / "last.ckpt"
+    checkpoint.write_state(path, state)
+    assert checkpoint.load(path)["note"] == "x" * pad
+    assert checkpoint.convert(str(path)).endswith("already version 2")
+
+
 def test_write_never_follows_a_planted_symlink(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
