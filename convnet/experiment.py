@@ -335,6 +335,8 @@ class Row:
         from convnet import checkpoint, train
         os.makedirs(self.run_dir, exist_ok=True)
         edits, about = VARIANTS[self.variant]
+        if self.s.get("without_lrn"):
+            edits, about = edits + [no_lrn], about + ", every LRN layer removed (--without-lrn)"
         if not os.path.exists(self.config_path):
             write_config(make_config(edits, self.s["quick"]), self.config_path,
                          f"{self.exp}, row {self.name}: {about}.")
@@ -592,6 +594,8 @@ def build_parser():
                    help="relu-vs-tanh: the training error to reach (default 0.25)")
     p.add_argument("--checkpoint", action="append",
                    help="ten-crop: measure this checkpoint instead of training one (repeat for several)")
+    p.add_argument("--without-lrn", action="store_true",
+                   help="every row's net without its LRN layers (e.g. relu-vs-tanh as a plain net)")
     p.add_argument("--note", help="a line for table.md (e.g. why the scale is what it is)")
     return p
 
@@ -613,7 +617,8 @@ def resolve(args, argv):
                 raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {v}")
             s[key] = v
     s.update(experiment=args.name, quick=args.quick, device=args.device, target=args.target,
-             lr_schedule=exp["lr_schedule"], checkpoint=args.checkpoint, note=args.note)
+             lr_schedule=exp["lr_schedule"], checkpoint=args.checkpoint, note=args.note,
+             without_lrn=args.without_lrn)
     s["seeds"] = _ints(args.seeds, "--seeds") if args.seeds else list(exp["seeds"])
     if args.quick and not args.seeds:
         s["seeds"] = s["seeds"][:1]
@@ -628,6 +633,8 @@ def resolve(args, argv):
         s["lr_steps"] = [max(1, int(round(0.8 * s["epochs"])))]
         if s["lr_steps"][0] >= s["epochs"]:
             s["lr_schedule"] = "constant"
+    if args.without_lrn and args.name in ("lrn", "ten-crop"):
+        raise UsageError(f"--without-lrn does not apply to {args.name}")
     if args.checkpoint and args.name != "ten-crop":
         raise UsageError("--checkpoint is for ten-crop only")
     for c in args.checkpoint or []:
@@ -676,7 +683,9 @@ def write_table(s, out_dir, rows, lines, verdict, plots, started, wall):
     scale = (f"{s['data']}, {s['n_train']} training images{' (--train-limit)' if s['train_limit'] else ''}, "
              f"{s['n_test']} test images, {s['epochs']} epochs per row, batch {s['batch_size']}, "
              f"lr schedule {s['lr_schedule']}{' ' + str(s['lr_steps']) if s['lr_schedule'] == 'step' else ''}, "
-             f"seeds {','.join(map(str, s['seeds']))}; training error measured on the first "
+             f"seeds {','.join(map(str, s['seeds']))}; "
+             f"{'every net without its LRN layers (--without-lrn); ' if s.get('without_lrn') else ''}"
+             f"training error measured on the first "
              f"{s['n_train_eval']} training images (centre crops, test mode)")
     if s.get("checkpoint"):
         scale = (f"{s['data']}, the first {s['n_test']} test images; the models: {', '.join(s['checkpoint'])} "

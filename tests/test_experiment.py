@@ -183,13 +183,23 @@ def test_quick_ten_crop_matches_convnet_evaluate(tmp_path, synthetic):
     assert row["epochs"][-1]["test_top1"] == pytest.approx(centre, abs=1e-9)
 
 
+def test_without_lrn_drops_every_rows_lrn_layers(tmp_path, synthetic):
+    assert quick(tmp_path, "relu-vs-tanh", synthetic, "--epochs", "1", "--without-lrn") == 0
+    for row in ("relu-s0", "tanh-s0"):
+        text = (tmp_path / "out" / "rows" / f"{row}.config.py").read_text()
+        assert "'lrn'" not in text and "every LRN layer removed" in text
+    assert "every net without its LRN layers" in (tmp_path / "out" / "table.md").read_text()
+    assert any(L.get("type") == "lrn" for L in ex.make_config([])["LAYERS"])    # the base net has them
+
+
 def test_bad_input_one_line(tmp_path, synthetic, capsys):
+    assert quick(tmp_path, "lrn", synthetic, "--without-lrn") == ex.EXIT_USAGE
     assert quick(tmp_path, "lrn", synthetic, "--variants", "relu") == ex.EXIT_USAGE
     assert quick(tmp_path, "lrn", synthetic, "--seeds", "a,b") == ex.EXIT_USAGE
     assert quick(tmp_path, "lrn", synthetic, "--checkpoint", "x.ckpt") == ex.EXIT_USAGE
     assert quick(tmp_path, "ten-crop", synthetic, "--checkpoint", str(tmp_path / "none.ckpt")) == ex.EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(x.startswith("convnet.experiment: ") for x in err)
+    assert len(err) == 5 and all(x.startswith("convnet.experiment: ") for x in err)
 
 
 def test_missing_dataset_is_one_line(tmp_path, capsys):
