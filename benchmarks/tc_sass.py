@@ -20,7 +20,9 @@ Per AlexNet layer (batch 128, net.layer_shapes("alexnet", 128)): the grid the
 launcher picks (tile, split-K), the blocks per SM the registers and shared
 memory allow, the tile and wave efficiencies, and
     static bound = loop bound x tile efficiency x wave efficiency
-(prologue, epilogue, the split-K reduction and DRAM/L2 traffic are left out).
+(prologue, epilogue, the split-K reduction and DRAM/L2 traffic are left out), and the
+same with the split-K reduction's DRAM traffic (8 bytes per element of C per slice at
+gemm_tc.DRAM_BW) added to the time: the trade the launch plan makes.
 """
 import argparse
 import glob
@@ -205,9 +207,11 @@ def layer_gemms(batch=128):
 
 def launch_choice(op, m, ncol, k, g):
     """(tile, splits, chunk) as convnet/kernel_ops/conv_tc.py and gemm_tc.py choose them."""
-    from convnet.kernel_ops.gemm_tc import BASE_TILES, VEC_ALIGN, VEC_TILES, choose
+    from convnet.kernel_ops.gemm_tc import BASE_TILES, CONV_BWD_TILES, VEC_ALIGN, VEC_TILES, choose
     tiles = VEC_TILES if "_vec" in op else BASE_TILES
-    if op == "conv2d_tc_bwd_filter" or op.startswith("conv2d_tc_bwd_data"):
+    if op in ("conv2d_tc_bwd_filter", "conv2d_tc_bwd_data_s1"):   # the 48-row warp tiles too
+        return choose(m * g, ncol, k, None, None, tiles=CONV_BWD_TILES)
+    if op.startswith("conv2d_tc_bwd_data"):
         return choose(m * g, ncol, k, None, None)      # split-K; the blocks of all groups count
     if op.startswith("conv2d"):
         return choose(m, ncol, k, None, 1, tiles=tiles)
@@ -217,7 +221,7 @@ def launch_choice(op, m, ncol, k, g):
 def layer_table(rows, precision, batch=128):
     from convnet.precision import check_precision
     check_precision(precision)
-    bk = 16                                          # tc_gemm.cuh's BK, both precisions
+    from convnet.kernel_ops.conv_tc import k_tile
     out = []
     for layer, pass_, op, m, ncol, k, g in layer_gemms(batch):
         tile, splits, chunk = launch_choice(op, m, ncol, k, g)
@@ -227,6 +231,7 @@ def layer_table(rows, precision, batch=128):
             continue
         from convnet.kernel_ops.gemm_tc import TILES
         bm, bn, _ = TILES[tile]
+        bk = k_tile(name)                            # tc_gemm.cuh's BK: 16, or 32 (some bf16 kernels)
         tiles_m, tiles_n = math.ceil(m / bm), math.ceil(ncol / bn)
         padded = tiles_m * bm * tiles_n * bn * splits * math.ceil(chunk / bk) * bk
         tile_eff = m * ncol * k / padded
@@ -234,9 +239,15 @@ def layer_table(rows, precision, batch=128):
         slots = SMS * max(1, r["bps"])
         wave_eff = blocks / (math.ceil(blocks / slots) * slots)
         bound = r["loop"]["loop_bound"] * tile_eff * wave_eff
+        # the same with the split-K reduction's DRAM traffic added to the time (each slice's
+        # partial C written and read once, 8 bytes per element per slice, at the launchers'
+        # DRAM_BW): still a static bound, the one the launch plan trades against
+        from convnet.kernel_ops.gemm_tc import DRAM_BW
+        flops = 2 * m * ncol * k * g
+        t = flops / (PEAK[precision] * bound) + (splits > 1) * splits * m * ncol * g * 8 / DRAM_BW
         out.append(dict(layer=layer, pass_=pass_, kernel=name, gemm=f"{m}x{ncol}x{k}" + (f" x{g}g" if g > 1 else ""),
                         splits=splits, blocks=blocks, bps=r["bps"], tile_eff=tile_eff, wave_eff=wave_eff,
-                        loop_bound=r["loop"]["loop_bound"], bound=bound,
+                        loop_bound=r["loop"]["loop_bound"], bound=bound, bound_red=flops / (PEAK[precision] * t),
                         tflops=bound * PEAK[precision] / 1e12))
     return out
 
@@ -269,12 +280,13 @@ def main(argv=None):
     for prec in ("tf32", "bf16"):
         print(f"\nSTATIC bound per AlexNet layer, batch {args.batch}, {prec} (dense peak {PEAK[prec] / 1e12:.0f} TFLOP/s)")
         print("| layer | pass | kernel | GEMM MxNxK | splits | blocks | blocks/SM | tile eff | wave eff "
-              "| loop bound | static bound | TFLOP/s bound |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "| loop bound | static bound | TFLOP/s bound | with split-K reduction |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in layer_table(rows, prec, args.batch):
             print(f"| {r['layer']} | {r['pass_']} | {r['kernel']} | {r['gemm']} | {r['splits']} | {r['blocks']} "
                   f"| {r['bps']} | {100 * r['tile_eff']:.0f}% | {100 * r['wave_eff']:.0f}% "
-                  f"| {100 * r['loop_bound']:.1f}% | {100 * r['bound']:.1f}% | {r['tflops']:.0f} |")
+                  f"| {100 * r['loop_bound']:.1f}% | {100 * r['bound']:.1f}% | {r['tflops']:.0f} "
+                  f"| {100 * r['bound_red']:.1f}% |")
     return 0
 
 

@@ -25,11 +25,22 @@
 //
 // Versions (one line each; the launcher names the shipped one):
 //   v1: the tc_gemm.cuh engine, tiles 128x128 (4 warps of 64x64, suffix _l), 64x64
-//       (2 warps of 64x32, _s) and 64x128 (2 warps of 64x64, _m: fwd_vec only); tf32 and
-//       bf16 instances.
+//       (2 warps of 64x32, _s) and 64x128 (2 warps of 64x64, _m: fwd_vec only), 96x128 (4
+//       warps of 48x64, _h) and 48x128 (2 warps of 48x64, _t): bwd_data_s1 and bwd_filter
+//       only; tf32 and bf16 instances; the gathered bf16 kernels on _l, _s, _h (fwd_vec,
+//       bwd_data_s1, bwd_filter) with 32-deep k-tiles (two k16 steps per barrier and walk).
 //
 // resources (sm_90, nvcc 13.0 -Xptxas -v): see benchmarks/notes-tensor-cores.md.
 #include "tc_gemm.cuh"
+
+// bwd_filter bf16 on the 128x128 tile: 32-deep k-tiles on sm_90 (and the emulation), 16 on
+// sm_80-89, where 32 spills 8-28 bytes (ptxas, nvcc 13.0); the 16-deep engine is the one the
+// other bf16 kernels (_t, _m, the WALK ones) run, so both are emulated.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define CN_BWD_FILTER_BF16_L_BK 16
+#else
+#define CN_BWD_FILTER_BF16_L_BK 32
+#endif
 
 namespace conv_tc {
 
@@ -54,13 +65,13 @@ struct Shape {
 struct K3 {
     int koff, i, j;
     unsigned bit;
-    int jk, ji, jj;   // the jump (k += BK - 3) in the same digits
+    int jk, ji, jj;   // the jump (k += BK - 3, BK the k-tile's depth) in the same digits
 };
 struct K3Shape {
     int RI, RJ, SA, SI, SJ;
-    __device__ K3 at(int k) const {
+    __device__ K3 at(int k, int bk) const {
         const int RIJ = RI * RJ, a = k / RIJ, rest = k - a * RIJ, i = rest / RJ, j = rest - i * RJ;
-        constexpr int D = tc::BK - (tc::VW - 1);
+        const int D = bk - (tc::VW - 1);
         const int da = D / RIJ, dr = D - da * RIJ, di = dr / RJ, dj = dr - di * RJ;
         return K3{a * SA + i * SI + j * SJ, i, j, 1u << (rest & 31), da * SA + di * SI + dj * SJ, di, dj};
     }
@@ -130,7 +141,7 @@ struct FwdOp {
                 if ((unsigned)(ih0 + i) < (unsigned)s.H && (unsigned)(iw0 + j) < (unsigned)s.W) mask |= 1u << (i * s.KW + j);
         return BRow{cn_opaque(x + (n * s.C + g * s.Cg) * s.HW + ih0 * s.W + iw0), mask};
     }
-    __device__ K3 b_k(int k) const { return k3().at(k); }
+    __device__ K3 b_k(int k, int bk) const { return k3().at(k, bk); }
     __device__ const float* b_at(const BRow& r, const K3& k, bool& ok) const {
         ok = ok && (r.mask & k.bit) != 0;
         return r.col + k.koff;
@@ -153,7 +164,7 @@ struct BwdDataBase {
     using AK = K3;
     __device__ K3Shape ak3() const { return K3Shape{1, s.KHW, s.Cg * s.KHW, 0, 1}; }
     __device__ ARow a_row(int m) const { return ARow{cn_opaque(w + (g * s.Fg * s.Cg + m) * s.KHW)}; }
-    __device__ K3 a_k(int k) const { return ak3().at(k); }
+    __device__ K3 a_k(int k, int bk) const { return ak3().at(k, bk); }
     __device__ const float* a_at(const ARow& r, const K3& k, bool&) const { return r.row + k.koff; }
     __device__ void a_adv(K3& k, bool jump) const { ak3().adv(k, jump); }
     __device__ void store(int m, int c, float v) const {
@@ -208,7 +219,7 @@ struct BwdDataS1Op : BwdDataBase {
                 if ((unsigned)(th - i) < (unsigned)s.OH && (unsigned)(tw - j) < (unsigned)s.OW) mask |= 1u << (i * s.KW + j);
         return BRow{cn_opaque(dy + (n * s.F + g * s.Fg) * s.OHW + th * s.OW + tw), mask};
     }
-    __device__ K3 b_k(int k) const { return bk3().at(k); }
+    __device__ K3 b_k(int k, int bk) const { return bk3().at(k, bk); }
     __device__ const float* b_at(const BRow& r, const K3& k, bool& ok) const {
         ok = ok && (r.mask & k.bit) != 0;
         return r.col + k.koff;
@@ -228,7 +239,7 @@ struct BwdFilterOp {
     using AK = K3;
     __device__ K3Shape ak3() const { return K3Shape{1, s.OHW, s.F * s.OHW, 0, 1}; }
     __device__ ARow a_row(int m) const { return ARow{cn_opaque(dy + (g * s.Fg + m) * s.OHW)}; }
-    __device__ K3 a_k(int k) const { return ak3().at(k); }
+    __device__ K3 a_k(int k, int bk) const { return ak3().at(k, bk); }
     __device__ const float* a_at(const ARow& r, const K3& k, bool&) const { return r.row + k.koff; }
     __device__ void a_adv(K3& k, bool jump) const { ak3().adv(k, jump); }
     // B[k, col] = x[n, g*Cg + c, oh*SH + i - PH, ow*SW + j - PW]: per column (ih0, iw0) =
@@ -241,7 +252,7 @@ struct BwdFilterOp {
         const int ih0 = i - s.PH, iw0 = j - s.PW;
         return BRow{cn_opaque(x + (g * s.Cg + ci) * s.HW + ih0 * s.W + iw0), ih0, iw0};
     }
-    __device__ K3 b_k(int k) const { return bk3().at(k); }
+    __device__ K3 b_k(int k, int bk) const { return bk3().at(k, bk); }
     __device__ const float* b_at(const BRow& r, const K3& k, bool& ok) const {
         ok = ok && (unsigned)(r.ih0 + k.i * s.SH) < (unsigned)s.H && (unsigned)(r.iw0 + k.j * s.SW) < (unsigned)s.W;
         return r.col + k.koff;
@@ -254,33 +265,33 @@ struct BwdFilterOp {
                       int ph, int pw, int groups
 #define CN_GEO_ARGS n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups
 
-template <int P, int BM, int BN, int WM, int WN, int AM = tc::WALK, int BMODE = tc::WALK>
+template <int P, int BM, int BN, int WM, int WN, int AM = tc::WALK, int BMODE = tc::WALK, int BKP = 16>
 __device__ __forceinline__ void fwd(const float* x, const float* w, const float* b, float* y, CN_GEO_PARAMS,
                                     int has_bias, int relu) {
     const Shape s(CN_GEO_ARGS);
     const FwdOp<AM, BMODE> op{x, w, b, y, s, (int)blockIdx.z, has_bias, relu, s.Fg, s.N * s.OHW};
-    tc::gemm<P, BM, BN, WM, WN>(op, 0, s.Cg * s.KHW);
+    tc::gemm<P, BM, BN, WM, WN, BKP>(op, 0, s.Cg * s.KHW);
 }
 
-template <int P, int BM, int BN, int WM, int WN, bool S1 = false>
+template <int P, int BM, int BN, int WM, int WN, bool S1 = false, int BKP = 16>
 __device__ __forceinline__ void bwd_data(const float* dy, const float* w, float* dx, CN_GEO_PARAMS, int splits,
                                          int chunk) {
     const Shape s(CN_GEO_ARGS);
     const int g = blockIdx.z % s.G, slice = blockIdx.z / s.G;
     const BwdDataBase base{dy, w, dx + (size_t)slice * s.N * s.C * s.HW, s, g, s.Cg, s.N * s.HW};
     const int k_total = s.Fg * s.KHW, k0 = slice * chunk, k1 = min(k_total, k0 + chunk);
-    if constexpr (S1) tc::gemm<P, BM, BN, WM, WN>(BwdDataS1Op{base}, k0, k1);
-    else tc::gemm<P, BM, BN, WM, WN>(BwdDataOp{base}, k0, k1);
+    if constexpr (S1) tc::gemm<P, BM, BN, WM, WN, BKP>(BwdDataS1Op{base}, k0, k1);
+    else tc::gemm<P, BM, BN, WM, WN, BKP>(BwdDataOp{base}, k0, k1);
 }
 
-template <int P, int BM, int BN, int WM, int WN>
+template <int P, int BM, int BN, int WM, int WN, int BKP = 16>
 __device__ __forceinline__ void bwd_filter(const float* dy, const float* x, float* ws, CN_GEO_PARAMS,
                                            int splits, int chunk) {
     const Shape s(CN_GEO_ARGS);
     const int g = blockIdx.z % s.G, slice = blockIdx.z / s.G;
     const BwdFilterOp op{dy, x, ws, s, g, slice, s.Fg, s.Cg * s.KHW};
     const int k_total = s.N * s.OHW, k0 = slice * chunk;
-    tc::gemm<P, BM, BN, WM, WN>(op, k0, min(k_total, k0 + chunk));
+    tc::gemm<P, BM, BN, WM, WN, BKP>(op, k0, min(k_total, k0 + chunk));
 }
 
 }  // namespace conv_tc
@@ -371,7 +382,7 @@ extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_fwd_vec_bf16_l(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
 {
-    conv_tc::fwd<TC_BF16, 128, 128, 64, 64, tc::VEC, tc::GATHER>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
+    conv_tc::fwd<TC_BF16, 128, 128, 64, 64, tc::VEC, tc::GATHER, 32>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
 }
 
 extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_data_bf16_l(
@@ -385,14 +396,14 @@ extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_data_s1_bf16_
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
 {
-    conv_tc::bwd_data<TC_BF16, 128, 128, 64, 64, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+    conv_tc::bwd_data<TC_BF16, 128, 128, 64, 64, true, 32>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_filter_bf16_l(
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
 {
-    conv_tc::bwd_filter<TC_BF16, 128, 128, 64, 64>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+    conv_tc::bwd_filter<TC_BF16, 128, 128, 64, 64, CN_BWD_FILTER_BF16_L_BK>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_fwd_bf16_s(
@@ -406,7 +417,7 @@ extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_fwd_vec_bf16_s(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int has_bias, int relu)
 {
-    conv_tc::fwd<TC_BF16, 64, 64, 64, 32, tc::VEC, tc::GATHER>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
+    conv_tc::fwd<TC_BF16, 64, 64, 64, 32, tc::VEC, tc::GATHER, 32>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
 }
 
 extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_data_bf16_s(
@@ -420,14 +431,14 @@ extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_data_s1_bf16_s
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
 {
-    conv_tc::bwd_data<TC_BF16, 64, 64, 64, 32, true>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+    conv_tc::bwd_data<TC_BF16, 64, 64, 64, 32, true, 32>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }
 
 extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_filter_bf16_s(
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
     int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
 {
-    conv_tc::bwd_filter<TC_BF16, 64, 64, 64, 32>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+    conv_tc::bwd_filter<TC_BF16, 64, 64, 64, 32, 32>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
 }
 
 // The 64x128 tile (2 warps of 64x64, suffix _m): the forward (bwd_data_s1 and bwd_filter spill
@@ -446,3 +457,63 @@ extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_fwd_vec_bf16_m(
     conv_tc::fwd<TC_BF16, 64, 128, 64, 64, tc::VEC, tc::GATHER>(x, w, b, y, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, has_bias, relu);
 }
 
+// 48-row warp tiles (warps of 48x64) for the backward passes with GATHER operands only
+// (bwd_data_s1, bwd_filter): _h 96x128 (4 warps, 128 threads): 192 rows in two tiles, none
+// padded (conv3-5's Fg and Cg); _t 48x128 (2 warps, 64 threads): 48 rows (conv2a's Cg).
+// bf16: 32-deep k-tiles on _h; 16 on _t (32 spills bwd_filter_bf16_t).
+
+extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_data_s1_tf32_h(
+    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
+{
+    conv_tc::bwd_data<TC_TF32, 96, 128, 48, 64, true, 16>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_filter_tf32_h(
+    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
+{
+    conv_tc::bwd_filter<TC_TF32, 96, 128, 48, 64, 16>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_data_s1_tf32_t(
+    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
+{
+    conv_tc::bwd_data<TC_TF32, 48, 128, 48, 64, true, 16>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_filter_tf32_t(
+    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
+{
+    conv_tc::bwd_filter<TC_TF32, 48, 128, 48, 64, 16>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_data_s1_bf16_h(
+    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
+{
+    conv_tc::bwd_data<TC_BF16, 96, 128, 48, 64, true, 32>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 1) conv2d_tc_bwd_filter_bf16_h(
+    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
+{
+    conv_tc::bwd_filter<TC_BF16, 96, 128, 48, 64, 32>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_data_s1_bf16_t(
+    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
+{
+    conv_tc::bwd_data<TC_BF16, 48, 128, 48, 64, true, 16>(dy, w, dx, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+}
+
+extern "C" __global__ void __launch_bounds__(64, 1) conv2d_tc_bwd_filter_bf16_t(
+    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ ws,
+    int n, int c, int h, int w_, int f, int kh, int kw, int oh, int ow, int sh, int sw, int ph, int pw, int groups, int splits, int chunk)
+{
+    conv_tc::bwd_filter<TC_BF16, 48, 128, 48, 64, 16>(dy, x, ws, n, c, h, w_, f, kh, kw, oh, ow, sh, sw, ph, pw, groups, splits, chunk);
+}

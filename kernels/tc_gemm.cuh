@@ -23,7 +23,8 @@
 //   ARow, BRow, AK, BK_ must be named (tc::NoWalk where unused);
 //   void store(int m, int c, float v) const;             C[m, c] = v
 //
-// Block tile BM x BN x BK (BK = 16: two k8 steps in tf32, one k16 step in bf16),
+// Block tile BM x BN x BK (BK = 16: two k8 steps in tf32, one k16 step in bf16; BK = 32, bf16
+// only: two k16 steps, as many HMMA per barrier and per gather walk as tf32's 16),
 // NT threads = (BM/WM) x (BN/WN) warps (a WALK operand needs as many rows as threads),
 // each computing a WM x WN warp tile as (WM/16) x (WN/8) mma tiles. blockIdx.x = column tile, blockIdx.y = row tile (the
 // kernels use blockIdx.z for groups and split-K slices).
@@ -46,9 +47,10 @@
 //
 // Shared memory, two buffers (the next tile lands in one while the mma reads the other),
 // As[m][k] and Bs[c][k], k contiguous:
-//   tf32: rows of 20 floats (80 bytes), bf16: rows of 24 bf16 (48 bytes): the 8 row
-//   addresses of an ldmatrix hit 8 different 16-byte bank groups. Fragments by ldmatrix
-//   x4 (A: one 16x8 / 16x16 tile; B: two n8 tiles), no .trans (B is stored [c][k]).
+//   tf32: rows of 20 floats (80 bytes), bf16: rows of 24 bf16 (48 bytes; 40 = 80 bytes with
+//   32-deep k-tiles): the 8 row addresses of an ldmatrix hit 8 different 16-byte bank groups.
+//   Fragments by ldmatrix x4 (A: one 16x8 / 16x16 tile; B: two n8 tiles), no .trans (B is
+//   stored [c][k]).
 // One barrier per k-tile: tile t+1's copies are waited for (cp.async.wait_group 0) and
 // its registers stored after tile t's mma, then __syncthreads.
 #pragma once
@@ -62,11 +64,7 @@ enum Mode { VEC = 0, WALK = 1, GATHER = 2 };
 struct NoWalk {};
 template <bool B> struct Bool { static constexpr bool value = B; };
 
-constexpr int BK = 16;
-constexpr int TF32_LD = BK + 4;   // floats per shared row (tf32)
-constexpr int BF16_LD = BK + 8;   // bf16 per shared row
 constexpr int VW = 4;             // floats per VEC chunk
-constexpr int CPR = BK / VW;      // VEC chunks per row
 
 template <int BM, int BN, int WM, int WN>
 struct Warps {
@@ -75,10 +73,12 @@ struct Warps {
     static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0 && WN % 16 == 0, "warp tiles");
 };
 
-// Element type and row length of the shared tiles.
-template <int P> struct Smem;
-template <> struct Smem<TC_TF32> { using T = float; static constexpr int LD = TF32_LD; };
-template <> struct Smem<TC_BF16> { using T = unsigned short; static constexpr int LD = BF16_LD; };
+// Element type and row length of the shared tiles of a k-tile BK deep: tf32 rows of BK + 4
+// floats (80 bytes at BK = 16), bf16 rows of BK + 8 (48 bytes at 16, 80 at 32): the 8 row
+// addresses of an ldmatrix hit 8 different 16-byte bank groups either way.
+template <int P, int BK> struct Smem;
+template <int BK> struct Smem<TC_TF32, BK> { using T = float; static constexpr int LD = BK + 4; };
+template <int BK> struct Smem<TC_BF16, BK> { using T = unsigned short; static constexpr int LD = BK + 8; };
 
 // The two operands behind one interface.
 template <class Op, bool IS_A> struct Side;
@@ -92,7 +92,7 @@ template <class Op> struct Side<Op, true> {
     using Row = typename Op::ARow;
     using K = typename Op::AK;
     __device__ static Row row(const Op& op, int r) { return op.a_row(r); }
-    __device__ static K kst(const Op& op, int k) { return op.a_k(k); }
+    __device__ static K kst(const Op& op, int k, int bk) { return op.a_k(k, bk); }
     __device__ static const float* at(const Op& op, const Row& r, const K& k, bool& ok) { return op.a_at(r, k, ok); }
     __device__ static void adv(const Op& op, K& k, bool jump) { op.a_adv(k, jump); }
 };
@@ -106,17 +106,17 @@ template <class Op> struct Side<Op, false> {
     using Row = typename Op::BRow;
     using K = typename Op::BK_;
     __device__ static Row row(const Op& op, int r) { return op.b_row(r); }
-    __device__ static K kst(const Op& op, int k) { return op.b_k(k); }
+    __device__ static K kst(const Op& op, int k, int bk) { return op.b_k(k, bk); }
     __device__ static const float* at(const Op& op, const Row& r, const K& k, bool& ok) { return op.b_at(r, k, ok); }
     __device__ static void adv(const Op& op, K& k, bool jump) { op.b_adv(k, jump); }
 };
 
 // Loads one operand's ROWS x BK tiles into shared rows T[ROWS][LD] (WALK: ROWS == NT).
-template <int P, int ROWS, int NT, class Op, bool IS_A>
+template <int P, int BK, int ROWS, int NT, class Op, bool IS_A>
 struct Loader {
     using S = Side<Op, IS_A>;
-    using T = typename Smem<P>::T;
-    static constexpr int LD = Smem<P>::LD, MODE = S::MODE;
+    using T = typename Smem<P, BK>::T;
+    static constexpr int LD = Smem<P, BK>::LD, CPR = BK / VW, MODE = S::MODE;
     static constexpr int CHUNKS = ROWS * CPR / NT;    // VEC / GATHER chunks per thread
     static_assert(CHUNKS * NT == ROWS * CPR, "chunks must split evenly");
     static_assert(MODE != WALK || ROWS == NT, "WALK: one thread per row");
@@ -148,7 +148,7 @@ struct Loader {
                 const int row = row0 + t / CPR + r * (NT / CPR);
                 rs[r] = S::row(op, row < S::rows(op) ? row : 0);
             }
-            ks = S::kst(op, k_begin + VW * (t % CPR));
+            ks = S::kst(op, k_begin + VW * (t % CPR), BK);
         } else {
             const int row = row0 + t;
             w = S::walk(op, row < S::rows(op) ? row : 0, k_begin);
@@ -239,7 +239,7 @@ __device__ __forceinline__ void store_acc(const Op& op, const float (&acc)[MI][N
 }
 
 // The mma of one shared k-tile (both buffers' layouts as above).
-template <int P, int MI, int NI, bool RA, bool RB, class T, int LD>
+template <int P, int BK, int MI, int NI, bool RA, bool RB, class T, int LD>
 __device__ __forceinline__ void tile_mma(float (&acc)[MI][NI][4], const T (*As)[LD], const T (*Bs)[LD], int wm0,
                                          int wn0) {
     const int lane = cn_lane();
@@ -274,36 +274,40 @@ __device__ __forceinline__ void tile_mma(float (&acc)[MI][NI][4], const T (*As)[
                 for (int ni = 0; ni < NI; ++ni) cn_mma_tf32_16x8x8(acc[mi][ni], af[mi], bf[ni], acc[mi][ni]);
         }
     } else {
-        unsigned af[MI][4], bf[NI][2];
 #pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
-            cn_ldmatrix_x4(af[mi], &As[wm0 + 16 * mi + (lane & 15)][8 * (lane >> 4)]);
+        for (int kk = 0; kk < BK; kk += 16) {
+            unsigned af[MI][4], bf[NI][2];
 #pragma unroll
-        for (int ni = 0; ni < NI; ni += 2) {
-            unsigned r[4];
-            cn_ldmatrix_x4(r, &Bs[wn0 + 8 * (ni + (lane >> 4)) + (lane & 7)][8 * ((lane >> 3) & 1)]);
-            bf[ni][0] = r[0];
-            bf[ni][1] = r[1];
-            bf[ni + 1][0] = r[2];
-            bf[ni + 1][1] = r[3];
+            for (int mi = 0; mi < MI; ++mi)
+                cn_ldmatrix_x4(af[mi], &As[wm0 + 16 * mi + (lane & 15)][kk + 8 * (lane >> 4)]);
+#pragma unroll
+            for (int ni = 0; ni < NI; ni += 2) {
+                unsigned r[4];
+                cn_ldmatrix_x4(r, &Bs[wn0 + 8 * (ni + (lane >> 4)) + (lane & 7)][kk + 8 * ((lane >> 3) & 1)]);
+                bf[ni][0] = r[0];
+                bf[ni][1] = r[1];
+                bf[ni + 1][0] = r[2];
+                bf[ni + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < NI; ++ni) cn_mma_bf16_16x8x16(acc[mi][ni], af[mi], bf[ni], acc[mi][ni]);
         }
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-            for (int ni = 0; ni < NI; ++ni) cn_mma_bf16_16x8x16(acc[mi][ni], af[mi], bf[ni], acc[mi][ni]);
     }
 }
 
-template <int P, int BM, int BN, int WM, int WN, class Op>
+template <int P, int BM, int BN, int WM, int WN, int BK = 16, class Op>
 __device__ __forceinline__ void gemm(const Op& op, int k_begin, int k_end) {
+    static_assert(BK == 16 || (P == TC_BF16 && BK == 32), "k-tiles of 16 (tf32, bf16) or 32 (bf16)");
     using Wp = Warps<BM, BN, WM, WN>;
     constexpr int NT = Wp::NT, MI = Wp::MI, NI = Wp::NI;
-    using T = typename Smem<P>::T;
-    constexpr int LD = Smem<P>::LD;
+    using T = typename Smem<P, BK>::T;
+    constexpr int LD = Smem<P, BK>::LD;
     __shared__ __align__(16) T As[2][BM][LD];
     __shared__ __align__(16) T Bs[2][BN][LD];
-    using LA = Loader<P, BM, NT, Op, true>;
-    using LB = Loader<P, BN, NT, Op, false>;
+    using LA = Loader<P, BK, BM, NT, Op, true>;
+    using LB = Loader<P, BK, BN, NT, Op, false>;
     constexpr bool RA = LA::ROUND_FRAGMENTS, RB = LB::ROUND_FRAGMENTS;
 
     const int warp = threadIdx.x >> 5;
@@ -344,7 +348,7 @@ __device__ __forceinline__ void gemm(const Op& op, int k_begin, int k_end) {
             cn_cp_async_commit();
             la.template fetch_walk<TAIL>(op, lim);
             lb.template fetch_walk<TAIL>(op, lim);
-            tile_mma<P, MI, NI, RA, RB, T, LD>(acc, As[s], Bs[s], wm0, wn0);
+            tile_mma<P, BK, MI, NI, RA, RB, T, LD>(acc, As[s], Bs[s], wm0, wn0);
             la.store(As[s ^ 1]);
             lb.store(Bs[s ^ 1]);
             cn_cp_async_wait<0>();
@@ -353,7 +357,7 @@ __device__ __forceinline__ void gemm(const Op& op, int k_begin, int k_end) {
         int kt = 0;
         for (; kt < tiles - 2; ++kt) step(kt, Bool<false>{});   // tiles 1 .. tiles-2 are full
         if (tiles >= 2) step(kt++, Bool<true>{});
-        tile_mma<P, MI, NI, RA, RB, T, LD>(acc, As[kt & 1], Bs[kt & 1], wm0, wn0);
+        tile_mma<P, BK, MI, NI, RA, RB, T, LD>(acc, As[kt & 1], Bs[kt & 1], wm0, wn0);
     }
     store_acc<MI, NI>(op, acc, row0 + wm0, col0 + wn0);
 }

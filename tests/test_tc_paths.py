@@ -35,6 +35,9 @@ def test_fast_and_general_paths_are_both_covered():
                 assert f"{base}_{p}_{t}" in names
             for t in gemm_tc.VEC_TILES:
                 assert f"{base}_vec_{p}_{t}" in names
+        for base in ("conv2d_tc_bwd_data_s1", "conv2d_tc_bwd_filter"):
+            for t in gemm_tc.CONV_BWD_TILES:
+                assert f"{base}_{p}_{t}" in names
 
 
 def test_vec_conditions():
@@ -67,3 +70,13 @@ def test_choose_prefers_the_big_tile_and_fills_waves():
     assert gemm_tc.choose(192, 21632, 2304, None, 1, tiles=gemm_tc.VEC_TILES)[0] == "m"
     with pytest.raises(ValueError):
         gemm_tc.choose(8, 8, 8, splits=0)
+    # the conv backward passes' 48-row warp tiles: 48 rows (conv2 bwd_data) on "t", 192 (conv4
+    # bwd_data and bwd_filter) on "h", none padded; 128 rows stay on the big tile; 256 (conv3
+    # bwd_data) take "h" too: 3 row tiles fill 96% of the waves with no split-K reduction
+    assert gemm_tc.choose(48, 93312, 3200, tiles=gemm_tc.CONV_BWD_TILES)[0] == "t"
+    assert gemm_tc.choose(192, 21632, 1728, tiles=gemm_tc.CONV_BWD_TILES)[0] == "h"
+    assert gemm_tc.choose(192, 1728, 21632, tiles=gemm_tc.CONV_BWD_TILES)[0] == "h"
+    assert gemm_tc.choose(128, 1728, 21632, tiles=gemm_tc.CONV_BWD_TILES)[0] == "l"
+    assert gemm_tc.choose(256, 21632, 1728, tiles=gemm_tc.CONV_BWD_TILES) == ("h", 1, 1728)
+    with pytest.raises(ValueError):
+        gemm_tc.choose(8, 8, 8, tile="h")                  # only with tiles=CONV_BWD_TILES

@@ -41,3 +41,7 @@ def test_launch_choice_mirrors_the_launchers():
     assert T.launch_choice("fc_tc_fwd_vec", 2048, 128, 9216, 1) == choose(2048, 128, 9216, None, None, align=4,
                                                                          tiles=VEC_TILES)
     assert T.launch_choice("conv2d_tc_bwd_filter", 128, 1200, 93312, 1)[1] > 1    # split-K
+    # the backward passes with gathered operands have the 48-row warp tiles too
+    assert T.launch_choice("conv2d_tc_bwd_data_s1", 48, 93312, 3200, 1)[0] == "t"
+    assert T.launch_choice("conv2d_tc_bwd_filter", 192, 1728, 21632, 1)[0] == "h"
+    assert T.launch_choice("conv2d_tc_bwd_data", 48, 93312, 3200, 1)[0] in ("l", "s")   # strided: no "t"

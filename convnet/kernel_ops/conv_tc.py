@@ -2,8 +2,10 @@
 
 Same names and signatures as convnet.kernel_ops.conv (and convnet.reference),
 plus `precision` ("tf32" or "bf16"), `version=` (None = SHIPPED), `tile`
-("l" = 128x128, "s" = 64x64, None = chosen per layer) and, for the filter
-gradient, `splits` (the K slices, None = chosen per layer). The inputs of the
+("l" = 128x128, "s" = 64x64, None = chosen per layer; the forward's 16-byte kernel
+also "m" = 64x128; the backward passes with gathered operands, bwd_data at unit stride
+and bwd_filter, also "h" = 96x128 and "t" = 48x128) and, for the backward passes,
+`splits` (the K slices, None = chosen per layer). The inputs of the
 products are rounded inside the kernels (convnet/precision.py); memory, bias,
 ReLU and outputs stay float32. conv2d_backward_bias has no product: it is
 convnet.kernel_ops.conv's.
@@ -17,8 +19,8 @@ from convnet import reference as R
 from convnet.kernel_ops import conv as _fp32
 from convnet.kernel_ops._common import (INT32_LIMIT, array_module, check_float32, check_int,
                                         check_same_device)
-from convnet.kernel_ops.gemm_tc import (BASE_TILES, PRECISIONS, TILES, VEC_ALIGN, VEC_TILES, _misaligned,
-                                        check_tc_precision, choose, data_ptr, pick_vec)
+from convnet.kernel_ops.gemm_tc import (BASE_TILES, CONV_BWD_TILES, PRECISIONS, TILES, VEC_ALIGN, VEC_TILES,
+                                        _misaligned, check_tc_precision, choose, data_ptr, pick_vec)
 from convnet.precision import round_to
 
 
@@ -62,6 +64,16 @@ def _tile(tile, m, ncol, k, tiles=BASE_TILES):
 
 
 MASK_TAPS = 32          # the window masks of conv2d_tc_fwd_vec_* and _bwd_data_s1_*: KH*KW <= 32
+# kernels whose k-tiles are 32 deep on sm_90 (bf16, two k16 steps per barrier; every other is
+# 16): the gathered bf16 kernels where the registers allow (kernels/conv_tc.cu; bwd_filter_bf16_l
+# is 16 deep on sm_80-89)
+K_TILE_32 = frozenset(f"conv2d_tc_{op}_bf16_{t}" for op, tiles in (("fwd_vec", "ls"), ("bwd_data_s1", "lsh"),
+                                                                   ("bwd_filter", "lsh")) for t in tiles)
+
+
+def k_tile(kernel):
+    """The depth of a k-tile of `kernel` (a full kernel name): 32 or 16."""
+    return 32 if kernel in K_TILE_32 else 16
 
 
 def fwd_vec_ok(w, c_per_group, kh, kw):
@@ -73,6 +85,11 @@ def fwd_vec_ok(w, c_per_group, kh, kw):
 def bwd_data_s1_ok(sh, sw, kh, kw):
     """conv2d_tc_bwd_data_s1_*'s condition: unit stride and a window of at most 32 taps."""
     return sh == sw == 1 and kh * kw <= MASK_TAPS
+
+
+def bwd_data_tiles(sh, sw, kh, kw):
+    """The tiles of the bwd_data kernel these take: the unit-stride one has "h" and "t" too."""
+    return CONV_BWD_TILES if bwd_data_s1_ok(sh, sw, kh, kw) else BASE_TILES
 
 
 def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, precision="tf32", version=None,
@@ -125,7 +142,8 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, precision="t
     if splits is not None:
         _int(splits, "splits", 1)
     # the blocks of all groups count (as bwd_filter's)
-    t, splits, chunk = choose((c // g) * g, n * h * wd, (f // g) * kh * kw, tile, splits)
+    t, splits, chunk = choose((c // g) * g, n * h * wd, (f // g) * kh * kw, tile, splits,
+                              tiles=bwd_data_tiles(sh, sw, kh, kw))
     bm, bn, threads = TILES[t]
     if g * splits > 65535:
         raise ValueError(f"groups * splits = {g * splits} exceeds the grid's z limit 65535")
@@ -159,7 +177,7 @@ def conv2d_backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, precision=
     m, ncol, k = f // g, (c // g) * kh * kw, n * oh * ow
     if splits is not None:
         _int(splits, "splits", 1)
-    t, splits, chunk = choose(m * g, ncol, k, tile, splits)   # blocks of all groups count
+    t, splits, chunk = choose(m * g, ncol, k, tile, splits, tiles=CONV_BWD_TILES)   # blocks of all groups count
     bm, bn, threads = TILES[t]
     if g * splits > 65535:
         raise ValueError(f"groups * splits = {g * splits} exceeds the grid's z limit 65535")
@@ -205,8 +223,9 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0,
     tol = TOL if scale == "small" else 1e-4
     geo = dict(stride=stride, pad=pad, groups=groups)
     tile_b = None if tile == "m" else tile      # the backward passes have no "m" tile
+    tile_f = None if tile in ("h", "t") else tile   # nor the forward "h" and "t"
     kw = dict(precision=precision, tile=tile_b)
-    fkw = dict(precision=precision, tile=tile, vec=vec)
+    fkw = dict(precision=precision, tile=tile_f, vec=vec)
     mis = _misaligned if misalign else (lambda a: a)
     use_vec = vec if vec is not None else ((w_shape[1] * w_shape[2] * w_shape[3]) % VEC_ALIGN == 0
                                            and w_shape[2] * w_shape[3] <= MASK_TAPS and not misalign)
@@ -217,10 +236,11 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0,
     f, cg, kh, kw_ = w_shape
     _, _, oh, ow = _fp32._out_shape(x_shape, w_shape, stride, pad)
     fg = f // groups
-    t_fwd = choose(fg, n * oh * ow, cg * kh * kw_, tile, 1, tiles=VEC_TILES if use_vec else BASE_TILES)[0]
-    t_bd, sp_bd, _ = choose(cg * groups, n * x_shape[2] * x_shape[3], fg * kh * kw_, tile_b, splits)
-    t_bf, sp_bf, _ = choose(fg * groups, cg * kh * kw_, n * oh * ow, tile_b, splits)
     st = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    t_fwd = choose(fg, n * oh * ow, cg * kh * kw_, tile_f, 1, tiles=VEC_TILES if use_vec else BASE_TILES)[0]
+    t_bd, sp_bd, _ = choose(cg * groups, n * x_shape[2] * x_shape[3], fg * kh * kw_, tile_b, splits,
+                            tiles=bwd_data_tiles(st[0], st[1], kh, kw_))
+    t_bf, sp_bf, _ = choose(fg * groups, cg * kh * kw_, n * oh * ow, tile_b, splits, tiles=CONV_BWD_TILES)
     unit = "s1_" if bwd_data_s1_ok(st[0], st[1], kh, kw_) else ""
     relu_ref = _rounded(lambda x, w, b: np.maximum(R.conv2d_forward(x, w, b, **geo), 0), precision, 2)
     return [
@@ -275,6 +295,12 @@ def cases(scale="small"):
             out += shape_cases("2x4x7x9 k3 s1 p1", (2, 4, 7, 9), (5, 4, 3, 3), 1, 1, 1, p, seed=63, vec=False)
             out += shape_cases("2x4x7x9 k3 s1 p1", (2, 4, 7, 9), (5, 4, 3, 3), 1, 1, 1, p, seed=63, misalign=True)
             out += shape_cases("1x8x6x5 k1 g2 F132", (1, 8, 6, 5), (132, 4, 1, 1), 1, 0, 2, p, seed=64, tile="l")
+            # the 48-row warp tiles of the backward passes: "h" (96 rows) and "t" (48 rows), 100 and
+            # 50 rows (the second row tile partial), split-K on "h"; a 2x2 and a 3x3 window
+            out += shape_cases("1x100x3x4 k2 s1 p1 F100", (1, 100, 3, 4), (100, 100, 2, 2), 1, 1, 1, p,
+                               seed=67, tile="h", splits=2)
+            out += shape_cases("2x50x4x3 k3 s1 p1 F50", (2, 50, 4, 3), (50, 50, 3, 3), 1, 1, 1, p,
+                               seed=68, tile="t")
             # a 7x5 window (35 taps > 32: no masks): the general forward and the strided
             # bwd_data kernel at unit stride; 4*35 = 140 weights per row (a multiple of 4)
             out += shape_cases("2x4x9x8 k7x5 s1 p2", (2, 4, 9, 8), (3, 4, 7, 5), 1, 2, 1, p, seed=65, tile="s")

@@ -25,16 +25,20 @@ SHIPPED = {"fc_forward": "v1", "fc_backward_data": "v1", "fc_backward_filter": "
 VERSIONS = ("v1",)
 PRECISIONS = ("tf32", "bf16")
 # tile name -> (rows, columns, threads) of tc_gemm.cuh's block tile (gemm_tc.cu's instances)
-TILES = {"l": (128, 128, 128), "s": (64, 64, 64), "m": (64, 128, 64)}
-# "m" exists for the _vec kernels (fc fwd / bwd_data, conv fwd) only
+TILES = {"l": (128, 128, 128), "s": (64, 64, 64), "m": (64, 128, 64), "h": (96, 128, 128), "t": (48, 128, 64)}
+# "m" exists for the _vec kernels (fc fwd / bwd_data, conv fwd) only; "h" (4 warps of 48x64:
+# 192 rows in two tiles, none padded) and "t" (2 warps of 48x64: 48 rows) for the conv backward
+# passes with gathered operands only (conv2d_tc_bwd_data_s1_*, conv2d_tc_bwd_filter_*)
 BASE_TILES = ("l", "s")
 VEC_TILES = ("l", "s", "m")
+CONV_BWD_TILES = ("l", "s", "h", "t")
 VEC_ALIGN = 4           # floats per 16-byte chunk: row length, K and slice bounds must be multiples
 # The launch plan (choose): the tile and K slices that maximise a small cost model of
 # an sm_90 GPU with SMS SMs: TILE_RATE (the tile's main-loop bound against the tensor
 # peak, benchmarks/tc_sass.py: the 64x64 warp tiles of "l" read 128 bytes of shared
 # memory per HMMA, the 64x32 of "s" 192; "m", 64x64 warp tiles on a 64x128 block, 128 but
-# more shared stores per HMMA than "l": 4/7) x tile efficiency (useful / padded MACs) x wave
+# more shared stores per HMMA than "l": 4/7; "h", 48x64 warp tiles on 96x128, 149 bytes
+# read and 75 stored per HMMA: 4/7; "t", 48x64 on 48x128, 149 and 117: 0.48) x tile efficiency (useful / padded MACs) x wave
 # efficiency (blocks / whole waves of SMS x TILE_BLOCKS_PER_SM), the GEMM's time at that
 # fraction of PEAK plus, with splits > 1, the reduction's DRAM traffic (each slice's partial
 # C written and read once: 8 bytes per element per slice at DRAM_BW). Slices at least
@@ -42,8 +46,8 @@ VEC_ALIGN = 4           # floats per 16-byte chunk: row length, K and slice boun
 SMS = 132
 PEAK = 495e12           # dense tf32 FLOP/s of an H100/H200 (bf16 is twice: the same choice)
 DRAM_BW = 4.0e12        # bytes/s, about an H200's
-TILE_RATE = {"l": 2 / 3, "s": 0.4, "m": 4 / 7}
-TILE_BLOCKS_PER_SM = {"l": 2, "s": 6, "m": 4}
+TILE_RATE = {"l": 2 / 3, "s": 0.4, "m": 4 / 7, "h": 4 / 7, "t": 0.48}
+TILE_BLOCKS_PER_SM = {"l": 2, "s": 6, "m": 4, "h": 2, "t": 4}
 MIN_K_PER_SLICE = 128
 MAX_SPLITS = 64
 REDUCE_THREADS = 256
