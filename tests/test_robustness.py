@@ -281,6 +281,10 @@ def test_ctrl_c_during_start_up_is_130_and_one_line(setup, tmp_path):
         err = p.communicate(timeout=60)[1]
         if p.returncode == 0:
             continue                                    # it finished first: nothing to check
+        if p.returncode == -signal.SIGINT and not err:
+            continue                                    # before Python's own handler (a loaded machine)
+        if "KeyboardInterrupt" in err and "convnet" not in err.replace("-m convnet.train", ""):
+            continue                                    # in the interpreter's start-up, before our first line
         lines = err.strip().splitlines()
         assert p.returncode == 130 and "Traceback" not in err, (delay, err)
         if len(lines) == 2 and "finishing this step" in lines[0] and "saved" in lines[1]:
