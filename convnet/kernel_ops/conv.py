@@ -375,6 +375,8 @@ def v4_plan(geo, pass_, rows=None, splits=None, sms=DEFAULT_SMS):
     if pass_ == "bwd_data" and (geo.sh, geo.sw) != (1, 1):
         return None
     if pass_ == "bwd_filter":
+        if geo.oh * geo.ow < V4_BK:      # an image's last K tile starts at OH*OW - 16
+            return None
         per_image = _cdiv(geo.oh * geo.ow, V4_BK)
         run = _cdiv(geo.cg, 8) * 8 if masked else 0
         ncol = geo.taps * run if masked else ncol
@@ -407,11 +409,15 @@ def v4_plan(geo, pass_, rows=None, splits=None, sms=DEFAULT_SMS):
 def _v4_table_np(geo, pass_, masked, run, kp):
     """implicit_gemm_v4's table, (2, entries) int32: the offs, then the bits (see conv.cu, v4).
     fwd/bwd_data: one entry per row of the launcher's K order (kp + V4_SPARE entries);
-    bwd_filter: one per output pixel p < Pp."""
+    bwd_filter: one per row v < Pp of an image's K tiles. Tile t covers the pixels from
+    min(16 t, OH*OW - 16) (OH*OW >= 16: v4_plan), so dy's rows need no test; the rows of
+    the last tile that the tile before covered have bits 0 (B reads 0 there)."""
     taps = np.arange(geo.taps)
     i, j = taps // geo.kw, taps % geo.kw
     if pass_ == "bwd_filter":
-        p = np.arange(_cdiv(geo.oh * geo.ow, V4_BK) * V4_BK)
+        v = np.arange(_cdiv(geo.oh * geo.ow, V4_BK) * V4_BK)
+        start = np.minimum(v // V4_BK * V4_BK, geo.oh * geo.ow - V4_BK)
+        p = start + v % V4_BK
         oh, ow = p // geo.ow, p % geo.ow
         off = oh * geo.sh * geo.w + ow * geo.sw
         if masked:
@@ -421,7 +427,7 @@ def _v4_table_np(geo, pass_, masked, run, kp):
             bits = (ok.astype(np.int64) << taps[None, :]).sum(axis=1)
         else:
             bits = np.ones_like(p)
-        live = p < geo.oh * geo.ow
+        live = p >= v // V4_BK * V4_BK   # not a row the tile before covered
         off, bits = np.where(live, off, 0), np.where(live, bits, 0)
     else:
         kk = np.arange(kp + V4_SPARE)
@@ -819,7 +825,7 @@ V4_SHAPES = [
     # Cg = 48 in two groups; forward and bwd_filter with F = 48 over 42 unmasked taps at
     # stride (2, 3); F = 49 (a second, 1-row tile) with asymmetric padding.
     ("1x96x6x5 k3 p1 g2 Cg48 (M = 48 bwd_data)", (1, 96, 6, 5), (10, 48, 3, 3), 1, 1, 2),
-    ("2x3x15x13 k7x6 s(2,3) p0 F48 (M = 48, unmasked)", (2, 3, 15, 13), (48, 3, 7, 6), (2, 3), 0, 1),
+    ("2x3x17x13 k7x6 s(2,3) p0 F48 (M = 48, unmasked)", (2, 3, 17, 13), (48, 3, 7, 6), (2, 3), 0, 1),
     ("2x4x7x6 k3 p(1,0) F49 (two 48-row tiles)", (2, 4, 7, 6), (49, 4, 3, 3), 1, (1, 0), 1),
 ]
 
