@@ -872,8 +872,9 @@ extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_fil
 //               rows the tile before already covered; col = (tap, c) with c < cgp
 //               (masked, cgp = Cg padded to a multiple of 8) or (c,i,j) (unmasked, cgp = 0):
 //               a thread copies 8 columns of one tap at one p, one test for all 8
-// A: fwd and bwd_data read the weights rearranged by the launcher into at (G, kp, Mp)
-// (the K order above, zero-padded to whole tiles: 16-byte cp.async); bwd_filter reads
+// A: fwd and bwd_data read the weights rearranged by the launcher into at (G, Mp / BM, kp,
+// BM) (the K order above, zero-padded to whole tiles, each row tile's block contiguous:
+// 16-byte cp.async at immediate offsets); bwd_filter reads
 // dy rows (rows past M clamped to M - 1: their results are never stored).
 // Padding rows of a channel run point at channel 0 of their tap (off of c = 0) and meet
 // zero rows of A, so they add 0 * (an input inside this output's receptive field).
@@ -1115,7 +1116,9 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
     unsigned bbit = 0u;
     if constexpr (Op::WEIGHTS_A) {
         ak = t / (BM / 4); am = (t % (BM / 4)) * 4;
-        asrc = op.at + ((op.g * op.kp + ak) * op.Mp + row0 + am) + kt_begin * BK * op.Mp;
+        // at is tiled by rows, (G, Mp / BM, kp + ..., BM): a row tile's K rows are BM floats
+        // apart, so every A copy of the unrolled loop is this pointer plus an immediate.
+        asrc = op.at + (((op.g * (op.Mp / BM) + (int)blockIdx.y) * op.kp + kt_begin * BK + ak) * BM + am);
         bc = t % BN; brow = ((BT == NT ? t : t % BT) / BN) * B_ROWS;
         cb = op.col(col0 + bc);
         boff[0] = 0;
@@ -1155,9 +1158,9 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
             }
             if (copies_a) {
                 cp_async16(as, asrc, true);
-                cp_async16(smem_add(as, 8 * AP), asrc + 8 * op.Mp, true);
+                cp_async16(smem_add(as, 8 * AP), asrc + 8 * BM, true);
             }
-            asrc += BK * op.Mp;
+            asrc += BK * BM;
             if (copies_b) {
 #pragma unroll
                 for (int r = 0; r < B_ROWS; r += 4) {
@@ -1319,7 +1322,7 @@ __device__ __forceinline__ void bwd_filter_v4(const float* dy, const float* x, c
 // v4 kernels. Block 2 * BM threads (256, or 128 for *_m64), dynamic shared memory
 // (conv.py, _v4_smem); grid (ceil(NCOL / 128), ceil(M / BM), G * splits),
 // blockIdx.z = g * splits + slice, tps = K tiles (of 16) per slice.
-// at (G, kp, Mp) + V4_SPARE * Mp spare floats: the weights as the GEMM's A in the
+// at (G, Mp / BM, kp, BM) + V4_SPARE * Mp spare floats: the weights as the GEMM's A in the
 // launcher's K order, zero-padded; tab (2, kp + V4_SPARE) (fwd, bwd_data) or (2, Pp)
 // (bwd_filter): offs then bits (conv.py, _v4_table_np). splits > 1: y/dx/dw is
 // the workspace (splits, output) and conv2d_v4_reduce finishes (bias, ReLU there).

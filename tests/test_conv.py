@@ -385,3 +385,33 @@ def test_winograd_applies_to_3x3_stride_1_only():
     x, w, b, dy = _data((2, 4, 9, 9), (4, 4, 5, 5), 1, 2, seed=33)            # 5x5: runs v4
     np.testing.assert_array_equal(conv.conv2d_forward(x, w, b, 1, 2, version="winograd"),
                                   conv.conv2d_forward(x, w, b, 1, 2, version="v4"))
+
+
+def test_v4_weights_are_tiled_by_rows():
+    """_v4_weights stores at[g, k, m] (the plan's K order, zero-padded) as (G, Mp / rows, kp,
+    rows) with V4_SPARE * Mp zeros after it: implicit_gemm_v4 reads each row tile's K rows
+    `rows` floats apart (immediate offsets in its unrolled loop)."""
+    rng = np.random.default_rng(5)
+    for xs, ws, s, p, g in [((2, 6, 9, 8), (10, 3, 3, 3), 1, 1, 2), ((2, 3, 14, 13), (5, 3, 7, 6), 2, 0, 1),
+                            ((2, 4, 6, 5), (260, 2, 2, 2), 1, 1, 2)]:
+        geo = conv.Geometry.of("t", xs, ws, s, p, g)
+        w = rng.standard_normal(ws).astype(np.float32)
+        gg, fg, cg, taps = geo.groups, geo.fg, geo.cg, geo.taps
+        w4 = w.reshape(gg, fg, cg, taps)
+        for pass_ in ("fwd", "bwd_data"):
+            for rows in conv.V4_ROWS:
+                plan = conv.v4_plan(geo, pass_, rows)
+                if plan is None:
+                    continue
+                m = geo.gemm(pass_)[0]
+                mp = -(-m // rows) * rows
+                at = np.zeros((gg, plan.kp, mp), np.float32)
+                if pass_ == "fwd" and not plan.masked:
+                    at[:, :cg * taps, :fg] = w4.reshape(gg, fg, cg * taps).transpose(0, 2, 1)
+                else:
+                    src = w4.transpose(0, 3, 2, 1) if pass_ == "fwd" else w4.transpose(0, 3, 1, 2)
+                    at[:, :taps * plan.run].reshape(gg, taps, plan.run, mp)[:, :, :src.shape[2], :m] = src
+                ref = at.reshape(gg, plan.kp, mp // rows, rows).transpose(0, 2, 1, 3).ravel()
+                flat = conv._v4_weights(np, w, geo, pass_, plan)
+                assert flat.size == ref.size + conv.V4_SPARE * mp and not flat[ref.size:].any()
+                np.testing.assert_array_equal(flat[:ref.size], ref)

@@ -468,22 +468,42 @@ def _v4_table(geo, pass_, plan, like):
 
 
 def _v4_weights(xp, w, geo, pass_, plan):
-    """The weights as v4's A operand, (G, kp, Mp) in the plan's K order, zero-padded,
-    with V4_SPARE spare rows after the end. fwd: at[g, k, f] = w[g*Fg+f, c, i, j] with
-    k = (tap, c) (masked) or (c,i,j); bwd_data: at[g, (tap, f), c] = w[g*Fg+f, c, i, j]."""
+    """The weights as v4's A operand at[g, k, m] in the plan's K order, zero-padded, stored
+    tiled by rows (_v4_tiled: (G, Mp / rows, kp, rows)), with V4_SPARE * Mp spare floats
+    after the end. fwd: at[g, k, f] = w[g*Fg+f, c, i, j] with k = (tap, c) (masked) or
+    (c,i,j); bwd_data: at[g, (tap, f), c] = w[g*Fg+f, c, i, j]."""
     g, fg, cg, taps = geo.groups, geo.fg, geo.cg, geo.taps
     m, _, _ = geo.gemm(pass_)
-    mp = _cdiv(m, plan.rows) * plan.rows
-    flat = xp.zeros(g * plan.kp * mp + V4_SPARE * mp, dtype=np.float32)
-    at = flat[:g * plan.kp * mp].reshape(g, plan.kp, mp)
     w4 = w.reshape(g, fg, cg, taps)
     if pass_ == "fwd":
         if plan.masked:                 # (G, taps, Cg, Fg) into runs of plan.run channels
-            at[:, :taps * plan.run].reshape(g, taps, plan.run, mp)[:, :, :cg, :fg] = w4.transpose(0, 3, 2, 1)
-        else:
-            at[:, :cg * taps, :fg] = w4.reshape(g, fg, cg * taps).transpose(0, 2, 1)
+            src, runs = w4.transpose(0, 3, 2, 1), (taps, plan.run, cg)
+        else:                           # (G, Cg*taps, Fg)
+            src, runs = w4.reshape(g, fg, cg * taps).transpose(0, 2, 1), None
     else:                               # (G, taps, Fg, Cg)
-        at[:, :taps * plan.run].reshape(g, taps, plan.run, mp)[:, :, :fg, :cg] = w4.transpose(0, 3, 1, 2)
+        src, runs = w4.transpose(0, 3, 1, 2), (taps, plan.run, fg)
+    return _v4_tiled(xp, src, (g,), plan.kp, m, plan.rows, runs)
+
+
+def _v4_tiled(xp, src, lead, kp, m, rows, runs=None):
+    """implicit_gemm_v4's A: flat (*lead, Mp / rows, kp, rows) (lead: the GEMM's groups,
+    (G,) or Winograd's (16, G)), each row tile's K rows `rows` floats apart, then
+    V4_SPARE * Mp zeros (the loads past a slice's end). src (*lead, K, M) holds rows
+    k < K of at[.., k, m]; runs = (taps, run, channels): src is (*lead, taps, channels, M)
+    and tap t's channels go to rows t*run ... (the padded runs). Written in place, one row
+    tile at a time (no second copy of at)."""
+    mp = _cdiv(m, rows) * rows
+    size = int(np.prod(lead)) * kp * mp
+    flat = xp.zeros(size + V4_SPARE * mp, dtype=np.float32)
+    tiled = flat[:size].reshape(tuple(lead) + (mp // rows, kp, rows))
+    for t in range(mp // rows):
+        lo, hi = t * rows, min(m, (t + 1) * rows)
+        if runs is None:
+            tiled[..., t, :src.shape[-2], :hi - lo] = src[..., lo:hi]
+        else:
+            n_taps, run, channels = runs
+            view = tiled[..., t, :n_taps * run, :].reshape(tuple(lead) + (n_taps, run, rows))
+            view[..., :channels, :hi - lo] = src[..., lo:hi]
     return flat
 
 
@@ -553,11 +573,9 @@ def _wino_forward(xp, x, w, b, geo, relu, rows=None):
     th, tw, p = winograd_tiles(geo)
     rows, _, threads, suffix = _tile("v4", fg, rows or winograd_rows(geo))
     kp = _cdiv(cg, V4_BK) * V4_BK
-    mp = _cdiv(fg, rows) * rows
     gm = xp.asarray(WINO_G, dtype=np.float32)
     u = xp.einsum("ai,fcij,bj->fcab", gm, w, gm).reshape(g, fg, cg, 16)     # (G, Fg, Cg, 16)
-    flat = xp.zeros(16 * g * kp * mp + V4_SPARE * mp, dtype=np.float32)
-    flat[:16 * g * kp * mp].reshape(16, g, kp, mp)[:, :, :cg, :fg] = u.transpose(3, 0, 2, 1)
+    flat = _v4_tiled(xp, u.transpose(3, 0, 2, 1), (16, g), kp, fg, rows)        # U (16, G, Cg, Fg)
     tab = xp.asarray(_wino_table_np(cg, p, kp))
     v = xp.empty(16 * geo.c * p, dtype=np.float32)
     m = xp.empty(16 * geo.f * p, dtype=np.float32)
