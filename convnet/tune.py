@@ -52,14 +52,14 @@ FFMA_SHARE = {
     "conv2d_bwd_data_v3": 0.515, "conv2d_bwd_data_v3_m64": 0.362,
     "conv2d_bwd_data_v3_s1": 0.676, "conv2d_bwd_data_v3_s1_m64": 0.548,
     "conv2d_bwd_filter_v3": 0.682, "conv2d_bwd_filter_v3_m64": 0.558,
-    "conv2d_fwd_v4": 0.902, "conv2d_fwd_v4_m64": 0.881,
-    "conv2d_bwd_data_v4": 0.902, "conv2d_bwd_data_v4_m64": 0.881,
-    "conv2d_bwd_filter_v4": 0.885, "conv2d_bwd_filter_v4_m64": 0.861,
-    "conv2d_wino_gemm": 0.902, "conv2d_wino_gemm_m64": 0.884,
-    "conv2d_fwd_v4_m96": 0.884, "conv2d_bwd_data_v4_m96": 0.884, "conv2d_bwd_filter_v4_m96": 0.860,
-    "conv2d_wino_gemm_m96": 0.885,
-    "conv2d_fwd_v4_m48": 0.852, "conv2d_bwd_data_v4_m48": 0.852, "conv2d_bwd_filter_v4_m48": 0.821,
-    "conv2d_wino_gemm_m48": 0.855,
+    "conv2d_fwd_v4": 0.906, "conv2d_fwd_v4_m64": 0.894,
+    "conv2d_bwd_data_v4": 0.906, "conv2d_bwd_data_v4_m64": 0.894,
+    "conv2d_bwd_filter_v4": 0.899, "conv2d_bwd_filter_v4_m64": 0.882,
+    "conv2d_wino_gemm": 0.907, "conv2d_wino_gemm_m64": 0.895,
+    "conv2d_fwd_v4_m96": 0.888, "conv2d_bwd_data_v4_m96": 0.888, "conv2d_bwd_filter_v4_m96": 0.878,
+    "conv2d_wino_gemm_m96": 0.887,
+    "conv2d_fwd_v4_m48": 0.868, "conv2d_bwd_data_v4_m48": 0.868, "conv2d_bwd_filter_v4_m48": 0.849,
+    "conv2d_wino_gemm_m48": 0.869,
 }
 
 PEAK = conv.MODEL_SM_FLOPS * conv.DEFAULT_SMS

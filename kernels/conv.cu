@@ -79,11 +79,11 @@
 //   conv2d_bwd_data_v3_s1_m64      95  12544
 //   conv2d_bwd_filter_v3_m64      105  12544
 //   conv2d_fwd_v4, _bwd_data_v4, _bwd_filter_v4     128  dynamic: 3*16*(BM+4+128)*4 + 8 * table
-//   conv2d_*_v4_m96 (192 threads, 2 blocks/SM)    139..141  entries (conv.py, _v4_smem)
-//   conv2d_*_v4_m64 (128 threads, 4 blocks/SM)    125..128
-//   conv2d_*_v4_m48 (128 threads, 4 blocks/SM)    119..127
-//   conv2d_wino_gemm, _m96, _m64                  127..128
-//   conv2d_wino_gemm_m48                          117
+//   conv2d_*_v4_m96 (192 threads, 2 blocks/SM)    143..153  entries (conv.py, _v4_smem)
+//   conv2d_*_v4_m64 (128 threads, 4 blocks/SM)    128
+//   conv2d_*_v4_m48 (128 threads, 4 blocks/SM)    119..128
+//   conv2d_wino_gemm, _m64, _m48                  128
+//   conv2d_wino_gemm_m96                          151
 //   conv2d_v4_reduce, conv2d_wino_input, _output    32      0
 //   (no spills, no local memory on sm_80/86/89/90; v2 and v3 blocks are 256 threads;
 //   v3 is capped at 128 registers by __launch_bounds__(256, 2); sm_80..89 use
@@ -865,13 +865,16 @@ extern "C" __global__ void __launch_bounds__(conv::V3_THREADS, 2) conv2d_bwd_fil
 //               colptr = x + (n, g*Cg, oh*SH-PH, ow*SW-PW), off = c*H*W + i*W + j
 //   bwd_data:   stride 1, masked: m = c, col = (n,ih,iw), k = (tap, f);
 //               colptr = dy + (n, g*Fg, ih+PH, iw+PW), off = f*OH*OW - i*OW - j
-//   bwd_filter: m = f, k = (n, p = (oh,ow)), each K tile inside one image (p padded to
-//               Pp, a multiple of 16; tile offset n*C*H*W); off[p] = oh*SH*W + ow*SW and
-//               bits[p] = the taps valid at (oh, ow); col = (tap, c) with c < cgp
+//   bwd_filter: m = f, k = (n, p = (oh,ow)), each K tile inside one image (Pp rows v per
+//               image, a multiple of 16; tile offset n*C*H*W; tile t covers the pixels
+//               p = min(16 t, OH*OW - 16) + v % 16, OH*OW >= 16, so dy needs no test);
+//               off[v] = oh*SH*W + ow*SW and bits[v] = the taps valid at (oh, ow), 0 for the
+//               rows the tile before already covered; col = (tap, c) with c < cgp
 //               (masked, cgp = Cg padded to a multiple of 8) or (c,i,j) (unmasked, cgp = 0):
 //               a thread copies 8 columns of one tap at one p, one test for all 8
-// A: fwd and bwd_data read the weights rearranged by the launcher into at (G, kp, Mp)
-// (the K order above, zero-padded to whole tiles: 16-byte cp.async); bwd_filter reads
+// A: fwd and bwd_data read the weights rearranged by the launcher into at (G, Mp / BM, kp,
+// BM) (the K order above, zero-padded to whole tiles, each row tile's block contiguous:
+// 16-byte cp.async at immediate offsets); bwd_filter reads
 // dy rows (rows past M clamped to M - 1: their results are never stored).
 // Padding rows of a channel run point at channel 0 of their tap (off of c = 0) and meet
 // zero rows of A, so they add 0 * (an input inside this output's receptive field).
@@ -950,6 +953,26 @@ __device__ __forceinline__ void cp_async_wait()
 #ifndef CN_EMULATION
     asm volatile("cp.async.wait_group %0;\n" :: "n"(N));
 #endif
+}
+
+// p, hidden from the optimiser (a register move on the GPU): `opaque_ptr(base) + off`
+// is then one IMAD.WIDE, not off widened to 64 bits and added to base's parts.
+__device__ __forceinline__ const float* opaque_ptr(const float* p)
+{
+#ifndef CN_EMULATION
+    asm("mov.b64 %0, %0;" : "+l"(p));
+#endif
+    return p;
+}
+
+// v, hidden per use (volatile: not hoisted out of the loop; ptxas drops the move), so
+// that nvcc keeps a loop-invariant int offset in 32 bits instead of a widened copy.
+__device__ __forceinline__ int opaque_int(int v)
+{
+#ifndef CN_EMULATION
+    asm volatile("mov.b32 %0, %0;" : "+r"(v));
+#endif
+    return v;
 }
 
 // A compile-time int as a value (the stage of the unrolled main loop).
@@ -1093,7 +1116,9 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
     unsigned bbit = 0u;
     if constexpr (Op::WEIGHTS_A) {
         ak = t / (BM / 4); am = (t % (BM / 4)) * 4;
-        asrc = op.at + ((op.g * op.kp + ak) * op.Mp + row0 + am) + kt_begin * BK * op.Mp;
+        // at is tiled by rows, (G, Mp / BM, kp + ..., BM): a row tile's K rows are BM floats
+        // apart, so every A copy of the unrolled loop is this pointer plus an immediate.
+        asrc = op.at + (((op.g * (op.Mp / BM) + (int)blockIdx.y) * op.kp + kt_begin * BK + ak) * BM + am);
         bc = t % BN; brow = ((BT == NT ? t : t % BT) / BN) * B_ROWS;
         cb = op.col(col0 + bc);
         boff[0] = 0;
@@ -1121,18 +1146,25 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
         if constexpr (Op::WEIGHTS_A) {
             // Past kt_end (at most ST - 1 tiles): at has ST - 1 spare tiles at its end and
             // the table ST - 1 tiles of bits 0, so these copies stay in bounds unguarded.
+            // The table entries first: every cp.async of the tile then follows the last
+            // shared-memory read, and ptxas pads the group once (3 @!PT LDS), not per group.
+            const int ti = kload * BK - tab_begin + brow;
+            bool ok = false;
+            int4 ev[B_ROWS / 4];
+            if (copies_b) {
+                ok = (tbits[ti] & cb.bits) != 0u;
+#pragma unroll
+                for (int r = 0; r < B_ROWS; r += 4) ev[r / 4] = reinterpret_cast<const int4*>(toff + ti)[r / 4];
+            }
             if (copies_a) {
                 cp_async16(as, asrc, true);
-                cp_async16(smem_add(as, 8 * AP), asrc + 8 * op.Mp, true);
+                cp_async16(smem_add(as, 8 * AP), asrc + 8 * BM, true);
             }
-            asrc += BK * op.Mp;
+            asrc += BK * BM;
             if (copies_b) {
-                const int ti = kload * BK - tab_begin + brow;
-                const bool ok = (tbits[ti] & cb.bits) != 0u;
-                const int4* e = reinterpret_cast<const int4*>(toff + ti);
 #pragma unroll
                 for (int r = 0; r < B_ROWS; r += 4) {
-                    const int4 v = e[r / 4];
+                    const int4 v = ev[r / 4];
                     cp_async4(smem_add(bs, (r + 0) * BN), cb.ptr + v.x, ok);
                     cp_async4(smem_add(bs, (r + 1) * BN), cb.ptr + v.y, ok);
                     cp_async4(smem_add(bs, (r + 2) * BN), cb.ptr + v.z, ok);
@@ -1144,19 +1176,32 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
             // tensor under 2^31 elements), so each address is one IADD and one IMAD.WIDE.
             // Past kt_end the cursor stays on the last image (its copies land in a stage
             // nobody reads), so no test of kt_end here.
-            const float* a = asrc + (int)((unsigned)(an * op.s.F * op.s.OHW + ap0) + (unsigned)arow);
-            const int nvalid = op.s.OHW - ap0 - ak * A_ROWS;    // of this thread's 8 (p < OH*OW)
+            // The image's last tile starts at OH*OW - 16 (the launcher runs v4 only where
+            // OH*OW >= 16), so the 8 dy elements are always inside the image: no test. Its
+            // rows that the tile before already covered have bits 0 in the table (B is 0).
+            const float* a = asrc + (int)((unsigned)(an * op.s.F * op.s.OHW + min(ap0, op.s.OHW - BK)) +
+                                          (unsigned)arow);
+            // The table entries first (one padded group of cp.async, as above).
+            unsigned tb[B_REP]; int to[B_REP];
+            if (copies_b) {
 #pragma unroll
-            for (int e = 0; e < (copies_a ? A_ROWS : 0); ++e) cp_async4(smem_add(as, e * AP), a + e, e < nvalid);
+                for (int q = 0; q < B_REP; ++q) {
+                    const int v = ap0 + brow + q * B_KSTEP;
+                    tb[q] = tbits[v]; to[q] = toff[v];
+                }
+            }
+#pragma unroll
+            for (int e = 0; e < (copies_a ? A_ROWS : 0); ++e) cp_async4(smem_add(as, e * AP), a + e, true);
             const unsigned xbase = (unsigned)(an * op.s.C * op.s.HW);
 #pragma unroll
             for (int q = 0; q < (copies_b ? B_REP : 0); ++q) {
-                const int p = ap0 + brow + q * B_KSTEP;
-                const bool ok = (tbits[p] & bbit) != 0u;
-                const unsigned b = xbase + (unsigned)toff[p];
+                const bool ok = (tb[q] & bbit) != 0u;             // row ap0 + brow + q * B_KSTEP
+                // The row's pixel (x + n*C*H*W + off), then one IMAD.WIDE per column.
+                // (opaque: otherwise nvcc widens boff[r] to 64 bits, 2 to 4 instructions each)
+                const float* xb = opaque_ptr(op.x + (int)(xbase + (unsigned)to[q]));
 #pragma unroll
                 for (int r = 0; r < V4_COLS; ++r)
-                    cp_async4(smem_add(bs, q * B_KSTEP * BN + r), op.x + (int)(b + (unsigned)boff[r]), ok);
+                    cp_async4(smem_add(bs, q * B_KSTEP * BN + r), xb + opaque_int(boff[r]), ok);
             }
             ap0 += BK;
             if (ap0 == op.PT * BK) { ap0 = 0; an = min(an + 1, op.s.N - 1); }
@@ -1277,7 +1322,7 @@ __device__ __forceinline__ void bwd_filter_v4(const float* dy, const float* x, c
 // v4 kernels. Block 2 * BM threads (256, or 128 for *_m64), dynamic shared memory
 // (conv.py, _v4_smem); grid (ceil(NCOL / 128), ceil(M / BM), G * splits),
 // blockIdx.z = g * splits + slice, tps = K tiles (of 16) per slice.
-// at (G, kp, Mp) + V4_SPARE * Mp spare floats: the weights as the GEMM's A in the
+// at (G, Mp / BM, kp, BM) + V4_SPARE * Mp spare floats: the weights as the GEMM's A in the
 // launcher's K order, zero-padded; tab (2, kp + V4_SPARE) (fwd, bwd_data) or (2, Pp)
 // (bwd_filter): offs then bits (conv.py, _v4_table_np). splits > 1: y/dx/dw is
 // the workspace (splits, output) and conv2d_v4_reduce finishes (bias, ReLU there).

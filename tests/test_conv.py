@@ -103,7 +103,8 @@ def test_v4_48_row_tile_is_chosen_for_48_rows():
 
 def test_v4_table_against_direct_decoding():
     """The launcher's (off, bits) table decoded back for every row: fwd in the tap-major
-    order with padded channel runs, and bwd_filter's per-pixel tap masks."""
+    order with padded channel runs, and bwd_filter's per-row pixels and tap masks (the
+    last tile of an image overlaps the one before, its repeated rows masked off)."""
     geo = conv.Geometry.of("t", (2, 6, 7, 6), (6, 3, 3, 2), (2, 1), (1, 0), 2)
     plan = conv.v4_plan(geo, "fwd", rows=128)
     run = plan.run
@@ -116,16 +117,26 @@ def test_v4_table_against_direct_decoding():
         c = c if c < geo.cg else 0                                            # padding rows read c = 0
         assert off[k] == c * geo.h * geo.w + i * geo.w + j and bits[k] == 1 << tap
     off, bits = conv._v4_table_np(geo, "bwd_filter", 1, 8, 0)
-    for p in range(len(off)):
+    pixels = geo.oh * geo.ow
+    assert pixels % 16 and pixels > 16 and len(off) == -(-pixels // 16) * 16
+    seen = []
+    for v in range(len(off)):
+        # tile t covers pixels min(16 t, OH*OW - 16) ..; rows the tile before covered: bits 0
+        p = min(v // 16 * 16, pixels - 16) + v % 16
         oh, ow = divmod(p, geo.ow)
-        if p >= geo.oh * geo.ow:
-            assert off[p] == 0 and bits[p] == 0
+        if p < v // 16 * 16:
+            assert off[v] == 0 and bits[v] == 0
             continue
-        assert off[p] == oh * geo.sh * geo.w + ow * geo.sw
+        seen.append(p)
+        assert off[v] == oh * geo.sh * geo.w + ow * geo.sw
         for tap in range(geo.taps):
             i, j = divmod(tap, geo.kw)
             ih, iw = oh * geo.sh - geo.ph + i, ow * geo.sw - geo.pw + j
-            assert bool(bits[p] >> tap & 1) == (0 <= ih < geo.h and 0 <= iw < geo.w)
+            assert bool(bits[v] >> tap & 1) == (0 <= ih < geo.h and 0 <= iw < geo.w)
+    assert seen == list(range(pixels))                                         # each pixel once
+    # fewer than 16 pixels: no v4 (its last tile would start before the image); v3 runs
+    small = conv.Geometry.of("t", (2, 3, 15, 13), (48, 3, 7, 6), (2, 3), 0, 1)
+    assert small.oh * small.ow == 15 and conv.v4_plan(small, "bwd_filter") is None
 
 
 @pytest.mark.parametrize("version", conv.VERSIONS)
@@ -374,3 +385,33 @@ def test_winograd_applies_to_3x3_stride_1_only():
     x, w, b, dy = _data((2, 4, 9, 9), (4, 4, 5, 5), 1, 2, seed=33)            # 5x5: runs v4
     np.testing.assert_array_equal(conv.conv2d_forward(x, w, b, 1, 2, version="winograd"),
                                   conv.conv2d_forward(x, w, b, 1, 2, version="v4"))
+
+
+def test_v4_weights_are_tiled_by_rows():
+    """_v4_weights stores at[g, k, m] (the plan's K order, zero-padded) as (G, Mp / rows, kp,
+    rows) with V4_SPARE * Mp zeros after it: implicit_gemm_v4 reads each row tile's K rows
+    `rows` floats apart (immediate offsets in its unrolled loop)."""
+    rng = np.random.default_rng(5)
+    for xs, ws, s, p, g in [((2, 6, 9, 8), (10, 3, 3, 3), 1, 1, 2), ((2, 3, 14, 13), (5, 3, 7, 6), 2, 0, 1),
+                            ((2, 4, 6, 5), (260, 2, 2, 2), 1, 1, 2)]:
+        geo = conv.Geometry.of("t", xs, ws, s, p, g)
+        w = rng.standard_normal(ws).astype(np.float32)
+        gg, fg, cg, taps = geo.groups, geo.fg, geo.cg, geo.taps
+        w4 = w.reshape(gg, fg, cg, taps)
+        for pass_ in ("fwd", "bwd_data"):
+            for rows in conv.V4_ROWS:
+                plan = conv.v4_plan(geo, pass_, rows)
+                if plan is None:
+                    continue
+                m = geo.gemm(pass_)[0]
+                mp = -(-m // rows) * rows
+                at = np.zeros((gg, plan.kp, mp), np.float32)
+                if pass_ == "fwd" and not plan.masked:
+                    at[:, :cg * taps, :fg] = w4.reshape(gg, fg, cg * taps).transpose(0, 2, 1)
+                else:
+                    src = w4.transpose(0, 3, 2, 1) if pass_ == "fwd" else w4.transpose(0, 3, 1, 2)
+                    at[:, :taps * plan.run].reshape(gg, taps, plan.run, mp)[:, :, :src.shape[2], :m] = src
+                ref = at.reshape(gg, plan.kp, mp // rows, rows).transpose(0, 2, 1, 3).ravel()
+                flat = conv._v4_weights(np, w, geo, pass_, plan)
+                assert flat.size == ref.size + conv.V4_SPARE * mp and not flat[ref.size:].any()
+                np.testing.assert_array_equal(flat[:ref.size], ref)

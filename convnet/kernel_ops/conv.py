@@ -375,6 +375,8 @@ def v4_plan(geo, pass_, rows=None, splits=None, sms=DEFAULT_SMS):
     if pass_ == "bwd_data" and (geo.sh, geo.sw) != (1, 1):
         return None
     if pass_ == "bwd_filter":
+        if geo.oh * geo.ow < V4_BK:      # an image's last K tile starts at OH*OW - 16
+            return None
         per_image = _cdiv(geo.oh * geo.ow, V4_BK)
         run = _cdiv(geo.cg, 8) * 8 if masked else 0
         ncol = geo.taps * run if masked else ncol
@@ -407,11 +409,15 @@ def v4_plan(geo, pass_, rows=None, splits=None, sms=DEFAULT_SMS):
 def _v4_table_np(geo, pass_, masked, run, kp):
     """implicit_gemm_v4's table, (2, entries) int32: the offs, then the bits (see conv.cu, v4).
     fwd/bwd_data: one entry per row of the launcher's K order (kp + V4_SPARE entries);
-    bwd_filter: one per output pixel p < Pp."""
+    bwd_filter: one per row v < Pp of an image's K tiles. Tile t covers the pixels from
+    min(16 t, OH*OW - 16) (OH*OW >= 16: v4_plan), so dy's rows need no test; the rows of
+    the last tile that the tile before covered have bits 0 (B reads 0 there)."""
     taps = np.arange(geo.taps)
     i, j = taps // geo.kw, taps % geo.kw
     if pass_ == "bwd_filter":
-        p = np.arange(_cdiv(geo.oh * geo.ow, V4_BK) * V4_BK)
+        v = np.arange(_cdiv(geo.oh * geo.ow, V4_BK) * V4_BK)
+        start = np.minimum(v // V4_BK * V4_BK, geo.oh * geo.ow - V4_BK)
+        p = start + v % V4_BK
         oh, ow = p // geo.ow, p % geo.ow
         off = oh * geo.sh * geo.w + ow * geo.sw
         if masked:
@@ -421,7 +427,7 @@ def _v4_table_np(geo, pass_, masked, run, kp):
             bits = (ok.astype(np.int64) << taps[None, :]).sum(axis=1)
         else:
             bits = np.ones_like(p)
-        live = p < geo.oh * geo.ow
+        live = p >= v // V4_BK * V4_BK   # not a row the tile before covered
         off, bits = np.where(live, off, 0), np.where(live, bits, 0)
     else:
         kk = np.arange(kp + V4_SPARE)
@@ -462,22 +468,42 @@ def _v4_table(geo, pass_, plan, like):
 
 
 def _v4_weights(xp, w, geo, pass_, plan):
-    """The weights as v4's A operand, (G, kp, Mp) in the plan's K order, zero-padded,
-    with V4_SPARE spare rows after the end. fwd: at[g, k, f] = w[g*Fg+f, c, i, j] with
-    k = (tap, c) (masked) or (c,i,j); bwd_data: at[g, (tap, f), c] = w[g*Fg+f, c, i, j]."""
+    """The weights as v4's A operand at[g, k, m] in the plan's K order, zero-padded, stored
+    tiled by rows (_v4_tiled: (G, Mp / rows, kp, rows)), with V4_SPARE * Mp spare floats
+    after the end. fwd: at[g, k, f] = w[g*Fg+f, c, i, j] with k = (tap, c) (masked) or
+    (c,i,j); bwd_data: at[g, (tap, f), c] = w[g*Fg+f, c, i, j]."""
     g, fg, cg, taps = geo.groups, geo.fg, geo.cg, geo.taps
     m, _, _ = geo.gemm(pass_)
-    mp = _cdiv(m, plan.rows) * plan.rows
-    flat = xp.zeros(g * plan.kp * mp + V4_SPARE * mp, dtype=np.float32)
-    at = flat[:g * plan.kp * mp].reshape(g, plan.kp, mp)
     w4 = w.reshape(g, fg, cg, taps)
     if pass_ == "fwd":
         if plan.masked:                 # (G, taps, Cg, Fg) into runs of plan.run channels
-            at[:, :taps * plan.run].reshape(g, taps, plan.run, mp)[:, :, :cg, :fg] = w4.transpose(0, 3, 2, 1)
-        else:
-            at[:, :cg * taps, :fg] = w4.reshape(g, fg, cg * taps).transpose(0, 2, 1)
+            src, runs = w4.transpose(0, 3, 2, 1), (taps, plan.run, cg)
+        else:                           # (G, Cg*taps, Fg)
+            src, runs = w4.reshape(g, fg, cg * taps).transpose(0, 2, 1), None
     else:                               # (G, taps, Fg, Cg)
-        at[:, :taps * plan.run].reshape(g, taps, plan.run, mp)[:, :, :fg, :cg] = w4.transpose(0, 3, 1, 2)
+        src, runs = w4.transpose(0, 3, 1, 2), (taps, plan.run, fg)
+    return _v4_tiled(xp, src, (g,), plan.kp, m, plan.rows, runs)
+
+
+def _v4_tiled(xp, src, lead, kp, m, rows, runs=None):
+    """implicit_gemm_v4's A: flat (*lead, Mp / rows, kp, rows) (lead: the GEMM's groups,
+    (G,) or Winograd's (16, G)), each row tile's K rows `rows` floats apart, then
+    V4_SPARE * Mp zeros (the loads past a slice's end). src (*lead, K, M) holds rows
+    k < K of at[.., k, m]; runs = (taps, run, channels): src is (*lead, taps, channels, M)
+    and tap t's channels go to rows t*run ... (the padded runs). Written in place, one row
+    tile at a time (no second copy of at)."""
+    mp = _cdiv(m, rows) * rows
+    size = int(np.prod(lead)) * kp * mp
+    flat = xp.zeros(size + V4_SPARE * mp, dtype=np.float32)
+    tiled = flat[:size].reshape(tuple(lead) + (mp // rows, kp, rows))
+    for t in range(mp // rows):
+        lo, hi = t * rows, min(m, (t + 1) * rows)
+        if runs is None:
+            tiled[..., t, :src.shape[-2], :hi - lo] = src[..., lo:hi]
+        else:
+            n_taps, run, channels = runs
+            view = tiled[..., t, :n_taps * run, :].reshape(tuple(lead) + (n_taps, run, rows))
+            view[..., :channels, :hi - lo] = src[..., lo:hi]
     return flat
 
 
@@ -547,11 +573,9 @@ def _wino_forward(xp, x, w, b, geo, relu, rows=None):
     th, tw, p = winograd_tiles(geo)
     rows, _, threads, suffix = _tile("v4", fg, rows or winograd_rows(geo))
     kp = _cdiv(cg, V4_BK) * V4_BK
-    mp = _cdiv(fg, rows) * rows
     gm = xp.asarray(WINO_G, dtype=np.float32)
     u = xp.einsum("ai,fcij,bj->fcab", gm, w, gm).reshape(g, fg, cg, 16)     # (G, Fg, Cg, 16)
-    flat = xp.zeros(16 * g * kp * mp + V4_SPARE * mp, dtype=np.float32)
-    flat[:16 * g * kp * mp].reshape(16, g, kp, mp)[:, :, :cg, :fg] = u.transpose(3, 0, 2, 1)
+    flat = _v4_tiled(xp, u.transpose(3, 0, 2, 1), (16, g), kp, fg, rows)        # U (16, G, Cg, Fg)
     tab = xp.asarray(_wino_table_np(cg, p, kp))
     v = xp.empty(16 * geo.c * p, dtype=np.float32)
     m = xp.empty(16 * geo.f * p, dtype=np.float32)
@@ -819,7 +843,7 @@ V4_SHAPES = [
     # Cg = 48 in two groups; forward and bwd_filter with F = 48 over 42 unmasked taps at
     # stride (2, 3); F = 49 (a second, 1-row tile) with asymmetric padding.
     ("1x96x6x5 k3 p1 g2 Cg48 (M = 48 bwd_data)", (1, 96, 6, 5), (10, 48, 3, 3), 1, 1, 2),
-    ("2x3x15x13 k7x6 s(2,3) p0 F48 (M = 48, unmasked)", (2, 3, 15, 13), (48, 3, 7, 6), (2, 3), 0, 1),
+    ("2x3x17x13 k7x6 s(2,3) p0 F48 (M = 48, unmasked)", (2, 3, 17, 13), (48, 3, 7, 6), (2, 3), 0, 1),
     ("2x4x7x6 k3 p(1,0) F49 (two 48-row tiles)", (2, 4, 7, 6), (49, 4, 3, 3), 1, (1, 0), 1),
 ]
 
