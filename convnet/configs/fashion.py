@@ -9,7 +9,8 @@ on a 2-core CPU on the host path (convnet/cpu_ops.py) in 3 epochs.
 Measured (2026-12-02, 2-core Intel Xeon, load average 1.2-1.5, NumPy 2.4 +
 OpenBLAS, seed 0, whole command including data loading and the three
 validations): 90.22% test accuracy (top-1 error 9.78%, top-5 0.17%) after
-27 s wall, 7,000-7,700 images/s in epochs 2-3 (with convnet._cpu at 22bf478;
+26.7 s wall at 29d91ca (7,400 images/s; load average 0.5), 27 s at 22bf478
+(7,000-7,700 images/s in epochs 2-3, with convnet._cpu;
 before it, on the same machine, 90.17% after 62 s; earlier, on a 2-core AMD
 EPYC at load average 8-12 without it, 186 s). The recipe, measured with
 one thread per run (the same arithmetic up to summation order): 3 epochs with
