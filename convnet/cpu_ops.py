@@ -59,6 +59,7 @@ import itertools
 import math
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -85,7 +86,7 @@ __all__ = [
 # --- threads --------------------------------------------------------------
 
 _threads = None          # number of parts work is split into (None: not chosen yet)
-_workers = []            # Python threads for _run (made at its first use): _threads - 1 of them
+_pool = None             # ThreadPoolExecutor for _run with _threads - 1 workers (the caller runs parts too)
 _blas_limit = None       # threadpoolctl limiter holding BLAS at one thread
 _blas = None             # convnet._cpu's BLAS: None not looked for yet, "" none, else its symbol
 
@@ -113,89 +114,6 @@ def _native_blas():
         except ImportError:
             pass
     return bool(_blas)
-
-
-class _PyEpoch:
-    """A counter that threads wait on (the Python workers of _run)."""
-
-    def __init__(self):
-        self._value = 0
-        self._cond = threading.Condition()
-
-    def get(self):
-        return self._value
-
-    def bump(self):
-        with self._cond:
-            self._value += 1
-            self._cond.notify_all()
-            return self._value
-
-    def wait_past(self, seen):
-        with self._cond:
-            self._cond.wait_for(lambda: self._value != seen)
-            return self._value
-
-
-class _Job:
-    """One op's parts, taken in turn by the caller and the workers (see _run)."""
-
-    def __init__(self, fn, parts):
-        self.fn, self.parts = fn, parts
-        self.results = [None] * len(parts)
-        self.errors = []
-        self.taken = itertools.count()            # next() is atomic under the GIL
-        self.left = len(parts)
-        self.lock = threading.Lock()
-        self.done = _PyEpoch()                    # bumped when the last part is done
-
-    def drain(self):
-        for i in self.taken:
-            if i >= len(self.parts):
-                return
-            try:
-                with _QUIET():
-                    self.results[i] = self.fn(*self.parts[i])
-            except BaseException as e:            # re-raised in the calling thread
-                self.errors.append(e)
-            with self.lock:
-                self.left -= 1
-                last = not self.left
-            if last:
-                self.done.bump()
-
-
-class _Workers:
-    """The pool: threads that wait on `wake` and drain the job posted last."""
-
-    def __init__(self, n):
-        self.job = None
-        self.stop = False
-        self.wake = _PyEpoch()
-        self.threads = [threading.Thread(target=self._loop, name=f"convnet-cpu-{i + 1}", daemon=True)
-                        for i in range(n)]
-        for t in self.threads:
-            t.start()
-
-    def _loop(self):
-        seen = self.wake.get()
-        while True:
-            seen = self.wake.wait_past(seen)
-            if self.stop:
-                return
-            job = self.job
-            if job is not None:
-                job.drain()
-
-    def post(self, job):
-        self.job = job
-        self.wake.bump()
-
-    def shutdown(self):
-        self.stop = True
-        self.wake.bump()
-        for t in self.threads:
-            t.join()
 
 
 def _default_threads():
@@ -227,7 +145,7 @@ def set_threads(n):
     slower (the fashion net's step with one op thread, load average ~15: 290-650 ms
     with OpenBLAS's 2 threads, 50-58 ms with one; benchmarks/cpu_throughput.py).
     """
-    global _threads, _workers, _blas_limit
+    global _threads, _pool, _blas_limit
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"threads must be an int >= 1, got {n!r}")
     try:
@@ -239,9 +157,9 @@ def set_threads(n):
         threadpoolctl = None
     if _threads is None:
         keep_freed_memory()
-    if _workers:
-        _workers.shutdown()
-        _workers = []
+    if _pool is not None:
+        _pool.shutdown()
+        _pool = None
     if _native is not None:
         _native.set_spin(SPIN_SECONDS)
         _native.set_threads(int(n))
@@ -256,10 +174,10 @@ def set_threads(n):
 @atexit.register
 def _stop_workers():
     """Worker threads end before the interpreter does."""
-    global _workers
-    if _workers:
-        _workers.shutdown()
-        _workers = []
+    global _pool
+    if _pool is not None:
+        _pool.shutdown()
+        _pool = None
     if _native is not None:
         _native.set_threads(1)
 
@@ -360,17 +278,37 @@ def _run(fn, parts):
     if len(parts) == 1 or _threads == 1:
         with _QUIET():
             return [fn(*p) for p in parts]
-    global _workers
-    if not _workers:
-        _workers = _Workers(_threads - 1)
-    job = _Job(fn, parts)
-    _workers.post(job)
-    job.drain()
-    if job.left:
-        job.done.wait_past(0)
-    if job.errors:
-        raise job.errors[0]
-    return job.results
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=_threads - 1, thread_name_prefix="convnet-cpu")
+    results = [None] * len(parts)
+    errors = []
+    taken = itertools.count()            # next() is atomic under the GIL
+    left = [len(parts)]
+    lock = threading.Lock()
+    finished = threading.Event()
+
+    def drain():
+        for i in taken:
+            if i >= len(parts):
+                return
+            try:
+                with _QUIET():
+                    results[i] = fn(*parts[i])
+            except BaseException as e:   # re-raised in the calling thread
+                errors.append(e)
+            with lock:
+                left[0] -= 1
+                if not left[0]:
+                    finished.set()
+
+    for _ in range(min(_threads, len(parts)) - 1):
+        _pool.submit(drain)
+    drain()
+    finished.wait()
+    if errors:
+        raise errors[0]
+    return results
 
 
 # --- convolution ----------------------------------------------------------
