@@ -4,6 +4,7 @@
     python -m convnet.experiment lrn              # Section 3.3: test error with and without LRN
     python -m convnet.experiment ablations        # pooling overlap, dropout, PCA lighting
     python -m convnet.experiment ten-crop         # centre crop against ten crops
+    python -m convnet.experiment precision        # fp32, tf32 and bf16 products, same net
     python -m convnet.experiment NAME --quick     # tiny synthetic data, seconds (CI)
 
 Every experiment trains rows (one network variant and seed each) with
@@ -25,7 +26,9 @@ it skips finished rows and continues the unfinished one from its last epoch.
 
 The networks are variants of the config `cifar-4layer` (convnet/configs/), made
 by editing its plain data: tanh for ReLU, no LRN, 2x2 pooling, dropout before
-the output layer, no PCA lighting.
+the output layer, no PCA lighting. The precision rows keep the net and change
+`convnet.train --precision` (convnet/precision.py); each is measured in the
+precision it was trained in.
 """
 import copy
 import datetime
@@ -155,7 +158,11 @@ VARIANTS = {       # name -> (edits, what it is)
     "pool-2x2": ([non_overlapping_pools], "non-overlapping 2x2/2 pooling"),
     "dropout": ([dropout], "dropout 0.5 before the output layer"),
     "no-lighting": ([no_lighting], "PCA lighting off"),
+    "fp32": ([], "float32 conv and fc products (the base config)"),
+    "tf32": ([], "conv and fc inputs rounded to TF32 (--precision tf32)"),
+    "bf16": ([], "conv and fc inputs rounded to bfloat16 (--precision bf16)"),
 }
+PRECISION_OF = {"tf32": "tf32", "bf16": "bf16"}      # variant -> convnet.train --precision (else fp32)
 
 EXPERIMENTS = {
     "relu-vs-tanh": {"variants": ["relu", "tanh"], "seeds": [0], "lr_schedule": "constant",
@@ -167,6 +174,8 @@ EXPERIMENTS = {
                   "about": "overlapping pooling, dropout and PCA lighting, each against the base config"},
     "ten-crop": {"variants": ["base"], "seeds": [0], "lr_schedule": "step",
                  "about": "centre-crop against ten-crop test error of one trained model"},
+    "precision": {"variants": ["fp32", "tf32", "bf16"], "seeds": [0, 1], "lr_schedule": "step",
+                  "about": "test error of the four-layer net trained with fp32, tf32 and bf16 products"},
 }
 
 PAPER = {        # what the paper reports, for the tables (its scale: all of CIFAR-10 or ImageNet)
@@ -177,6 +186,8 @@ PAPER = {        # what the paper reports, for the tables (its scale: all of CIF
                  "over 1 point; without dropout (on its fc layers) the net overfits substantially, with it "
                  "it takes about twice the iterations to converge.",
     "ten-crop": "The paper (ImageNet) averages ten crops at test time; it reports no centre-only figure.",
+    "precision": "The paper trains in float32 only. The target here is ours (the tensor-core issue): tf32 "
+                 "and bf16 within 0.3 points of fp32's test error.",
 }
 
 # The scale of a run: paper-like by default; --quick: a few seconds on synthetic data.
@@ -320,7 +331,8 @@ class Row:
         if os.path.exists(last):
             return ["--resume", last] + common
         args = ["--config", self.config_path, "--data", s["data"], "--seed", str(self.seed),
-                "--batch-size", str(s["batch_size"]), "--lr-schedule", s["lr_schedule"]] + common
+                "--batch-size", str(s["batch_size"]), "--lr-schedule", s["lr_schedule"],
+                "--precision", PRECISION_OF.get(self.variant, "fp32")] + common
         if s["lr_schedule"] == "step":
             args += ["--lr-steps", ",".join(map(str, s["lr_steps"]))]
         if s["train_limit"]:
@@ -379,7 +391,8 @@ class Row:
 
     def measure(self, state, data, epoch):
         from convnet.net import Net
-        net = Net(state["config"], seed=0)
+        precision = state.get("run", {}).get("precision", "fp32")      # measured as it was trained
+        net = Net(state["config"], seed=0, precision=precision)
         net.load_state_dict(state["net"])
         crop = input_size(state["config"])
         t0 = time.perf_counter()
@@ -387,7 +400,7 @@ class Row:
         test_top1, test_top5 = errors(predict(net, data["test_images"], data["mean"], crop), data["test_labels"])
         m = state["metrics"][-1]
         seconds = sum(r["train_seconds"] + r["val_seconds"] for r in state["metrics"])
-        return {"epoch": epoch, "train_error": train_top1, "test_top1": test_top1, "test_top5": test_top5,
+        return {"epoch": epoch, "precision": precision, "train_error": train_top1, "test_top1": test_top1, "test_top5": test_top5,
                 "train_loss": m["train_loss"], "lr": m["lr"], "train_seconds": sum(r["train_seconds"]
                                                                                   for r in state["metrics"]),
                 "seconds": seconds, "measure_seconds": time.perf_counter() - t0}

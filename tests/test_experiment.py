@@ -152,6 +152,7 @@ def test_quick_relu_vs_tanh_stops_and_resumes_to_the_same_numbers(tmp_path, synt
 @pytest.mark.parametrize("name,rows_expected,pngs", [
     ("lrn", ["lrn-s0", "no-lrn-s0"], ["test_error.png", "train_error.png"]),
     ("ablations", ["base-s0", "dropout-s0", "no-lighting-s0", "pool-2x2-s0"], ["test_error.png"]),
+    ("precision", ["bf16-s0", "fp32-s0", "tf32-s0"], ["test_error.png", "train_error.png"]),
 ])
 def test_quick_experiments(tmp_path, synthetic, name, rows_expected, pngs):
     assert quick(tmp_path, name, synthetic, "--epochs", "1") == 0
@@ -162,6 +163,22 @@ def test_quick_experiments(tmp_path, synthetic, name, rows_expected, pngs):
     assert table.startswith(f"# {name}:") and "Scale:" in table and "python -m convnet.experiment" in table
     for png in pngs:
         assert (tmp_path / "out" / png).stat().st_size > 1000
+
+
+def test_precision_rows_train_and_measure_in_their_precision(tmp_path, synthetic):
+    """Each precision row's checkpoint records the precision it trained in, the row is
+    measured in it, and the three rows differ (the rounding reaches the products)."""
+    from convnet import checkpoint
+    assert quick(tmp_path, "precision", synthetic, "--epochs", "1") == 0
+    got = rows(tmp_path)
+    losses = set()
+    for name, want in (("fp32-s0", "fp32"), ("tf32-s0", "tf32"), ("bf16-s0", "bf16")):
+        state = checkpoint.load(got[name]["checkpoint"])
+        assert state["run"]["precision"] == want
+        assert got[name]["epochs"][-1]["precision"] == want
+        losses.add(got[name]["epochs"][-1]["train_loss"])
+    assert len(losses) == 3
+    assert "within 0.3 points" in (tmp_path / "out" / "table.md").read_text()
 
 
 def test_quick_ten_crop_matches_convnet_evaluate(tmp_path, synthetic):
