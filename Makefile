@@ -90,7 +90,10 @@ $(BUILD)/mpi.stamp: tools/ensure_mpi.py | $(BUILD)/deps.stamp
 # --- end of the MPI block ---------------------------------------------------
 
 # --- tests ----------------------------------------------------------------
-test: all
+# A ThreadSanitizer build that is there is brought up to date first, so that
+# tests/test_tsan.py checks today's kernels (without one, those tests skip).
+TSAN_BUILT := $(if $(wildcard $(BUILD)/tsan/convnet/_emu$(EMU_EXT)),emu-tsan)
+test: all $(TSAN_BUILT)
 	$(PYTHON) -m pytest -q tests
 
 check: all
