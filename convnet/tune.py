@@ -94,7 +94,7 @@ def _cdiv(a, b):
 def candidates(geo, pass_):
     """The kept versions worth timing for one pass (v1, the simple reference kernel, is
     not): v2; v3 and v4 with each row tile; v4 with its split count halved and doubled;
-    Winograd where it applies."""
+    Winograd F(2x2, 3x3) and F(4x4, 3x3) where they apply."""
     out = [Candidate("v2")]
     out += [Candidate("v3", rows) for rows in conv.V3_ROWS]
     for rows in conv.V4_ROWS:
@@ -106,7 +106,7 @@ def candidates(geo, pass_):
             if s <= min(conv.MAX_SPLITS, plan.k_tiles):
                 out.append(Candidate("v4", rows, s))
     if conv.winograd_applies(geo, pass_):
-        out.append(Candidate("winograd"))
+        out += [Candidate(v) for v in conv.WINO_VERSIONS]
     return out
 
 
@@ -176,33 +176,36 @@ def model_v4(geo, pass_, cand, ffma):
 
 
 def model_winograd(geo, pass_, cand, ffma):
-    """F(2x2, 3x3): input transform + 16*G GEMMs + output transform, the transforms at
-    HBM bandwidth (each tensor read and written once)."""
+    """F(2x2, 3x3) ("winograd") or F(4x4, 3x3) ("winograd4"): input transform + xi*G GEMMs
+    (xi = 16 or 36 transform positions) + output transform, the transforms at HBM bandwidth
+    (each tensor read and written once)."""
     if not conv.winograd_applies(geo, pass_):
         return None
+    tile = conv.WINO_VERSIONS[cand.version]
+    xi = (tile + 2) ** 2
     flops = geo.flops
     if pass_ == "bwd_data":                 # the forward of dy with the flipped filters
-        geo = conv.Geometry.of("tune", geo.y_shape, (geo.c, geo.fg, 3, 3), 1, (2 - geo.ph, 2 - geo.pw), geo.groups)
-    _, _, p = conv.winograd_tiles(geo)
-    rows = conv.winograd_rows(geo)
+        geo = conv._wino_flipped(geo)
+    _, _, p = conv.winograd_tiles(geo, tile)
+    rows = conv.winograd_rows(geo, tile=tile)
     suffix = conv.V4_ROWS[rows]
     bps = conv.V4_BLOCKS_PER_SM[rows]
     kp = _cdiv(geo.cg, conv.V4_BK) * conv.V4_BK
-    blocks = 16 * geo.groups * _cdiv(geo.fg, rows) * _cdiv(p, conv.V4_TILE_N)
+    blocks = xi * geo.groups * _cdiv(geo.fg, rows) * _cdiv(p, conv.V4_TILE_N)
     kernel = f"conv2d_wino_gemm{suffix}"
     frac = ffma[kernel]
     t = _main_loop(blocks, kp // conv.V4_BK, bps, rows, conv.V4_TILE_N, conv.V4_BK, frac)
-    moved = 4 * (geo.n * geo.c * geo.h * geo.w + 2 * 16 * geo.c * p      # x in; V out and back in
-                 + 2 * 16 * geo.f * p + geo.n * geo.f * geo.oh * geo.ow   # M out and back in; y out
-                 + 2 * 16 * geo.f * geo.cg)                               # U
-    gemm_flops = 2.0 * 16 * geo.groups * geo.fg * geo.cg * p
-    padded = 2.0 * 16 * geo.groups * _cdiv(geo.fg, rows) * rows * _cdiv(p, 128) * 128 * kp
+    moved = 4 * (geo.n * geo.c * geo.h * geo.w + 2 * xi * geo.c * p      # x in; V out and back in
+                 + 2 * xi * geo.f * p + geo.n * geo.f * geo.oh * geo.ow   # M out and back in; y out
+                 + 2 * xi * geo.f * geo.cg)                               # U
+    gemm_flops = 2.0 * xi * geo.groups * geo.fg * geo.cg * p
+    padded = 2.0 * xi * geo.groups * _cdiv(geo.fg, rows) * rows * _cdiv(p, 128) * 128 * kp
     return dict(kernel=kernel, tile=f"{rows}x128", splits=1, ffma=frac, seconds=t + moved / HBM,
                 fill=gemm_flops / padded, waves=conv.wave_fill(blocks, conv.DEFAULT_SMS, bps),
                 saving=flops / gemm_flops)
 
 
-MODELS = {"v2": model_v2, "v3": model_v3, "v4": model_v4, "winograd": model_winograd}
+MODELS = {"v2": model_v2, "v3": model_v3, "v4": model_v4, "winograd": model_winograd, "winograd4": model_winograd}
 
 
 def predict(geo, pass_, cand, ffma=FFMA_SHARE):

@@ -58,6 +58,8 @@
 //      pass with conv2d_v4_reduce (fixed order; bias and ReLU there). Section "v4" below.
 //   Winograd F(2x2, 3x3) fwd (conv2d_wino_input, conv2d_wino_gemm* on the v4 engine,
 //      conv2d_wino_output); the launcher runs bwd_data through it with flipped filters.
+//   Winograd F(4x4, 3x3) fwd (conv2d_wino4_input, the same conv2d_wino_gemm* with 36
+//      transform positions, conv2d_wino4_output); bwd_data likewise.
 //
 // resources (sm_90, nvcc 13.0 -Xptxas -v):
 //   kernel                       regs  smem (bytes)
@@ -85,6 +87,8 @@
 //   conv2d_wino_gemm, _m64, _m48                  128
 //   conv2d_wino_gemm_m96                          151
 //   conv2d_v4_reduce, conv2d_wino_input, _output    32      0
+//   conv2d_wino4_input                              48      0
+//   conv2d_wino4_output                             40      0
 //   (no spills, no local memory on sm_80/86/89/90; v2 and v3 blocks are 256 threads;
 //   v3 is capped at 128 registers by __launch_bounds__(256, 2); sm_80..89 use
 //   124..127 for the 128-row kernels, 93..103 for *_m64)
@@ -1594,6 +1598,122 @@ extern "C" __global__ void conv2d_wino_output(const float* __restrict__ m, const
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
             const int oy = 2 * ty + a, ox = 2 * tx + e;
+            if (oy < oh && ox < ow) {
+                const float val = r[e] + bias;
+                yf[oy * ow + ox] = relu ? fmaxf(val, 0.f) : val;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Winograd F(4x4, 3x3) forward: the same three launches with 6x6 input tiles and 36
+// transform positions, Y (4x4) = A^T [ sum_c (G g_fc G^T) . (B^T d_c B) ] A, d_c the 6x6
+// patch at (4*th - PH, 4*tw - PW). Interpolation points 0, +-1, +-a, infinity with
+// a = WINO4_POINT = 2 (Lavin and Gray's matrices; conv.py's WINO4_* hold the same):
+//   B^T rows: [a2 0 -(a2+1) 0 1 0], [0 -a2 -a2 1 1 0], [0 a2 -a2 -1 1 0],
+//             [0 -a -1 a 1 0], [0 a -1 -a 1 0], [0 a2 0 -(a2+1) 0 1]      (a2 = a*a)
+//   A^T rows: [1 1 1 1 1 0], [0 1 -1 a -a 0], [0 1 1 a2 a2 0], [0 1 -1 a3 -a3 1]
+// and G = U's transform, made by the launcher in float64 (its 1/6 and 1/24 are not
+// exact in binary: rounded once, into U). B and A are exact (small integers) and are
+// applied here in float32. 36 multiplications per 4x4 outputs and channel instead of
+// 144 (4x fewer); the GEMMs are conv2d_wino_gemm* with 36 * G groups, V (36, C, P)
+// and M (36, F, P), P = N*TH*TW, TH = ceil(OH / 4).
+// ---------------------------------------------------------------------------
+namespace conv {
+constexpr float WINO4_POINT = 2.f;
+
+// r = B^T d for one column (or row) of 6: the +-1 and +-a rows share their halves.
+__device__ __forceinline__ void wino4_bt(const float d[6], float r[6])
+{
+    constexpr float a = WINO4_POINT, a2 = a * a;
+    const float t1 = d[4] - a2 * d[2], t2 = d[3] - a2 * d[1];
+    const float t3 = d[4] - d[2], t4 = a * (d[3] - d[1]);
+    r[0] = a2 * d[0] - (a2 + 1.f) * d[2] + d[4];
+    r[1] = t1 + t2;
+    r[2] = t1 - t2;
+    r[3] = t3 + t4;
+    r[4] = t3 - t4;
+    r[5] = a2 * d[1] - (a2 + 1.f) * d[3] + d[5];
+}
+
+// r = A^T q for one column (or row) of 6.
+__device__ __forceinline__ void wino4_at(const float q[6], float r[4])
+{
+    constexpr float a = WINO4_POINT, a2 = a * a, a3 = a2 * a;
+    const float s = q[1] + q[2], d = q[1] - q[2], s2 = q[3] + q[4], d2 = q[3] - q[4];
+    r[0] = q[0] + s + s2;
+    r[1] = d + a * d2;
+    r[2] = s + a2 * s2;
+    r[3] = d + a3 * d2 + q[5];
+}
+
+}  // namespace conv
+
+// thread -> (n, c, th, tw) (flat, tw fastest): V[(xi*C + c)*P + p] = (B^T d B)[xi], xi < 36,
+// p = (n*TH + th)*TW + tw, d = x[n, c, 4*th - ph + (0..5), 4*tw - pw + (0..5)] (0 outside).
+extern "C" __global__ void conv2d_wino4_input(const float* __restrict__ x, float* __restrict__ v,
+                                              int n, int c, int h, int w, int ph, int pw, int th, int tw)
+{
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    const int tiles = th * tw, P = n * tiles;
+    if (idx >= P * c) return;
+    const int t = idx % tiles, ci = (idx / tiles) % c, ni = idx / (tiles * c);
+    const int ty = t / tw, tx = t - ty * tw, p = ni * tiles + t;
+    const int ih0 = 4 * ty - ph, iw0 = 4 * tx - pw;
+    const float* xc = x + (ni * c + ci) * h * w;
+    float s[6][6];                                   // s = B^T d, one column of d at a time
+#pragma unroll
+    for (int b = 0; b < 6; ++b) {
+        float d[6], r[6];
+#pragma unroll
+        for (int a = 0; a < 6; ++a) {
+            const int ih = ih0 + a, iw = iw0 + b;
+            d[a] = ((unsigned)ih < (unsigned)h && (unsigned)iw < (unsigned)w) ? xc[ih * w + iw] : 0.f;
+        }
+        conv::wino4_bt(d, r);
+#pragma unroll
+        for (int a = 0; a < 6; ++a) s[a][b] = r[a];
+    }
+#pragma unroll
+    for (int a = 0; a < 6; ++a) {                    // V = s B, one row of s at a time
+        float r[6];
+        conv::wino4_bt(s[a], r);
+#pragma unroll
+        for (int b = 0; b < 6; ++b) v[((a * 6 + b) * c + ci) * P + p] = r[b];
+    }
+}
+
+// thread -> (n, f, th, tw) (flat, tw fastest): y[n, f, 4*th + a, 4*tw + b] = (A^T M A)[a][b]
+// (+ b[f] when has_bias, max(0, .) when relu) for the a < 4, b < 4 inside (OH, OW).
+extern "C" __global__ void conv2d_wino4_output(const float* __restrict__ m, const float* __restrict__ b,
+                                               float* __restrict__ y, int n, int f, int oh, int ow,
+                                               int th, int tw, int has_bias, int relu)
+{
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    const int tiles = th * tw, P = n * tiles;
+    if (idx >= P * f) return;
+    const int t = idx % tiles, fi = (idx / tiles) % f, ni = idx / (tiles * f);
+    const int ty = t / tw, tx = t - ty * tw, p = ni * tiles + t;
+    float s[4][6];                                   // s = A^T M, one column of M at a time
+#pragma unroll
+    for (int e = 0; e < 6; ++e) {
+        float q[6], r[4];
+#pragma unroll
+        for (int a = 0; a < 6; ++a) q[a] = m[((a * 6 + e) * f + fi) * P + p];
+        conv::wino4_at(q, r);
+#pragma unroll
+        for (int a = 0; a < 4; ++a) s[a][e] = r[a];
+    }
+    const float bias = has_bias ? b[fi] : 0.f;
+    float* yf = y + (ni * f + fi) * oh * ow;
+#pragma unroll
+    for (int a = 0; a < 4; ++a) {                    // Y = s A, one row of s at a time
+        float r[4];
+        conv::wino4_at(s[a], r);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int oy = 4 * ty + a, ox = 4 * tx + e;
             if (oy < oh && ox < ow) {
                 const float val = r[e] + bias;
                 yf[oy * ow + ox] = relu ? fmaxf(val, 0.f) : val;

@@ -325,33 +325,53 @@ def test_empty_batch(version):
     assert db.shape == (2,) and not db.any()
 
 
-def _winograd_float64(x, w, pad):
-    """F(2x2, 3x3) in float64 with conv.WINO_* (one group): the algorithm alone, no kernel."""
+WINO_MATRICES = {2: (conv.WINO_BT, conv.WINO_G, conv.WINO_AT), 4: (conv.WINO4_BT, conv.WINO4_G, conv.WINO4_AT)}
+
+
+def _winograd_float64(x, w, pad, tile=2):
+    """F(tile x tile, 3x3) in float64 with conv.WINO_* or conv.WINO4_* (one group): the
+    algorithm alone, no kernel."""
     n, c, h, wd = x.shape
     ph, pw = pad
     oh, ow = h + 2 * ph - 2, wd + 2 * pw - 2
-    th, tw = -(-oh // 2), -(-ow // 2)
-    xp = np.zeros((n, c, 2 * th + 2, 2 * tw + 2))
+    th, tw = -(-oh // tile), -(-ow // tile)
+    xp = np.zeros((n, c, tile * th + 2, tile * tw + 2))
     xp[:, :, ph:ph + h, pw:pw + wd] = x
-    d = np.stack([np.stack([xp[:, :, 2 * a:2 * a + 4, 2 * b:2 * b + 4] for b in range(tw)], 2)
-                  for a in range(th)], 2)                                     # (n, c, th, tw, 4, 4)
-    bt, g, at = conv.WINO_BT, conv.WINO_G, conv.WINO_AT
+    d = np.stack([np.stack([xp[:, :, tile * a:tile * a + tile + 2, tile * b:tile * b + tile + 2]
+                            for b in range(tw)], 2) for a in range(th)], 2)   # (n, c, th, tw, t+2, t+2)
+    bt, g, at = WINO_MATRICES[tile]
     v = np.einsum("ij,nctujk,lk->nctuil", bt, d, bt)
     u = np.einsum("ij,fcjk,lk->fcil", g, w, g)
     m = np.einsum("fcil,nctuil->nftuil", u, v)
-    y = np.einsum("ij,nftujk,lk->nftuil", at, m, at)                          # (n, f, th, tw, 2, 2)
-    return y.transpose(0, 1, 2, 4, 3, 5).reshape(n, w.shape[0], 2 * th, 2 * tw)[:, :, :oh, :ow]
+    y = np.einsum("ij,nftujk,lk->nftuil", at, m, at)                          # (n, f, th, tw, t, t)
+    return y.transpose(0, 1, 2, 4, 3, 5).reshape(n, w.shape[0], tile * th, tile * tw)[:, :, :oh, :ow]
 
 
-def test_winograd_transforms_are_exact_in_float64():
-    """F(2x2, 3x3)'s B, G, A give the direct convolution to rounding in float64 (the
-    algorithm has no approximation; its float32 error is rounding in the transforms)."""
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_transforms_are_exact_in_float64(tile):
+    """F(2x2, 3x3)'s and F(4x4, 3x3)'s B, G, A give the direct convolution to rounding in
+    float64 (the algorithm has no approximation; its float32 error is rounding in the
+    transforms). Output sizes 7x6 and 9x8: partial tiles of both sizes."""
     rng = np.random.default_rng(31)
     x, w = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3))
     for pad in ((1, 1), (0, 2)):
         ref = R.conv2d_forward(x, w, None, 1, pad)
-        got = _winograd_float64(x, w, pad)
+        got = _winograd_float64(x, w, pad, tile)
         assert np.max(np.abs(got - ref)) <= 1e-12 * np.max(np.abs(ref))
+
+
+def test_winograd4_matrices_are_lavin_grays():
+    """conv.WINO4_* at the points 0, +-1, +-2, infinity are Lavin and Gray's F(4x4, 3x3)
+    (the matrices conv.cu's wino4_bt and wino4_at hard-code as a = 2)."""
+    bt = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+          [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]
+    g = [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+         [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]
+    at = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+    assert conv.WINO4_POINT == 2
+    np.testing.assert_array_equal(conv.WINO4_BT, bt)
+    np.testing.assert_allclose(conv.WINO4_G, g, rtol=1e-15)
+    np.testing.assert_array_equal(conv.WINO4_AT, at)
 
 
 @pytest.mark.parametrize("pass_", ["fwd", "bwd_data"])
@@ -376,6 +396,47 @@ def test_winograd_float32_error_is_near_direct(pass_):
     assert err["winograd"] <= max(3 * err["v4"], 1e-7) and err["winograd"] < 1e-5
 
 
+# F(4x4, 3x3)'s float32 error, measured on these cases (normwise, against float64): forward
+# 4.5e-6 / 5.0e-6 against direct v4's 2.9e-7 / 4.1e-7, backward-data 2.5e-6 / 4.3e-6
+# against 5.9e-7 / 3.3e-7: 4x-16x the direct kernel's. Its B^T entries up to 5 and A^T's
+# up to 8 grow the rounding of V and M; the test holds it to 20x and under 1e-5.
+WINO4_ERROR_SHAPES = [((2, 64, 9, 7), (16, 64, 3, 3), 1), ((2, 64, 13, 13), (16, 32, 3, 3), 2)]
+
+
+@pytest.mark.parametrize("pass_", ["fwd", "bwd_data"])
+@pytest.mark.parametrize("shape", WINO4_ERROR_SHAPES, ids=["9x7 C64", "13x13 C64 g2"])
+def test_winograd4_float32_error_is_bounded(pass_, shape):
+    """The float32 F(4x4, 3x3) kernels against the float64 reference: within 20x the
+    error of the direct v4 kernel on the same data and under 1e-5 normwise; an odd
+    9x7 image (partial 4x4 tiles) and AlexNet's 13x13 with groups, K = 576 and 288."""
+    xs, ws, g = shape
+    s, p = 1, 1
+    rng = np.random.default_rng(32)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = (rng.standard_normal(ws) / 24).astype(np.float32)
+    dy = rng.standard_normal(conv._out_shape(xs, ws, s, p)).astype(np.float32)
+    geo = dict(stride=s, pad=p, groups=g)
+    if pass_ == "fwd":
+        ref = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, **geo)
+        run = lambda v: conv.conv2d_forward(x, w, None, **geo, version=v)        # noqa: E731
+    else:
+        ref = R.conv2d_backward_data(dy.astype(np.float64), w.astype(np.float64), xs, **geo)
+        run = lambda v: conv.conv2d_backward_data(dy, w, xs, **geo, version=v)   # noqa: E731
+    err = {v: checking.relative_error(run(v), ref) for v in ("winograd4", "v4")}
+    print(f"{pass_}: normwise relative error winograd4 {err['winograd4']:.2e}, direct v4 {err['v4']:.2e}")
+    assert err["winograd4"] <= 20 * err["v4"] and err["winograd4"] < 1e-5
+
+
+def test_winograd4_pads_alexnets_13x13_to_16x16():
+    """F(4x4, 3x3) on conv4: 4 x 4 tiles per image (16 x 16 outputs computed for 13 x 13), so
+    the GEMMs do 4 x 169/256 = 2.64x fewer FLOPs than the direct convolution."""
+    geo = conv.Geometry.of("t", *conv.ALEXNET_SHAPES[3][1:])
+    assert conv.winograd_tiles(geo, 4) == (4, 4, 128 * 16)
+    from convnet import tune
+    saving = tune.predict(geo, "fwd", tune.Candidate("winograd4"))["saving"]
+    assert abs(saving - 4 * 169 / 256) < 1e-12
+
+
 def test_winograd_applies_to_3x3_stride_1_only():
     geo = conv.Geometry.of("t", (2, 4, 9, 9), (4, 4, 3, 3), 1, 1, 1)
     assert conv.winograd_applies(geo, "fwd") and conv.winograd_applies(geo, "bwd_data")
@@ -383,8 +444,9 @@ def test_winograd_applies_to_3x3_stride_1_only():
     assert not conv.winograd_applies(conv.Geometry.of("t", (2, 4, 9, 9), (4, 4, 3, 3), 2, 1, 1), "fwd")
     assert not conv.winograd_applies(conv.Geometry.of("t", (2, 4, 9, 9), (4, 4, 5, 5), 1, 2, 1), "fwd")
     x, w, b, dy = _data((2, 4, 9, 9), (4, 4, 5, 5), 1, 2, seed=33)            # 5x5: runs v4
-    np.testing.assert_array_equal(conv.conv2d_forward(x, w, b, 1, 2, version="winograd"),
-                                  conv.conv2d_forward(x, w, b, 1, 2, version="v4"))
+    for v in conv.WINO_VERSIONS:
+        np.testing.assert_array_equal(conv.conv2d_forward(x, w, b, 1, 2, version=v),
+                                      conv.conv2d_forward(x, w, b, 1, 2, version="v4"))
 
 
 def test_v4_weights_are_tiled_by_rows():

@@ -27,13 +27,14 @@ SHIPPED = {
     "conv2d_backward_filter": "v2",
     "conv2d_backward_bias": "v2",
 }
-VERSIONS = ("v1", "v2", "v3", "v4", "winograd")
-# The direct (implicit-GEMM) versions; "winograd" is F(2x2, 3x3) for 3x3 filters at
-# stride 1, forward and backward-data, and runs v4 everywhere else (winograd_applies).
+VERSIONS = ("v1", "v2", "v3", "v4", "winograd", "winograd4")
+# The direct (implicit-GEMM) versions; "winograd" is F(2x2, 3x3) and "winograd4" F(4x4,
+# 3x3), for 3x3 filters at stride 1, forward and backward-data; both run v4 everywhere
+# else (winograd_applies).
 DIRECT_VERSIONS = ("v1", "v2", "v3", "v4")
 # Passes with v3 and v4 kernels (conv2d_backward_bias has neither: BIAS_KERNEL).
 V3_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter")
-BIAS_KERNEL = {"v1": "v1", "v2": "v2", "v3": "v2", "v4": "v2", "winograd": "v2"}
+BIAS_KERNEL = {"v1": "v1", "v2": "v2", "v3": "v2", "v4": "v2", "winograd": "v2", "winograd4": "v2"}
 
 # conv.cu's v2 tile (conv::BM, BN, V2_THREADS), v3 tile (conv::V3_BM, V3_BN,
 # V3_THREADS) and the v1 block size.
@@ -525,8 +526,34 @@ WINO_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
 WINO_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
 
 
+def _wino4_matrices(a):
+    """F(4x4, 3x3)'s (B^T, G, A^T) for the interpolation points 0, +-1, +-a and infinity
+    (Toom-Cook: A^T[i, j] = p_j^i, G[j, k] = p_j^k / prod_{l != j} (p_j - p_l), and B^T
+    the rows conv.cu's wino4_bt computes)."""
+    pts = [0.0, 1.0, -1.0, a, -a]
+    at, g = np.zeros((4, 6)), np.zeros((6, 3))
+    for j, p in enumerate(pts):
+        at[:, j] = p ** np.arange(4)
+        g[j] = p ** np.arange(3) / np.prod([p - q for l, q in enumerate(pts) if l != j])
+    at[3, 5], g[5, 2] = 1, 1
+    a2 = a * a
+    bt = np.array([[a2, 0, -(a2 + 1), 0, 1, 0], [0, -a2, -a2, 1, 1, 0], [0, a2, -a2, -1, 1, 0],
+                   [0, -a, -1, a, 1, 0], [0, a, -1, -a, 1, 0], [0, a2, 0, -(a2 + 1), 0, 1]])
+    return bt, g, at
+
+
+# F(4x4, 3x3) at the points 0, +-1, +-2, infinity (conv::WINO4_POINT): Lavin and Gray's
+# matrices. B^T and A^T are small integers (exact in float32); G has 1/6, 1/12 and 1/24
+# and is applied in float64 on the weights (U rounded once).
+WINO4_POINT = 2.0
+WINO4_BT, WINO4_G, WINO4_AT = _wino4_matrices(WINO4_POINT)
+# Output tile m -> (G, kernel name prefix): F(m x m, 3x3) has (m + 2)^2 transform positions.
+WINO_TILES = {2: (WINO_G, "conv2d_wino"), 4: (WINO4_G, "conv2d_wino4")}
+WINO_VERSIONS = {"winograd": 2, "winograd4": 4}
+
+
 def winograd_applies(geo, pass_):
-    """F(2x2, 3x3) runs fwd, and bwd_data (as a forward of dy with the flipped filters, pad
+    """F(2x2, 3x3) and F(4x4, 3x3) run fwd, and bwd_data (as a forward of dy with the flipped filters, pad
     2 - pad), for 3x3 filters at stride 1 (pad <= 2 for bwd_data) whose GEMM table fits."""
     if (geo.kh, geo.kw, geo.sh, geo.sw) != (3, 3, 1, 1) or pass_ == "bwd_filter":
         return False
@@ -536,23 +563,24 @@ def winograd_applies(geo, pass_):
     return _v4_smem(64, _cdiv(channels, V4_BK) * V4_BK + V4_SPARE) <= V4_SMEM_LIMIT
 
 
-def winograd_rows(geo, sms=DEFAULT_SMS):
-    """The row tile of conv2d_wino_gemm for a forward geometry: the least predicted
-    time of its 16*G GEMMs (whole waves x K tiles; ties: less padding, then taller)."""
-    _, _, p = winograd_tiles(geo)
+def winograd_rows(geo, sms=DEFAULT_SMS, tile=2):
+    """The row tile of conv2d_wino_gemm for a forward geometry and output tile (2: F(2x2,
+    3x3), 4: F(4x4, 3x3)): the least predicted time of its (tile + 2)^2 * G GEMMs (whole
+    waves x K tiles; ties: less padding, then taller)."""
+    _, _, p = winograd_tiles(geo, tile)
     k_tiles = _cdiv(geo.cg, V4_BK)
 
     def seconds(r):
         bps = V4_BLOCKS_PER_SM[r]
-        blocks = 16 * geo.groups * _cdiv(geo.fg, r) * _cdiv(p, V4_TILE_N)
+        blocks = (tile + 2) ** 2 * geo.groups * _cdiv(geo.fg, r) * _cdiv(p, V4_TILE_N)
         step = _step_seconds(r, V4_TILE_N, V4_BK) / _ffma_share(f"conv2d_wino_gemm{V4_ROWS[r]}")
         return _split_time(blocks, k_tiles, 1, sms, bps, step, 0)
     return min(V4_ROWS, key=lambda r: (seconds(r), _cdiv(geo.fg, r) * r, -r))
 
 
-def winograd_tiles(geo):
-    """(TH, TW, P): 2x2 output tiles per image row and column, and in all."""
-    th, tw = _cdiv(geo.oh, 2), _cdiv(geo.ow, 2)
+def winograd_tiles(geo, tile=2):
+    """(TH, TW, P): tile x tile output tiles per image row and column, and in all."""
+    th, tw = _cdiv(geo.oh, tile), _cdiv(geo.ow, tile)
     return th, tw, geo.n * th * tw
 
 
@@ -566,40 +594,50 @@ def _wino_table_np(cg, p, kp):
     return np.stack([off, bits]).astype(np.int64).astype(np.uint32).view(np.int32)
 
 
-def _wino_forward(xp, x, w, b, geo, relu, rows=None):
-    """y = conv(x, w) + b (ReLU) for a 3x3 stride-1 geometry by F(2x2, 3x3); rows: the
-    GEMM's row tile (None: winograd_rows)."""
+def _wino_forward(xp, x, w, b, geo, relu, rows=None, tile=2):
+    """y = conv(x, w) + b (ReLU) for a 3x3 stride-1 geometry by F(tile x tile, 3x3) (tile
+    2 or 4); rows: the GEMM's row tile (None: winograd_rows)."""
     g, fg, cg = geo.groups, geo.fg, geo.cg
-    th, tw, p = winograd_tiles(geo)
-    rows, _, threads, suffix = _tile("v4", fg, rows or winograd_rows(geo))
+    gmat, name = WINO_TILES[tile]
+    xi = (tile + 2) ** 2                       # transform positions: 16 or 36
+    th, tw, p = winograd_tiles(geo, tile)
+    rows, _, threads, suffix = _tile("v4", fg, rows or winograd_rows(geo, tile=tile))
     kp = _cdiv(cg, V4_BK) * V4_BK
-    gm = xp.asarray(WINO_G, dtype=np.float32)
-    u = xp.einsum("ai,fcij,bj->fcab", gm, w, gm).reshape(g, fg, cg, 16)     # (G, Fg, Cg, 16)
-    flat = _v4_tiled(xp, u.transpose(3, 0, 2, 1), (16, g), kp, fg, rows)        # U (16, G, Cg, Fg)
+    # F(2x2)'s G is exact in float32 (0, +-1/2, 1); F(4x4)'s 1/6 and 1/24 are not: there
+    # U is made in float64 and rounded once.
+    dt = np.float32 if tile == 2 else np.float64
+    gm = xp.asarray(gmat, dtype=dt)
+    u = xp.einsum("ai,fcij,bj->fcab", gm, w.astype(dt), gm).astype(np.float32).reshape(g, fg, cg, xi)
+    flat = _v4_tiled(xp, u.transpose(3, 0, 2, 1), (xi, g), kp, fg, rows)        # U (xi, G, Cg, Fg)
     tab = xp.asarray(_wino_table_np(cg, p, kp))
-    v = xp.empty(16 * geo.c * p, dtype=np.float32)
-    m = xp.empty(16 * geo.f * p, dtype=np.float32)
-    _get("conv2d_wino_input", x)(_cdiv(p * geo.c, V1_THREADS), V1_THREADS,
-                                 (x, v, geo.n, geo.c, geo.h, geo.w, geo.ph, geo.pw, th, tw))
-    _get(f"conv2d_wino_gemm{suffix}", x)((_cdiv(p, V4_TILE_N), _cdiv(fg, rows), 16 * g), threads,
+    v = xp.empty(xi * geo.c * p, dtype=np.float32)
+    m = xp.empty(xi * geo.f * p, dtype=np.float32)
+    _get(f"{name}_input", x)(_cdiv(p * geo.c, V1_THREADS), V1_THREADS,
+                             (x, v, geo.n, geo.c, geo.h, geo.w, geo.ph, geo.pw, th, tw))
+    _get(f"conv2d_wino_gemm{suffix}", x)((_cdiv(p, V4_TILE_N), _cdiv(fg, rows), xi * g), threads,
                                          (v, flat, tab, m, geo.c, geo.f, g, p, kp),
                                          shared_mem=_v4_smem(rows, kp + V4_SPARE))
     has_bias = b is not None
     y = xp.empty(geo.y_shape, dtype=np.float32)
-    _get("conv2d_wino_output", x)(_cdiv(p * geo.f, V1_THREADS), V1_THREADS,
-                                  (m, b if has_bias else xp.zeros(1, dtype=np.float32), y, geo.n, geo.f,
-                                   geo.oh, geo.ow, th, tw, int(has_bias), int(relu)))
+    _get(f"{name}_output", x)(_cdiv(p * geo.f, V1_THREADS), V1_THREADS,
+                              (m, b if has_bias else xp.zeros(1, dtype=np.float32), y, geo.n, geo.f,
+                               geo.oh, geo.ow, th, tw, int(has_bias), int(relu)))
     return y
 
 
-def _wino_backward_data(xp, dy, w, geo, rows=None):
-    """dx by F(2x2, 3x3): the forward of dy with w'[c, f] = w[f, c] flipped (per group),
-    pad 2 - pad (stride 1)."""
+def _wino_flipped(geo):
+    """The forward geometry that bwd_data runs by Winograd: dy in, F = C out, pad 2 - pad."""
+    return Geometry.of("conv2d_backward_data", geo.y_shape, (geo.c, geo.fg, 3, 3), 1,
+                       (2 - geo.ph, 2 - geo.pw), geo.groups)
+
+
+def _wino_backward_data(xp, dy, w, geo, rows=None, tile=2):
+    """dx by F(tile x tile, 3x3): the forward of dy with w'[c, f] = w[f, c] flipped (per
+    group), pad 2 - pad (stride 1)."""
     g, fg, cg = geo.groups, geo.fg, geo.cg
     wt = w.reshape(g, fg, cg, 3, 3).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
     wt = xp.ascontiguousarray(wt.reshape(geo.c, fg, 3, 3))
-    flipped = Geometry.of("conv2d_backward_data", geo.y_shape, wt.shape, 1, (2 - geo.ph, 2 - geo.pw), g)
-    return _wino_forward(xp, dy, wt, None, flipped, False, rows)
+    return _wino_forward(xp, dy, wt, None, _wino_flipped(geo), False, rows, tile)
 
 
 # --- launchers -------------------------------------------------------------
@@ -633,13 +671,13 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, version=None, relu=F
         if tuple(b.shape) != (geo.f,):
             raise ValueError(f"{op}: bias must have shape ({geo.f},), got {tuple(b.shape)}")
     y = xp.empty(geo.y_shape, dtype=np.float32)
-    if splits is not None and v not in ("v4", "winograd"):
+    if splits is not None and v not in ("v4", "winograd", "winograd4"):
         raise ValueError(f"{op}: splits is a v4 setting, got version {v!r}")
     if geo.n == 0:
         return y
-    if v == "winograd":
+    if v in WINO_VERSIONS:
         if winograd_applies(geo, "fwd") and splits is None:
-            return _wino_forward(xp, x, w, b if has_bias else None, geo, relu, tile_rows)
+            return _wino_forward(xp, x, w, b if has_bias else None, geo, relu, tile_rows, WINO_VERSIONS[v])
         v = "v4"
     if v == "v4":
         plan = v4_plan(geo, "fwd", tile_rows, _split_arg(op, splits), device_sms(x))
@@ -698,13 +736,13 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, version=None
     _check_dy(op, dy, geo)
     v, tile_rows, splits = _tuned("bwd_data", version, geo, dy, tile_rows, splits)
     dx = xp.empty(geo.x_shape, dtype=np.float32)
-    if splits is not None and v not in ("v4", "winograd"):
+    if splits is not None and v not in ("v4", "winograd", "winograd4"):
         raise ValueError(f"{op}: splits is a v4 setting, got version {v!r}")
     if geo.n == 0:
         return dx
-    if v == "winograd":
+    if v in WINO_VERSIONS:
         if winograd_applies(geo, "bwd_data") and splits is None:
-            return _wino_backward_data(xp, dy, w, geo, tile_rows)
+            return _wino_backward_data(xp, dy, w, geo, tile_rows, WINO_VERSIONS[v])
         v = "v4"
     if v == "v4":
         plan = v4_plan(geo, "bwd_data", tile_rows, _split_arg(op, splits), device_sms(dy))
@@ -755,7 +793,7 @@ def backward_filter(dy, x, w_shape, stride=1, pad=0, groups=1, version=None, spl
     if geo.n == 0:
         return xp.zeros(geo.w_shape, dtype=np.float32)
     dw = xp.empty(geo.w_shape, dtype=np.float32)
-    if v == "winograd":                  # no Winograd backward-filter: v4
+    if v in WINO_VERSIONS:               # no Winograd backward-filter: v4
         v = "v4"
     if v == "v4":
         plan = v4_plan(geo, "bwd_filter", tile_rows, splits, device_sms(x))
@@ -847,12 +885,14 @@ V4_SHAPES = [
     ("2x4x7x6 k3 p(1,0) F49 (two 48-row tiles)", (2, 4, 7, 6), (49, 4, 3, 3), 1, (1, 0), 1),
 ]
 
-# Winograd F(2x2, 3x3): odd output sizes (partial 2x2 tiles), groups, pads 0..2, and
-# a 128-row GEMM tile (Fg = 130: two row tiles, the second partial).
+# Winograd F(2x2, 3x3) and F(4x4, 3x3): odd output sizes (partial 2x2 and 4x4 tiles),
+# groups, pads 0..2, a 128-row GEMM tile (Fg = 130: two row tiles, the second partial),
+# and AlexNet's 13x13 (4x4 tiles: 16x16 with a partial last row and column).
 WINOGRAD_SHAPES = [
     ("3x6x11x9 k3 p1 g2", (3, 6, 11, 9), (10, 3, 3, 3), 1, 1, 2),
     ("2x5x8x7 k3 p(0,2) F90 (96-row GEMM tile)", (2, 5, 8, 7), (90, 5, 3, 3), 1, (0, 2), 1),
     ("1x3x6x5 k3 p1 F100 (128-row GEMM tile)", (1, 3, 6, 5), (100, 3, 3, 3), 1, 1, 1),
+    ("2x8x13x13 k3 p1 g2 (AlexNet's 13x13)", (2, 8, 13, 13), (12, 4, 3, 3), 1, 1, 2),
 ]
 
 # AlexNet as one device (batch 128): conv1..conv5.
@@ -889,7 +929,7 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, versions=DIRECT_VE
         if v in ("v3", "v4"):
             variants += [(v, rows, f"{v} rows={rows}", suffix)
                          for rows, suffix in (V3_ROWS if v == "v3" else V4_ROWS).items()]
-        elif v == "winograd":
+        elif v in WINO_VERSIONS:
             variants += [(v, rows, f"{v} rows={rows}", suffix) for rows, suffix in V4_ROWS.items()]
         else:
             variants.append((v, None, v, ""))
@@ -929,13 +969,14 @@ def _kernels_run(v, geo, pass_, rows, suffix, unit):
     """The kernel names one case of version v exercises (v4 falls back to v3 where
     v4_plan says it does not apply; split-K adds a reduction kernel)."""
     name = {"fwd": "conv2d_fwd", "bwd_data": "conv2d_bwd_data", "bwd_filter": "conv2d_bwd_filter"}[pass_]
-    if v == "winograd":
+    if v in WINO_VERSIONS:
         if winograd_applies(geo, pass_):
+            tile = WINO_VERSIONS[v]
             if pass_ == "bwd_data":
-                geo = Geometry.of("conv cases", geo.y_shape, (geo.c, geo.fg, 3, 3), 1, (2 - geo.ph, 2 - geo.pw),
-                                  geo.groups)
-            return ("conv2d_wino_input", f"conv2d_wino_gemm{V4_ROWS[rows or winograd_rows(geo)]}",
-                    "conv2d_wino_output")
+                geo = _wino_flipped(geo)
+            name = WINO_TILES[tile][1]
+            return (f"{name}_input", f"conv2d_wino_gemm{V4_ROWS[rows or winograd_rows(geo, tile=tile)]}",
+                    f"{name}_output")
         v = "v4"
     if v == "v4":
         plan = v4_plan(geo, pass_, rows)
@@ -970,7 +1011,7 @@ def cases(scale="small"):
         for i, (label, xs, ws, s, p, g) in enumerate(V4_SHAPES):
             out += shape_cases(label, xs, ws, s, p, g, versions=("v4",), seed=70 + i)
         for i, (label, xs, ws, s, p, g) in enumerate(WINOGRAD_SHAPES):
-            out += shape_cases(label, xs, ws, s, p, g, versions=("winograd",), seed=90 + i)
+            out += shape_cases(label, xs, ws, s, p, g, versions=tuple(WINO_VERSIONS), seed=90 + i)
         out += split_cases() + v4_split_cases()
     return out
 
