@@ -1093,8 +1093,10 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
                   (BM / 4) * 8 == AT && AT <= NT, "v4 tile shape");
     float* As = reinterpret_cast<float*>(::cn_smem);             // [ST][BK][AP]
     float* Bs = As + ST * BK * AP;                                // [ST][BK][BN]
-    int* toff = reinterpret_cast<int*>(Bs + ST * BK * BN);        // [tab_count]
-    int* tbits = toff + tab_count;                                // [tab_count]
+    // The table, interleaved per K tile: entry i's off at tab[tpos(i)], its bits BK ints
+    // later (tpos(i) = (i / BK) * 2 * BK + i % BK; tab_count is a multiple of BK). One
+    // pointer then reaches both with immediates, advanced once per tile.
+    int* tab = reinterpret_cast<int*>(Bs + ST * BK * BN);         // [tab_count / BK][2][BK]
 
     const int t = threadIdx.x, lane = t % 32, warp = t / 32;
     const int wm = warp / 2, wn = warp % 2, ty = lane / 8, tx = lane % 8;
@@ -1103,12 +1105,14 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
     const bool copies_a = AT == NT || t < AT;     // warp-uniform (AT is a multiple of 32)
 
     for (int i = t; i < tab_count; i += NT) {
-        toff[i] = gtab[tab_begin + i];
-        tbits[i] = gtab[tab_total + tab_begin + i];
+        const int ti = (i / BK) * (2 * BK) + i % BK;
+        tab[ti] = gtab[tab_begin + i];
+        tab[ti + BK] = gtab[tab_total + tab_begin + i];
     }
     __syncthreads();
 
-    // A: weights: 16-byte chunks at rows ak and ak + 8, columns am .. am + 3;
+    // A: weights: 16-byte chunks at rows 2*ak and 2*ak + 1, columns am .. am + 3 (adjacent
+    //    rows: both copies of a tile are one pointer plus an immediate);
     //    dy: row am (clamped to M - 1), K-tile columns ak*8 .. ak*8 + 7 (consecutive floats).
     // B: fwd/bwd_data: column bc, rows brow .. brow + B_ROWS - 1 (one tap: one test);
     //    bwd_filter: columns bc .. bc + 7 (one tap) at rows brow + q * B_KSTEP.
@@ -1122,7 +1126,7 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
         ak = t / (BM / 4); am = (t % (BM / 4)) * 4;
         // at is tiled by rows, (G, Mp / BM, kp + ..., BM): a row tile's K rows are BM floats
         // apart, so every A copy of the unrolled loop is this pointer plus an immediate.
-        asrc = op.at + (((op.g * (op.Mp / BM) + (int)blockIdx.y) * op.kp + kt_begin * BK + ak) * BM + am);
+        asrc = op.at + (((op.g * (op.Mp / BM) + (int)blockIdx.y) * op.kp + kt_begin * BK + 2 * ak) * BM + am);
         bc = t % BN; brow = ((BT == NT ? t : t % BT) / BN) * B_ROWS;
         cb = op.col(col0 + bc);
         boff[0] = 0;
@@ -1134,13 +1138,15 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
         bbit = op.cols(col0 + bc, boff);
         cb = ColB{op.x, 0u};
     }
-    const SmemAddr adst = smem_addr(As + (Op::WEIGHTS_A ? ak : ak * A_ROWS) * AP + am);
+    const SmemAddr adst = smem_addr(As + (Op::WEIGHTS_A ? 2 * ak : ak * A_ROWS) * AP + am);
     const SmemAddr bdst = smem_addr(Bs + brow * BN + bc);
 
     // The next tile to load: its index and (bwd_filter) the image n and pixel p0 it
     // starts at. Stages are compile-time (the main loop is unrolled by V4_STAGES), so
     // every shared-memory address is a register plus an immediate.
-    int kload = kt_begin, an = 0, ap0 = 0;
+    // tp: the table at the next tile (fwd/bwd_data: its row brow; bwd_filter: see below).
+    int an = 0, ap0 = 0;
+    const int* tp = tab + brow;
     if constexpr (!Op::WEIGHTS_A) { an = kt_begin / op.PT; ap0 = (kt_begin - an * op.PT) * BK; }
     // Unconditional (tiles past kt_end copy nothing and zero-fill a stage nobody reads).
     auto load = [&](auto stage) {
@@ -1152,17 +1158,17 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
             // the table ST - 1 tiles of bits 0, so these copies stay in bounds unguarded.
             // The table entries first: every cp.async of the tile then follows the last
             // shared-memory read, and ptxas pads the group once (3 @!PT LDS), not per group.
-            const int ti = kload * BK - tab_begin + brow;
             bool ok = false;
             int4 ev[B_ROWS / 4];
             if (copies_b) {
-                ok = (tbits[ti] & cb.bits) != 0u;
+                ok = ((unsigned)tp[BK] & cb.bits) != 0u;           // the bits of row brow
 #pragma unroll
-                for (int r = 0; r < B_ROWS; r += 4) ev[r / 4] = reinterpret_cast<const int4*>(toff + ti)[r / 4];
+                for (int r = 0; r < B_ROWS; r += 4) ev[r / 4] = reinterpret_cast<const int4*>(tp)[r / 4];
             }
+            tp += 2 * BK;
             if (copies_a) {
                 cp_async16(as, asrc, true);
-                cp_async16(smem_add(as, 8 * AP), asrc + 8 * BM, true);
+                cp_async16(smem_add(as, AP), asrc + BM, true);
             }
             asrc += BK * BM;
             if (copies_b) {
@@ -1190,8 +1196,8 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
             if (copies_b) {
 #pragma unroll
                 for (int q = 0; q < B_REP; ++q) {
-                    const int v = ap0 + brow + q * B_KSTEP;
-                    tb[q] = tbits[v]; to[q] = toff[v];
+                    const int* v = tp + 2 * ap0 + q * B_KSTEP;   // row ap0 + brow + q * B_KSTEP
+                    tb[q] = v[BK]; to[q] = v[0];
                 }
             }
 #pragma unroll
@@ -1210,7 +1216,6 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
             ap0 += BK;
             if (ap0 == op.PT * BK) { ap0 = 0; an = min(an + 1, op.s.N - 1); }
         }
-        ++kload;
     };
 
     float acc[RM][8];
@@ -1258,12 +1263,26 @@ __device__ __forceinline__ void implicit_gemm_v4(const Op& op, const int* __rest
     load(Int<1>{});
     cp_async_commit();
     const int nk = kt_end - kt_begin;
-    for (int i = 0; i < nk; i += ST) {
-        step(Int<0>{});
-        if (i + 1 >= nk) break;
-        step(Int<1>{});
-        if (i + 2 >= nk) break;
-        step(Int<2>{});
+    if constexpr (Op::WEIGHTS_A) {
+        // Whole rounds of ST steps with no exit test inside, then the nk % ST steps left
+        // (outside the loop: the loop body is ST steps and one test).
+        for (int i = nk / ST; i > 0; --i) {
+            step(Int<0>{});
+            step(Int<1>{});
+            step(Int<2>{});
+        }
+        if (nk % ST >= 1) step(Int<0>{});
+        if (nk % ST >= 2) step(Int<1>{});
+    } else {
+        // bwd_filter keeps an exit test per step: with the two tail steps outside the
+        // loop, ptxas spills on sm_80..89 (its registers are at the 128 cap).
+        for (int i = 0; i < nk; i += ST) {
+            step(Int<0>{});
+            if (i + 1 >= nk) break;
+            step(Int<1>{});
+            if (i + 2 >= nk) break;
+            step(Int<2>{});
+        }
     }
     cp_async_wait<0>();
 

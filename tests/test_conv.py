@@ -477,3 +477,37 @@ def test_v4_weights_are_tiled_by_rows():
                 flat = conv._v4_weights(np, w, geo, pass_, plan)
                 assert flat.size == ref.size + conv.V4_SPARE * mp and not flat[ref.size:].any()
                 np.testing.assert_array_equal(flat[:ref.size], ref)
+
+
+def test_v4_slices_of_every_length_mod_3():
+    """fwd and bwd_data v4 run their main loop in rounds of 3 K steps with no exit test,
+    then the 0, 1 or 2 steps left outside the loop (conv.cu, implicit_gemm_v4): slices of
+    every length mod 3, on every row tile, against the float64 reference."""
+    from convnet import checking
+    rng = np.random.default_rng(7)
+    x_shape, w_shape, geo = (2, 20, 7, 6), (8, 20, 3, 3), dict(stride=1, pad=1, groups=1)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape) / 3
+    dy = rng.standard_normal((2, 8, 7, 6))
+    g = conv.Geometry.of("t", x_shape, w_shape, 1, 1, 1)
+    seen = set()
+    for rows in conv.V4_ROWS:
+        for sp in (1, 2, 5):
+            for pass_ in ("fwd", "bwd_data"):
+                plan = conv.v4_plan(g, pass_, rows, sp)
+                lengths = {min(plan.tps, plan.k_tiles - s * plan.tps) for s in range(plan.splits)}
+                seen |= {n % 3 for n in lengths}
+                if pass_ == "fwd":
+                    case = checking.Case(f"fwd rows={rows} splits={sp}", [x, w],
+                                         lambda x, w: R.conv2d_forward(x, w, None, **geo),
+                                         lambda x, w, rows=rows, sp=sp: conv.conv2d_forward(
+                                             x, w, None, **geo, version="v4", tile_rows=rows, splits=sp),
+                                         1e-5, ())
+                else:
+                    case = checking.Case(f"bwd_data rows={rows} splits={sp}", [dy, w],
+                                         lambda dy, w: R.conv2d_backward_data(dy, w, x_shape, **geo),
+                                         lambda dy, w, rows=rows, sp=sp: conv.conv2d_backward_data(
+                                             dy, w, x_shape, **geo, version="v4", tile_rows=rows, splits=sp),
+                                         1e-5, ())
+                _check(case, devices.emu())
+    assert seen == {0, 1, 2}
