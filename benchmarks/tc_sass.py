@@ -173,8 +173,10 @@ def kernel_table(fatbins):
 # --- the AlexNet layers -----------------------------------------------------------
 
 def layer_gemms(batch=128):
-    """[(layer, pass, kernel op, m, ncol, k, groups)] of AlexNet's conv2-5 and fc6-8 as the
-    `alexnet` config runs them (column a; a layer reading both columns concatenates them)."""
+    """[(layer, pass, kernel op, m, ncol, k, groups, fwd_ok)] of AlexNet's conv2-5 and fc6-8 as the
+    `alexnet` config runs them (column a; a layer reading both columns concatenates them);
+    fwd_ok: conv bwd_data may run on the forward's kernel (conv_tc.bwd_data_fwd_ok)."""
+    from convnet.kernel_ops.conv_tc import bwd_data_fwd_ok
     from convnet.configs import load_config
     from convnet.net import layer_shapes
     shapes = layer_shapes("alexnet", batch)
@@ -189,33 +191,37 @@ def layer_gemms(batch=128):
         g = cfg[name].get("groups", 1)
         cg, fg = c // g, f // g
         vec = "_vec" if (cg * kk * kk) % 4 == 0 and kk * kk <= 32 else ""   # the launcher's conditions
-        out += [(name, "fwd", "conv2d_tc_fwd" + vec, fg, n * oh * ow, cg * kk * kk, g),
-                (name, "bwd_data", "conv2d_tc_bwd_data" + ("_s1" if cfg[name].get("stride", 1) == 1 and kk * kk <= 32 else ""),
-                 cg, n * h * w, fg * kk * kk, g),
-                (name, "bwd_filter", "conv2d_tc_bwd_filter", fg, cg * kk * kk, n * oh * ow, g)]
+        st, pd = cfg[name].get("stride", 1), cfg[name].get("pad", 0)
+        out += [(name, "fwd", "conv2d_tc_fwd" + vec, fg, n * oh * ow, cg * kk * kk, g, False),
+                (name, "bwd_data", "conv2d_tc_bwd_data" + ("_s1" if st == 1 and kk * kk <= 32 else ""),
+                 cg, n * h * w, fg * kk * kk, g, bwd_data_fwd_ok(fg, kk, kk, st, st, pd, pd)),
+                (name, "bwd_filter", "conv2d_tc_bwd_filter", fg, cg * kk * kk, n * oh * ow, g, False)]
     for name in ("fc6a", "fc7a", "fc8"):
         ins, outs = shapes[name]
         n = ins[0][0]
         n_in = sum(math.prod(s[1:]) for s in ins)
         n_out = outs[1]
         # the _vec kernels where the launcher takes them (rows of 4-multiple length; arrays aligned)
-        out += [(name, "fwd", "fc_tc_fwd" + ("_vec" if n_in % 4 == 0 else ""), n_out, n, n_in, 1),
-                (name, "bwd_data", "fc_tc_bwd_data" + ("_vec" if n_out % 4 == 0 else ""), n_in, n, n_out, 1),
-                (name, "bwd_filter", "fc_tc_bwd_filter", n_out, n_in, n, 1)]
+        out += [(name, "fwd", "fc_tc_fwd" + ("_vec" if n_in % 4 == 0 else ""), n_out, n, n_in, 1, False),
+                (name, "bwd_data", "fc_tc_bwd_data" + ("_vec" if n_out % 4 == 0 else ""), n_in, n, n_out, 1, False),
+                (name, "bwd_filter", "fc_tc_bwd_filter", n_out, n_in, n, 1, False)]
     return out
 
 
-def launch_choice(op, m, ncol, k, g):
-    """(tile, splits, chunk) as convnet/kernel_ops/conv_tc.py and gemm_tc.py choose them."""
+def launch_choice(op, m, ncol, k, g, fwd_ok=False):
+    """(kernel op run, tile, splits, chunk) as convnet/kernel_ops/conv_tc.py and gemm_tc.py choose
+    them: conv bwd_data runs as conv2d_tc_fwd_vec where conv_tc.bwd_data_plan takes that route."""
+    from convnet.kernel_ops.conv_tc import bwd_data_plan
     from convnet.kernel_ops.gemm_tc import BASE_TILES, CONV_BWD_TILES, VEC_ALIGN, VEC_TILES, choose
     tiles = VEC_TILES if "_vec" in op else BASE_TILES
-    if op in ("conv2d_tc_bwd_filter", "conv2d_tc_bwd_data_s1"):   # the 48-row warp tiles too
-        return choose(m * g, ncol, k, None, None, tiles=CONV_BWD_TILES)
-    if op.startswith("conv2d_tc_bwd_data"):
-        return choose(m * g, ncol, k, None, None)      # split-K; the blocks of all groups count
+    if op.startswith("conv2d_tc_bwd_data"):    # split-K; the blocks of all groups count
+        route, *plan = bwd_data_plan(m, g, ncol, k, fwd_ok, op == "conv2d_tc_bwd_data_s1")
+        return ("conv2d_tc_fwd_vec" if route else op,) + tuple(plan)
+    if op == "conv2d_tc_bwd_filter":           # the 48-row warp tiles too
+        return (op,) + choose(m * g, ncol, k, None, None, tiles=CONV_BWD_TILES)
     if op.startswith("conv2d"):
-        return choose(m, ncol, k, None, 1, tiles=tiles)
-    return choose(m, ncol, k, None, None, align=VEC_ALIGN if "_vec" in op else 1, tiles=tiles)
+        return (op,) + choose(m, ncol, k, None, 1, tiles=tiles)
+    return (op,) + choose(m, ncol, k, None, None, align=VEC_ALIGN if "_vec" in op else 1, tiles=tiles)
 
 
 def layer_table(rows, precision, batch=128):
@@ -223,8 +229,8 @@ def layer_table(rows, precision, batch=128):
     check_precision(precision)
     from convnet.kernel_ops.conv_tc import k_tile
     out = []
-    for layer, pass_, op, m, ncol, k, g in layer_gemms(batch):
-        tile, splits, chunk = launch_choice(op, m, ncol, k, g)
+    for layer, pass_, op, m, ncol, k, g, fwd_ok in layer_gemms(batch):
+        op, tile, splits, chunk = launch_choice(op, m, ncol, k, g, fwd_ok)
         name = f"{op}_{precision}_{tile}"
         r = rows.get(name)
         if r is None or r["loop"] is None:

@@ -234,10 +234,12 @@ struct BwdFilterOp {
     using BWalk = tc::NoWalk;
     const float* dy; const float* x; float* ws;
     Shape s; int g, slice, M, NCOL;
-    // A[m, k] = dy[n, g*Fg + m, q]: koff = n*F*OHW + q.
+    // A[m, k] = dy[n, g*Fg + m, oh, ow]: koff = n*F*OHW + oh*OW + ow, walked in B's digits (n, oh, ow)
+    // so that the two k states (the same k: both operands' chunks start at 4*(t%4)) carry alike and
+    // the compiler keeps one copy of the digit arithmetic (was (n, q = oh*OW + ow)).
     struct ARow { const float* row; };
     using AK = K3;
-    __device__ K3Shape ak3() const { return K3Shape{1, s.OHW, s.F * s.OHW, 0, 1}; }
+    __device__ K3Shape ak3() const { return K3Shape{s.OH, s.OW, s.F * s.OHW, s.OW, 1}; }
     __device__ ARow a_row(int m) const { return ARow{cn_opaque(dy + (g * s.Fg + m) * s.OHW)}; }
     __device__ K3 a_k(int k, int bk) const { return ak3().at(k, bk); }
     __device__ const float* a_at(const ARow& r, const K3& k, bool&) const { return r.row + k.koff; }

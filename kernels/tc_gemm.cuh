@@ -123,8 +123,16 @@ struct Loader {
     static constexpr bool ASYNC = P == TC_TF32 && MODE == VEC;
     static constexpr bool ROUND_FRAGMENTS = ASYNC;    // cp.async lands unrounded
 
-    // VEC: the thread's chunk pointers (row t/4 + r*NT/4, k = 4*(t%4)) and row tests;
+    // VEC: the thread's chunk pointers at k_begin (row t/CPR + r*NT/CPR, k = 4*(t%CPR)).
+    // KOFF (the 128-thread tiles): the pointers stay put, kept opaque, and one k offset kv serves
+    // them all: one IMAD.WIDE per chunk and one add per k-tile, where advancing each 64-bit
+    // pointer cost two instructions and ptxas added copies (conv2d_tc_fwd_vec_bf16_l's loop 391 ->
+    // 364 instructions, fc_tc_fwd_vec_tf32_l 286 -> 253; benchmarks/tc_sass.py). On the 64-thread
+    // tiles (_m, _s) ptxas schedules the offset form worse (up to 42 more loop instructions), so
+    // they advance the pointers (kv stays 0).
+    static constexpr bool KOFF = NT >= 128;
     const float* p[MODE == VEC ? CHUNKS : 1];
+    int kv;
     // WALK: the walker of row t
     typename S::Walk w;
     // GATHER: the rows of the thread's chunks, and their k state
@@ -141,7 +149,9 @@ struct Loader {
             for (int r = 0; r < CHUNKS; ++r) {
                 const int row = row0 + t / CPR + r * (NT / CPR);
                 p[r] = S::ptr(op, row < S::rows(op) ? row : 0, k_begin + VW * (t % CPR));
+                if constexpr (KOFF) p[r] = cn_opaque(p[r]);
             }
+            kv = 0;
         } else if constexpr (MODE == GATHER) {
 #pragma unroll
             for (int r = 0; r < CHUNKS; ++r) {
@@ -162,10 +172,11 @@ struct Loader {
 #pragma unroll
             for (int r = 0; r < CHUNKS; ++r) {
                 const bool valid = !TAIL || VW * (t % CPR) < lim;
-                if constexpr (ASYNC) cn_cp_async16(&dst[t / CPR + r * (NT / CPR)][VW * (t % CPR)], p[r], valid);
-                else v4[r] = cn_ld4_pred(p[r], valid);
-                p[r] += BK;
+                if constexpr (ASYNC) cn_cp_async16(&dst[t / CPR + r * (NT / CPR)][VW * (t % CPR)], p[r] + kv, valid);
+                else v4[r] = cn_ld4_pred(p[r] + kv, valid);
+                if constexpr (!KOFF) p[r] += BK;
             }
+            if constexpr (KOFF) kv += BK;
         }
     }
     template <bool TAIL>

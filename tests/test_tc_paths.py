@@ -80,3 +80,33 @@ def test_choose_prefers_the_big_tile_and_fills_waves():
     assert gemm_tc.choose(256, 21632, 1728, tiles=gemm_tc.CONV_BWD_TILES) == ("h", 1, 1728)
     with pytest.raises(ValueError):
         gemm_tc.choose(8, 8, 8, tile="h")                  # only with tiles=CONV_BWD_TILES
+
+
+def test_bwd_data_plan_routes():
+    """conv2d_backward_data at unit stride runs on the forward's kernel where the cost model rates it
+    faster (AlexNet's 192-row layers), on bwd_data_s1 where that pads fewer rows or fills the waves."""
+    ok = conv_tc.bwd_data_fwd_ok(192, 3, 3, 1, 1, 1, 1)
+    assert ok
+    # conv4a / conv5a bwd_data (192 rows, 21632 columns): the forward's 64x128 tile, no split-K
+    assert conv_tc.bwd_data_plan(192, 1, 21632, 1728, ok, True) == (True, "m", 1, 1728)
+    assert conv_tc.bwd_data_plan(192, 1, 21632, 1152, ok, True) == (True, "m", 1, 1152)
+    assert conv_tc.bwd_data_plan(192, 1, 21632, 1728, ok, True, via_forward=False)[:2] == (False, "h")
+    assert conv_tc.bwd_data_plan(192, 1, 21632, 1728, False, True)[0] is False
+    # conv2a (48 rows): bwd_data_s1's 48-row tile pads none; conv3a (256 rows): "h" fills 96% of the
+    # waves where the forward's 128-row tile fills 64%
+    assert conv_tc.bwd_data_plan(48, 1, 93312, 3200, True, True)[:2] == (False, "t")
+    assert conv_tc.bwd_data_plan(256, 1, 21632, 1728, True, True)[:2] == (False, "h")
+    # the conditions: unit stride, pads <= KH-1 and KW-1, Fg*KH*KW a multiple of 4, <= 32 taps
+    assert not conv_tc.bwd_data_fwd_ok(192, 3, 3, 2, 1, 1, 1)
+    assert not conv_tc.bwd_data_fwd_ok(192, 3, 3, 1, 1, 3, 1)
+    assert not conv_tc.bwd_data_fwd_ok(192, 3, 3, 1, 1, 1, 3)
+    assert not conv_tc.bwd_data_fwd_ok(5, 3, 3, 1, 1, 1, 1)      # rows of 45 floats
+    assert not conv_tc.bwd_data_fwd_ok(4, 7, 5, 1, 1, 1, 1)      # 35 taps
+    for kw in (dict(via_forward=True, tile="h"), dict(via_forward=True, splits=2)):
+        with pytest.raises(ValueError):
+            conv_tc.bwd_data_plan(192, 1, 21632, 1728, ok, True, **kw)
+    with pytest.raises(ValueError, match="via_forward=True"):
+        conv_tc.bwd_data_plan(192, 1, 21632, 1728, False, True, via_forward=True)
+    dy, w = np.zeros((1, 2, 3, 3), np.float32), np.zeros((2, 2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="via_forward=True"):       # stride 2
+        conv_tc.conv2d_backward_data(dy, w, (1, 2, 6, 6), stride=2, pad=1, via_forward=True)

@@ -36,12 +36,22 @@ def test_blocks_per_sm():
 
 def test_launch_choice_mirrors_the_launchers():
     from convnet.kernel_ops.gemm_tc import VEC_TILES, choose
-    assert T.launch_choice("conv2d_tc_fwd_vec", 192, 21632, 2304, 1) == choose(192, 21632, 2304, None, 1,
-                                                                              tiles=VEC_TILES)
-    assert T.launch_choice("fc_tc_fwd_vec", 2048, 128, 9216, 1) == choose(2048, 128, 9216, None, None, align=4,
-                                                                         tiles=VEC_TILES)
-    assert T.launch_choice("conv2d_tc_bwd_filter", 128, 1200, 93312, 1)[1] > 1    # split-K
+    assert T.launch_choice("conv2d_tc_fwd_vec", 192, 21632, 2304, 1) == ("conv2d_tc_fwd_vec",) + choose(
+        192, 21632, 2304, None, 1, tiles=VEC_TILES)
+    assert T.launch_choice("fc_tc_fwd_vec", 2048, 128, 9216, 1) == ("fc_tc_fwd_vec",) + choose(
+        2048, 128, 9216, None, None, align=4, tiles=VEC_TILES)
+    assert T.launch_choice("conv2d_tc_bwd_filter", 128, 1200, 93312, 1)[2] > 1    # split-K
     # the backward passes with gathered operands have the 48-row warp tiles too
-    assert T.launch_choice("conv2d_tc_bwd_data_s1", 48, 93312, 3200, 1)[0] == "t"
-    assert T.launch_choice("conv2d_tc_bwd_filter", 192, 1728, 21632, 1)[0] == "h"
-    assert T.launch_choice("conv2d_tc_bwd_data", 48, 93312, 3200, 1)[0] in ("l", "s")   # strided: no "t"
+    assert T.launch_choice("conv2d_tc_bwd_data_s1", 48, 93312, 3200, 1, True)[:2] == ("conv2d_tc_bwd_data_s1", "t")
+    assert T.launch_choice("conv2d_tc_bwd_filter", 192, 1728, 21632, 1)[1] == "h"
+    assert T.launch_choice("conv2d_tc_bwd_data", 48, 93312, 3200, 1)[1] in ("l", "s")   # strided: no "t"
+    # conv4a / conv5a bwd_data (192 rows) run on the forward's 64x128 tile; not without fwd_ok
+    assert T.launch_choice("conv2d_tc_bwd_data_s1", 192, 21632, 1728, 1, True) == ("conv2d_tc_fwd_vec", "m", 1, 1728)
+    assert T.launch_choice("conv2d_tc_bwd_data_s1", 192, 21632, 1728, 1)[0] == "conv2d_tc_bwd_data_s1"
+
+
+def test_layer_gemms_route_bwd_data():
+    rows = {(r[0], r[1]): r for r in T.layer_gemms(128)}
+    # unit stride, pads KH-1-PH >= 0, Fg*KH*KW a multiple of 4: every AlexNet conv's bwd_data may
+    assert all(rows[(c, "bwd_data")][-1] for c in ("conv2a", "conv3a", "conv4a", "conv5a"))
+    assert not any(r[-1] for r in rows.values() if r[1] != "bwd_data" or r[0].startswith("fc"))

@@ -20,7 +20,7 @@ from convnet.kernel_ops import conv as _fp32
 from convnet.kernel_ops._common import (INT32_LIMIT, array_module, check_float32, check_int,
                                         check_same_device)
 from convnet.kernel_ops.gemm_tc import (BASE_TILES, CONV_BWD_TILES, PRECISIONS, TILES, VEC_ALIGN, VEC_TILES,
-                                        _misaligned, check_tc_precision, choose, data_ptr, pick_vec)
+                                        _misaligned, check_tc_precision, choose, data_ptr, pick_vec, plan_cost)
 from convnet.precision import round_to
 
 
@@ -92,6 +92,47 @@ def bwd_data_tiles(sh, sw, kh, kw):
     return CONV_BWD_TILES if bwd_data_s1_ok(sh, sw, kh, kw) else BASE_TILES
 
 
+def bwd_data_fwd_ok(f_per_group, kh, kw, sh, sw, ph, pw):
+    """Whether bwd_data can run on conv2d_tc_fwd_vec_*: at unit stride dx is the forward convolution
+    of dy with the filters flipped and transposed (w'[g*Cg + c, f, i, j] = w[g*Fg + f, c, KH-1-i,
+    KW-1-j]) and padded KH-1-PH, KW-1-PW; that needs those pads >= 0 and the forward's 16-byte
+    kernel's conditions on w' (rows of Fg*KH*KW floats, a multiple of 4; at most 32 taps)."""
+    return (sh == sw == 1 and ph <= kh - 1 and pw <= kw - 1 and (f_per_group * kh * kw) % VEC_ALIGN == 0
+            and kh * kw <= MASK_TAPS)
+
+
+def bwd_data_plan(cg, groups, ncol, k, fwd_ok, unit, tile=None, splits=None, via_forward=None):
+    """(via_forward, tile, splits, chunk) of conv2d_backward_data for a GEMM of cg rows per group,
+    ncol = N*H*W columns and depth k = Fg*KH*KW: on the forward's 16-byte kernel (fwd_ok:
+    bwd_data_fwd_ok; no split-K there, tiles VEC_TILES) or on the bwd_data kernel (unit: the
+    unit-stride one, with the 48-row tiles; split-K), whichever the launch plan's cost model
+    (gemm_tc.plan_cost, the blocks of all groups counted) rates faster; ties go to the forward,
+    whose loops are at the shared-memory cap where bwd_data_s1's are issue-bound
+    (benchmarks/notes-tensor-cores.md). via_forward True / False forces the route (True needs
+    fwd_ok); tile and splits restrict the plans as on the other launchers."""
+    m = cg * groups
+    bwd_tiles = CONV_BWD_TILES if unit else BASE_TILES
+    if via_forward and not fwd_ok:
+        raise ValueError("conv2d_backward_data: via_forward=True needs unit stride, pads <= KH-1 / KW-1, "
+                         "Fg*KH*KW a multiple of 4 and at most 32 taps")
+    fwd = (fwd_ok and via_forward is not False and (tile is None or tile in VEC_TILES)
+           and splits in (None, 1))
+    bwd = via_forward is not True and (tile is None or tile in bwd_tiles)
+    if via_forward and not fwd:
+        raise ValueError(f"conv2d_backward_data: the forward route has tiles {', '.join(VEC_TILES)} and no split-K")
+    if not (fwd or bwd):
+        raise ValueError(f"conv2d_backward_data: tile must be one of {', '.join(bwd_tiles)} (or None), got {tile!r}")
+    plans = []
+    if fwd:
+        p = choose(m, ncol, k, tile, 1, tiles=VEC_TILES)
+        plans.append((plan_cost(m, ncol, k, p), True, p))
+    if bwd:
+        p = choose(m, ncol, k, tile, splits, tiles=bwd_tiles)
+        plans.append((plan_cost(m, ncol, k, p), False, p))
+    _, route, p = min(plans, key=lambda c: c[0] * (1 + 1e-9 * (not c[1])))   # ties: the forward
+    return (route,) + p
+
+
 def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, precision="tf32", version=None,
                    tile=None, vec=None):
     """y = conv(x, w) + b (then ReLU when relu), products on the tensor cores; vec: the kernel
@@ -122,9 +163,12 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, groups=1, relu=False, precisio
 
 
 def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, precision="tf32", version=None, tile=None,
-                         splits=None):
+                         splits=None, via_forward=None):
     """dx, the gradient of conv2d_forward's input, products on the tensor cores; the reduction
-    over (f, i, j) cut into `splits` slices (None = chosen per layer) added in a fixed order."""
+    over (f, i, j) cut into `splits` slices (None = chosen per layer) added in a fixed order.
+    At unit stride it may run as a forward convolution of dy with the flipped, transposed
+    filters on conv2d_tc_fwd_vec_* (bwd_data_plan: via_forward None = where the cost model
+    rates it faster, True = required, False = never)."""
     check_tc_precision("conv2d_backward_data", precision)
     _version("conv2d_backward_data", version)
     dy, w = _array(dy, "dy", 4), _array(w, "w", 4)
@@ -141,10 +185,23 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, groups=1, precision="t
         return dx
     if splits is not None:
         _int(splits, "splits", 1)
-    # the blocks of all groups count (as bwd_filter's)
-    t, splits, chunk = choose((c // g) * g, n * h * wd, (f // g) * kh * kw, tile, splits,
-                              tiles=bwd_data_tiles(sh, sw, kh, kw))
+    if via_forward is not None and not isinstance(via_forward, (bool, np.bool_)):
+        raise TypeError(f"via_forward must be a bool or None, got {via_forward!r}")
+    fg, cg = f // g, c // g
+    route, t, splits, chunk = bwd_data_plan(cg, g, n * h * wd, fg * kh * kw, bwd_data_fwd_ok(fg, kh, kw, sh, sw, ph, pw),
+                                            bwd_data_s1_ok(sh, sw, kh, kw), tile, splits, via_forward)
     bm, bn, threads = TILES[t]
+    if route:
+        # w'[g*Cg + c, f, i, j] = w[g*Fg + f, c, KH-1-i, KW-1-j] (one copy of the small weights per
+        # call), then the forward of dy (n, F, OH, OW) -> dx (n, C, H, W) with pads KH-1-PH, KW-1-PW
+        wt = xp.ascontiguousarray(w.reshape(g, fg, cg, kh, kw)[:, :, :, ::-1, ::-1]
+                                  .transpose(0, 2, 1, 3, 4).reshape(c, fg, kh, kw))
+        assert data_ptr(wt) % 16 == 0, "a fresh array starts on 16 bytes"
+        _get(f"conv2d_tc_fwd_vec_{precision}_{t}", dy)(
+            (_cdiv(n * h * wd, bn), _cdiv(cg, bm), g), threads,
+            (dy, wt, xp.zeros(1, dtype=np.float32), dx, n, f, oh, ow, c, kh, kw, h, wd, 1, 1, kh - 1 - ph,
+             kw - 1 - pw, g, 0, 0))
+        return dx
     if g * splits > 65535:
         raise ValueError(f"groups * splits = {g * splits} exceeds the grid's z limit 65535")
     if splits * dx.size > INT32_LIMIT:
@@ -212,9 +269,9 @@ def _rounded(f, precision, n_rounded):
 
 
 def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0, scale="small", tile=None,
-                splits=None, vec=None, misalign=False):
+                splits=None, vec=None, misalign=False, via_forward=None):
     """vec: conv2d_forward's (None = where the weight rows allow); misalign: w starts 4 bytes past a
-    16-byte boundary (the general forward kernel then)."""
+    16-byte boundary (the general forward kernel then); via_forward: conv2d_backward_data's."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal(w_shape) / math.sqrt(np.prod(w_shape[1:]))
@@ -225,12 +282,14 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0,
     tile_b = None if tile == "m" else tile      # the backward passes have no "m" tile
     tile_f = None if tile in ("h", "t") else tile   # nor the forward "h" and "t"
     kw = dict(precision=precision, tile=tile_b)
+    tile_bd = tile if tile == "m" and via_forward else tile_b   # bwd_data on the forward has "m"
     fkw = dict(precision=precision, tile=tile_f, vec=vec)
     mis = _misaligned if misalign else (lambda a: a)
     use_vec = vec if vec is not None else ((w_shape[1] * w_shape[2] * w_shape[3]) % VEC_ALIGN == 0
                                            and w_shape[2] * w_shape[3] <= MASK_TAPS and not misalign)
     fwd_kernel = f"conv2d_tc_fwd_{'vec_' if use_vec else ''}{precision}"
     tag = (precision + (f" tile={tile}" if tile else "") + (f" splits={splits}" if splits else "")
+           + (f" via_forward={via_forward}" if via_forward is not None else "")
            + (f" vec={vec}" if vec is not None else "") + (" misaligned" if misalign else ""))
     n, c = x_shape[:2]
     f, cg, kh, kw_ = w_shape
@@ -238,10 +297,13 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0,
     fg = f // groups
     st = (stride, stride) if isinstance(stride, int) else tuple(stride)
     t_fwd = choose(fg, n * oh * ow, cg * kh * kw_, tile_f, 1, tiles=VEC_TILES if use_vec else BASE_TILES)[0]
-    t_bd, sp_bd, _ = choose(cg * groups, n * x_shape[2] * x_shape[3], fg * kh * kw_, tile_b, splits,
-                            tiles=bwd_data_tiles(st[0], st[1], kh, kw_))
-    t_bf, sp_bf, _ = choose(fg * groups, cg * kh * kw_, n * oh * ow, tile_b, splits, tiles=CONV_BWD_TILES)
     unit = "s1_" if bwd_data_s1_ok(st[0], st[1], kh, kw_) else ""
+    pd = (pad, pad) if isinstance(pad, int) else tuple(pad)
+    bd_fwd, t_bd, sp_bd, _ = bwd_data_plan(cg, groups, n * x_shape[2] * x_shape[3], fg * kh * kw_,
+                                           bwd_data_fwd_ok(fg, kh, kw_, st[0], st[1], pd[0], pd[1]),
+                                           bwd_data_s1_ok(st[0], st[1], kh, kw_), tile_bd, splits, via_forward)
+    bd_kernel = f"conv2d_tc_fwd_vec_{precision}_{t_bd}" if bd_fwd else f"conv2d_tc_bwd_data_{unit}{precision}_{t_bd}"
+    t_bf, sp_bf, _ = choose(fg * groups, cg * kh * kw_, n * oh * ow, tile_b, splits, tiles=CONV_BWD_TILES)
     relu_ref = _rounded(lambda x, w, b: np.maximum(R.conv2d_forward(x, w, b, **geo), 0), precision, 2)
     return [
         checking.Case(f"conv2d_fwd tc {tag} {label}", [x, w, b],
@@ -253,8 +315,9 @@ def shape_cases(label, x_shape, w_shape, stride, pad, groups, precision, seed=0,
                       (f"{fwd_kernel}_{t_fwd}",), scale),
         checking.Case(f"conv2d_bwd_data tc {tag} {label}", [dy, w],
                       _rounded(lambda dy, w: R.conv2d_backward_data(dy, w, x_shape, **geo), precision, 2),
-                      lambda dy, w: conv2d_backward_data(dy, w, x_shape, **geo, splits=splits, **kw), tol,
-                      (f"conv2d_tc_bwd_data_{unit}{precision}_{t_bd}",) + (("tc_splitk_reduce",) if sp_bd > 1 else ()),
+                      lambda dy, w: conv2d_backward_data(dy, w, x_shape, **geo, splits=splits, precision=precision,
+                                                         tile=tile_bd, via_forward=via_forward), tol,
+                      (bd_kernel,) + (("tc_splitk_reduce",) if sp_bd > 1 else ()),
                       scale),
         checking.Case(f"conv2d_bwd_filter tc {tag} {label}", [dy, x],
                       _rounded(lambda dy, x: R.conv2d_backward_filter(dy, x, w_shape, **geo), precision, 2),
@@ -301,6 +364,16 @@ def cases(scale="small"):
                                seed=67, tile="h", splits=2)
             out += shape_cases("2x50x4x3 k3 s1 p1 F50", (2, 50, 4, 3), (50, 50, 3, 3), 1, 1, 1, p,
                                seed=68, tile="t")
+            # bwd_data as the forward of dy with the flipped, transposed filters (via_forward) on the
+            # forward's three tiles: groups, a 3x4 window with unequal pads (2 = KH-1, 1 < KW-1), odd
+            # sizes, 70 rows on "m" (the second row tile partial), and a 1x1 window (pad 0)
+            for label, xs, ws, pd, g, t, seed in (
+                    ("3x6x11x9 k3 s1 p1 g2 F8", (3, 6, 11, 9), (8, 3, 3, 3), 1, 2, "s", 69),
+                    ("2x5x8x7 k3x4 s1 p(2,1) F3", (2, 5, 8, 7), (3, 5, 3, 4), (2, 1), 1, "l", 70),
+                    ("1x70x5x6 k2 s1 p1 F4", (1, 70, 5, 6), (4, 70, 2, 2), 1, 1, "m", 71),
+                    ("2x9x5x3 k1 g3 F12", (2, 9, 5, 3), (12, 3, 1, 1), 0, 3, None, 72)):
+                out += [c for c in shape_cases(label, xs, ws, 1, pd, g, p, seed=seed, tile=t, via_forward=True)
+                        if c.name.startswith("conv2d_bwd_data")]   # (the other passes are covered above)
             # a 7x5 window (35 taps > 32: no masks): the general forward and the strided
             # bwd_data kernel at unit stride; 4*35 = 140 weights per row (a multiple of 4)
             out += shape_cases("2x4x9x8 k7x5 s1 p2", (2, 4, 9, 8), (3, 4, 7, 5), 1, 2, 1, p, seed=65, tile="s")

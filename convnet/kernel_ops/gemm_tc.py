@@ -78,10 +78,19 @@ def _score(tile, m, ncol, k, splits, chunk):
     return TILE_RATE[tile] * (m * ncol * k / padded) * blocks / (_cdiv(blocks, slots) * slots)
 
 
+def plan_cost(m, ncol, k, plan):
+    """The cost model's time (seconds) of a (tile, splits, chunk) plan for an m x ncol x k GEMM:
+    the GEMM at its modelled fraction of PEAK, plus the split-K reduction's DRAM traffic."""
+    t, sp, chunk = plan
+    sc = _score(t, m, ncol, max(k, 1), sp, chunk)
+    return 2 * m * ncol * max(k, 1) / (PEAK * sc) + (sp > 1) * sp * m * ncol * 8 / DRAM_BW
+
+
 def choose(m, ncol, k, tile=None, splits=None, align=1, tiles=BASE_TILES):
     """(tile, splits, chunk) for a GEMM of m rows, ncol columns, depth k on a kernel with
     the given tiles; chunk (the slices' depth) a multiple of `align`. tile / splits None:
-    the least time in the cost model above (ties: the fewer splits, then the earlier tile)."""
+    the least time in the cost model above (plan_cost; ties: the fewer splits, then the
+    earlier tile)."""
     if tile is not None and tile not in tiles:
         raise ValueError(f"tile must be one of {', '.join(tiles)} (or None) here, got {tile!r}")
     if splits is not None and (isinstance(splits, bool) or not isinstance(splits, (int, np.integer))
@@ -101,8 +110,7 @@ def choose(m, ncol, k, tile=None, splits=None, align=1, tiles=BASE_TILES):
             cands = range(1, max(1, min(MAX_SPLITS, k // MIN_K_PER_SLICE)) + 1)
         for sp in cands:
             p = plan(t, sp)
-            sc = _score(p[0], m, ncol, max(k, 1), p[1], p[2])
-            cost = 2 * m * ncol * max(k, 1) / (PEAK * sc) + (p[1] > 1) * p[1] * m * ncol * 8 / DRAM_BW
+            cost = plan_cost(m, ncol, k, p)
             if best is None or cost < best[0] * (1 - 1e-9):
                 best = (cost, p)
     return best[1]
