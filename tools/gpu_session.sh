@@ -7,23 +7,27 @@
 # Steps, in order of value, each under its own `timeout` (and never past the
 # session's deadline, GPU_SESSION_SECONDS, default 470 s after the start):
 #   build       make deps kernels emu (offline: deps that import are not installed)
-#   static      benchmarks/static_model.py (the static bounds; needs cuobjdump)
 #   check       python -m convnet.check on the GPU, small shapes
-#   check-alex  the same at AlexNet's shapes (the float64 NumPy references take most of it)
-#   gpu-tests   pytest -m gpu
 #   conv        benchmarks/conv_throughput.py --versions all (with the model's bound per row)
+#   conv-tf32   the same on the tensor-core kernels in tf32, against cuDNN with TF32 allowed
+#   conv-bf16   the same in bf16, against cuDNN on bf16 tensors
+#   gpu-tests   pytest -m gpu
+#   tune        python -m convnet.tune (each kept candidate checked, then timed, and cached)
 #   train       benchmarks/train_throughput.py (the whole iteration)
+#   check-alex  convnet.check at AlexNet's shapes (the float64 NumPy references take most of it)
 #   memory      benchmarks/memory_throughput.py (the memory-bound ops)
 #   memcheck    compute-sanitizer --tool memcheck over convnet.check's small shapes
 #   racecheck   compute-sanitizer --tool racecheck over the same
+#   static      benchmarks/static_model.py (the static bounds; needs cuobjdump; also runs here)
 # and a short table last.
 #
 # OUTDIR gets, as the steps go (a run cut off still leaves what it did):
 #   session.log    every step's full log, one section per step, written live
 #   summary.txt    the table (rewritten after each step)
 #   steps.tar      the per-step logs as separate files (rewritten after each step)
-#   *.json         the results files the benchmarks wrote (copied after each step)
-# -- at most 8 files, which is what the device tool brings back from $OUT.
+#   results.tar    the results files (JSON) the benchmarks wrote (rewritten after each step)
+# -- four files: the device tool brings back at most 8 from $OUT, so the JSON files
+# (one per benchmark step) travel in one tar.
 # Each step runs even if an earlier one failed; the exit code counts failures.
 set -u
 cd "$(dirname "$0")/.."
@@ -58,7 +62,8 @@ write_summary() {
         printf '%s\n' "${summary[@]}"
     } > "$out/summary.txt"
     tar -cf "$out/steps.tar" -C "$logs" . 2>/dev/null
-    find benchmarks/results -name '*.json' -newer "$stamp" -exec cp {} "$out/" \; 2>/dev/null
+    find benchmarks/results -name '*.json' -newer "$stamp" -printf '%P\n' 2>/dev/null \
+        | tar -cf "$out/results.tar" -C benchmarks/results -T - 2>/dev/null
 }
 
 step() {  # step NAME LIMIT_SECONDS COMMAND...
@@ -88,12 +93,14 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...
 }
 
 step build      150 make deps kernels emu
-step static      30 python3 benchmarks/static_model.py --no-make --kernels conv
 step check       40 python3 -m convnet.check --backend cuda --shapes small
-step check-alex  90 python3 -m convnet.check --backend cuda --shapes alexnet
-step gpu-tests   60 python3 -m pytest -q -m gpu tests
 step conv       110 python3 benchmarks/conv_throughput.py --versions all --repeat 10
+step conv-tf32   45 python3 benchmarks/conv_throughput.py --precision tf32 --repeat 10
+step conv-bf16   45 python3 benchmarks/conv_throughput.py --precision bf16 --repeat 10
+step gpu-tests   60 python3 -m pytest -q -m gpu tests
+step tune        60 python3 -m convnet.tune --repeat 5
 step train       60 python3 benchmarks/train_throughput.py
+step check-alex  90 python3 -m convnet.check --backend cuda --shapes alexnet
 step memory      40 python3 benchmarks/memory_throughput.py --repeat 10
 if command -v compute-sanitizer >/dev/null; then
     step memcheck  40 compute-sanitizer --tool memcheck  --error-exitcode 1 python3 -m convnet.check --backend cuda --shapes small
@@ -101,6 +108,8 @@ if command -v compute-sanitizer >/dev/null; then
 else
     summary+=("$(printf '%-10s %6s %6s  %s' sanitizer skip 0 'compute-sanitizer not on the PATH')")
 fi
+# Last: the same static model runs on any machine with cuobjdump (`make static`).
+step static      30 python3 benchmarks/static_model.py --no-make --kernels conv
 write_summary
 
 {
