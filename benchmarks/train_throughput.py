@@ -2,10 +2,12 @@
 
     python3 benchmarks/train_throughput.py                   # batch 128, 20 timed steps
     python3 benchmarks/train_throughput.py --steps 50 --batch 256
+    python3 benchmarks/train_throughput.py --precision bf16  # tensor cores, against autocast
 
 One training step = forward, loss, backward and the SGD update (momentum 0.9,
-weight decay 0.0005, the config's per-layer settings), in FP32 on synthetic
-data. Runs, in the same process:
+weight decay 0.0005, the config's per-layer settings) on synthetic data, with
+the conv and fc products in --precision (convnet/precision.py; default fp32).
+Runs, in the same process:
 
   ours, the two columns on one GPU    Net(alexnet, devices=backend.cuda(0))
   ours, the two columns on two GPUs   devices=[0, 1], when two GPUs are present
@@ -15,14 +17,23 @@ data. Runs, in the same process:
                                       alpha by size), k = 2, dropout 0.5,
                                       torch.optim.SGD with the same lr, momentum
                                       and weight decay per parameter (equal to the
-                                      paper's rule at a fixed lr); TF32 off,
-                                      cudnn.benchmark on
+                                      paper's rule at a fixed lr); cudnn.benchmark
+                                      on, and per --precision (TORCH_MODES):
+                                      fp32: TF32 off; tf32: PyTorch's default
+                                      (TF32 convolutions, FP32 matmuls); bf16:
+                                      bf16 autocast (FP32 master weights)
 
-Before timing, one step of ours and of PyTorch from the same weights (ours
-copied into the PyTorch model) and the same batch, dropout off, must give the
-same loss before and after the update (relative difference < 1e-4) and the
-same weight updates (normwise relative error < 1e-3); the result is printed and
-stored, and a mismatch makes the exit code 1 (the timings are still reported).
+Before timing, one step from the same weights (rescaled to std 1/sqrt(fan-in),
+so that every layer's gradient is well-conditioned; ours copied into the
+PyTorch model) and the same batch, dropout off, is checked against PyTorch's
+model run in float64: the loss before and after the update (relative
+difference) and every parameter's update (normwise relative error). Ours must
+be within LOSS_TOL / UPDATE_TOL of float64, or within REDUCED_FACTOR times the
+error of PyTorch's own step in the same precision (fp32: TF32 off; tf32: TF32
+convolutions and matmuls; bf16: autocast), whichever is larger: in bf16 one
+step moves the updates by 10-40% from float64 in either library (measured on
+the CPU at batch 2). The result is printed and stored, and a failed check makes
+the exit code 1 (the timings are still reported).
 Step times are wall-clock with the devices synchronised at the end of each step
 (both sides read the loss back as a Python float every step, as a trainer
 would); images/s = batch / median step time. A per-layer table of ours
@@ -31,9 +42,11 @@ both (CuPy's memory pool after the run; torch.cuda.max_memory_allocated) follow.
 Results: benchmarks/results/train_throughput-<device>-<date>-<commit>.json.
 
 Without a GPU: says so, runs one training step of a small config (cifar-80sec,
-batch 8) on the CPU path (the NumPy backend), prints it, and exits 0.
+batch 8) on the CPU path (the NumPy backend; --precision rounds the products'
+inputs as the kernels do), prints it, and exits 0.
 """
 import argparse
+import contextlib
 import copy
 import sys
 import time
@@ -44,9 +57,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from convnet.precision import PRECISIONS  # noqa: E402
 
-LOSS_TOL = 1e-4          # relative difference of the losses, ours vs PyTorch
-UPDATE_TOL = 1e-3        # normwise relative error of the weight updates
+LOSS_TOL = 1e-4          # relative difference of the losses, ours vs float64
+UPDATE_TOL = 1e-3        # normwise relative error of the weight updates, ours vs float64
+REDUCED_FACTOR = 3.0     # tf32 / bf16: ours at most this times PyTorch's error in that precision
+# PyTorch's settings per --precision: (cuDNN TF32, matmul TF32, bf16 autocast) when timed; the
+# check runs tf32 with TF32 matmuls too, so that both sides round the same products
+TORCH_MODES = {"fp32": (False, False, False), "tf32": (True, False, False), "bf16": (False, False, True)}
+CHECK_MODES = dict(TORCH_MODES, tf32=(True, True, False))
 NET_BACKEND = "cuda"     # our net's backend in the GPU run (tests/test_benchmarks.py swaps in "emu")
 # PyTorch module -> our layers whose parameters it concatenates (along the output axis)
 TORCH_MAP = {"conv1": ["conv1a", "conv1b"], "conv2": ["conv2a", "conv2b"], "conv3": ["conv3a", "conv3b"],
@@ -95,7 +114,7 @@ def run_cpu(args, reason):
     from convnet.net import Net
     cfg = load_config(args.cpu_config)
     n = args.batch or 8
-    net = Net(cfg, seed=args.seed)
+    net = Net(cfg, seed=args.seed, precision=args.precision)
     opt = make_sgd(net, cfg)
     rng = np.random.default_rng(args.seed)
     shape = next(layer["shape"] for layer in cfg["LAYERS"] if layer["type"] == "data")
@@ -105,7 +124,7 @@ def run_cpu(args, reason):
     t0 = time.perf_counter()
     loss = train_step(net, opt, x, labels)
     dt = time.perf_counter() - t0
-    print(f"one training step of '{args.cpu_config}' on the CPU (NumPy backend), batch {n}: "
+    print(f"one training step of '{args.cpu_config}' on the CPU (NumPy backend), batch {n}, {args.precision}: "
           f"loss {loss:.4f}, {dt * 1e3:.0f} ms, {step_images_per_s(n, dt):.0f} images/s")
     if not np.isfinite(loss):
         print("error: the loss is not finite", file=sys.stderr)
@@ -200,10 +219,21 @@ def torch_sgd(torch, net, model, cfg):
     return torch.optim.SGD(groups, lr=base_lr)
 
 
-def torch_step(torch, model, opt, x, labels):
+def set_torch_mode(torch, mode):
+    """PyTorch's TF32 switches as mode = (cudnn TF32, matmul TF32, bf16 autocast) says; returns
+    the context the forward runs in (bf16 autocast, or none)."""
+    cudnn_tf32, matmul_tf32, autocast = mode
+    torch.backends.cudnn.allow_tf32 = cudnn_tf32
+    torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+    return lambda x: (torch.autocast(x.device.type, dtype=torch.bfloat16) if autocast
+                      else contextlib.nullcontext())
+
+
+def torch_step(torch, model, opt, x, labels, forward_ctx=None):
     opt.zero_grad(set_to_none=True)
-    loss = torch.nn.functional.cross_entropy(model(x), labels)
-    loss.backward()
+    with (forward_ctx(x) if forward_ctx else contextlib.nullcontext()):
+        loss = torch.nn.functional.cross_entropy(model(x), labels)
+    loss.backward()              # outside autocast, as PyTorch recommends
     opt.step()
     return loss.item()
 
@@ -220,40 +250,71 @@ def ours_as_torch(net):
             for m, layers in TORCH_MAP.items()}
 
 
-def check_same_step(cupy, torch, cfg, x, labels, seed):
-    """One step of each from the same weights and batch, dropout off: same losses and updates?"""
+def _step_errors(got, ref):
+    """(loss relative difference, {param: normwise update error}) of a step against ref's."""
+    loss = max(abs(g - r) / max(abs(r), 1e-30) for g, r in zip(got["loss"], ref["loss"]))
+    return loss, {k: common.relative_error(got["update"][k], ref["update"][k]) for k in ref["update"]}
+
+
+def _torch_one_step(torch, cfg, net, x, labels, mode, dtype, device):
+    """One step of PyTorch's model from net's weights: {"loss": [before, after], "update": ...}."""
+    model = build_torch_alexnet(torch, lrn_settings(cfg), 0.0).to(device=device, dtype=dtype)
+    copy_weights_to_torch(torch, net, model)
+    opt = torch_sgd(torch, net, model, cfg)
+    ctx = set_torch_mode(torch, mode)
+    xt = torch.as_tensor(x, device=device).to(dtype)
+    yt = torch.as_tensor(labels, device=device).long()
+    before = torch_state(model)
+    l0 = torch_step(torch, model, opt, xt, yt, ctx)
+    with torch.no_grad(), ctx(xt):
+        l1 = torch.nn.functional.cross_entropy(model(xt), yt).item()
+    after = torch_state(model)
+    return {"loss": [l0, l1], "update": {f"{m}.{k}": after[m][i].astype(np.float64) - before[m][i]
+                                         for m in TORCH_MAP for i, k in enumerate(("w", "b"))}}
+
+
+def check_same_step(torch, cfg, x, labels, seed, precision="fp32", device="cuda"):
+    """One step of ours (in `precision`) and of PyTorch (in float64, and in `precision`) from
+    the same weights and batch, dropout off: is ours close enough to float64? On "cuda" our
+    net runs on GPU 0 and x, labels are CuPy arrays; on "cpu" it runs on the host."""
+    from convnet import backend
     from convnet.net import Net
     cfg0 = without_dropout(cfg)
-    from convnet import backend
-    net = Net(cfg0, devices=backend.cuda(0), seed=seed)
+    net = Net(cfg0, devices=backend.cuda(0) if device == "cuda" else None, seed=seed, precision=precision)
     opt = make_sgd(net, cfg0)
-    model = build_torch_alexnet(torch, lrn_settings(cfg), 0.0).cuda()
-    copy_weights_to_torch(torch, net, model)
-    topt = torch_sgd(torch, net, model, cfg0)
+    # Weights of std 1/sqrt(fan-in) (biases as initialised): with the paper's std 0.01 the
+    # signal fades through the layers, and conv1's gradient is so small that float32 rounding
+    # alone moves it by about 1% (PyTorch's as ours), which would hide a real error there.
+    for p in net.params():
+        if p.value.ndim > 1:
+            std = float(backend.to_host(p.value).std())
+            p.value *= np.float32(1.0 / (std * np.sqrt(np.prod(p.value.shape[1:]))))
     before = ours_as_torch(net)
-    xt, yt = torch.as_tensor(x, device="cuda"), torch.as_tensor(labels, device="cuda").long()
-
-    ours0 = train_step(net, opt, x, labels)
-    ours1 = net.loss(net.forward(x, train=True), labels)
-    theirs0 = torch_step(torch, model, topt, xt, yt)
-    with torch.no_grad():
-        theirs1 = torch.nn.functional.cross_entropy(model(xt), yt).item()
-
-    after_ours, after_torch = ours_as_torch(net), torch_state(model)
-    update_err = {}
-    for m in TORCH_MAP:
-        for i, k in enumerate(("w", "b")):
-            update_err[f"{m}.{k}"] = common.relative_error(after_ours[m][i] - before[m][i],
-                                                           after_torch[m][i] - before[m][i])
-    loss_err = max(abs(ours0 - theirs0) / abs(theirs0), abs(ours1 - theirs1) / abs(theirs1))
-    worst = max(update_err, key=update_err.get)
-    passed = bool(loss_err < LOSS_TOL and update_err[worst] < UPDATE_TOL)
-    print(f"check, one step from the same weights (dropout off): loss ours {ours0:.6f} -> {ours1:.6f}, "
-          f"PyTorch {theirs0:.6f} -> {theirs1:.6f} (rel diff {loss_err:.1e}); worst update error "
-          f"{update_err[worst]:.1e} ({worst}): {'ok' if passed else 'FAIL'}")
-    del net, opt, model, topt, xt, yt
-    return {"loss_ours": [ours0, ours1], "loss_torch": [theirs0, theirs1], "loss_rel_diff": loss_err,
-            "update_rel_err": update_err, "passed": passed}
+    ref = _torch_one_step(torch, cfg0, net, x, labels, TORCH_MODES["fp32"], torch.float64, device)
+    theirs = _torch_one_step(torch, cfg0, net, x, labels, CHECK_MODES[precision], torch.float32, device)
+    ours = {"loss": [train_step(net, opt, x, labels), net.loss(net.forward(x, train=True), labels)]}
+    after = ours_as_torch(net)
+    ours["update"] = {f"{m}.{k}": after[m][i] - before[m][i] for m in TORCH_MAP for i, k in enumerate(("w", "b"))}
+    loss_err, update_err = _step_errors(ours, ref)
+    t_loss, t_update = _step_errors(theirs, ref)
+    # allowed: the fp32 tolerances, or REDUCED_FACTOR x PyTorch's own error, whichever is larger
+    loss_tol = max(LOSS_TOL, REDUCED_FACTOR * t_loss)
+    update_tol = {k: max(UPDATE_TOL, REDUCED_FACTOR * t_update[k]) for k in update_err}
+    res = {"precision": precision, "reference": "PyTorch, float64", "loss_ours": ours["loss"],
+           "loss_reference": ref["loss"], "loss_rel_diff": loss_err, "update_rel_err": update_err,
+           "torch_mode": dict(zip(("cudnn_tf32", "matmul_tf32", "bf16_autocast"), CHECK_MODES[precision])),
+           "loss_torch": theirs["loss"], "torch_loss_rel_diff": t_loss, "torch_update_rel_err": t_update}
+    worst = max(update_err, key=lambda k: update_err[k] / update_tol[k])
+    passed = bool(loss_err <= loss_tol and all(update_err[k] <= update_tol[k] for k in update_err))
+    res.update(loss_tol=loss_tol, update_tol=update_tol, passed=passed)
+    line = (f"check, one step from the same weights (dropout off), against PyTorch in float64: "
+            f"ours ({precision}) loss {ours['loss'][0]:.6f} -> {ours['loss'][1]:.6f}, float64 "
+            f"{ref['loss'][0]:.6f} -> {ref['loss'][1]:.6f} (rel diff {loss_err:.1e}, allowed {loss_tol:.1e}); "
+            f"worst update error {update_err[worst]:.1e} ({worst}, allowed {update_tol[worst]:.1e})")
+    line += f"; PyTorch in {precision}: loss rel diff {t_loss:.1e}, {worst} {t_update[worst]:.1e}"
+    print(f"{line}: {'ok' if passed else 'FAIL'}")
+    del net, opt
+    return res
 
 
 # --- timing ---------------------------------------------------------------------------------
@@ -346,7 +407,8 @@ def run_ours(cupy, cfg, devices, x, labels, args, per_layer):
     from convnet.net import Net
     free_pool(cupy, devices)
     from convnet import backend
-    net = Net(cfg, devices=backend.parse(f"{NET_BACKEND}:{','.join(map(str, devices))}"), seed=args.seed)
+    net = Net(cfg, devices=backend.parse(f"{NET_BACKEND}:{','.join(map(str, devices))}"), seed=args.seed,
+              precision=args.precision)
     opt = make_sgd(net, cfg)
     losses = []
     times = time_steps(lambda: losses.append(train_step(net, opt, x, labels)),
@@ -378,13 +440,15 @@ def run_torch(cupy, torch, cfg, x, labels, args):
     del net
     model.train()
     xt, yt = torch.as_tensor(x, device="cuda"), torch.as_tensor(labels, device="cuda").long()
+    ctx = set_torch_mode(torch, TORCH_MODES[args.precision])
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     losses = []
-    times = time_steps(lambda: losses.append(torch_step(torch, model, opt, xt, yt)),
+    times = time_steps(lambda: losses.append(torch_step(torch, model, opt, xt, yt, ctx)),
                        torch.cuda.synchronize, args.steps, args.warmup)
     med = common.median(times)
     res = {"step_s": times, "median_step_s": med, "images_per_s": step_images_per_s(args.batch, med),
+           "mode": dict(zip(("cudnn_tf32", "matmul_tf32", "bf16_autocast"), TORCH_MODES[args.precision])),
            "losses": losses, "max_memory_allocated": torch.cuda.max_memory_allocated(),
            "max_memory_reserved": torch.cuda.max_memory_reserved()}
     model = opt = xt = yt = None
@@ -401,7 +465,7 @@ def run_gpu(args, cupy, torch):
         common.check_same_stream(cupy, torch)
     info = common.device_info(cupy, torch)
     info["gpus"] = n_dev
-    print(f"train_throughput: '{args.config}' batch {args.batch} fp32 on {info['device']} x{n_dev} "
+    print(f"train_throughput: '{args.config}' batch {args.batch} {args.precision} on {info['device']} x{n_dev} "
           f"(driver {info['nvidia_driver']}, CUDA runtime {info['cuda_runtime']}, CuPy {info['cupy']}, "
           f"PyTorch {info.get('torch', 'absent')}, cuDNN {info.get('cudnn')}); "
           f"median of {args.steps} steps after {args.warmup} warm-up")
@@ -410,13 +474,14 @@ def run_gpu(args, cupy, torch):
     x = cupy.asarray(rng.standard_normal((args.batch, *shape), dtype=np.float32))
     classes = num_classes(cfg)
     labels = cupy.asarray(rng.integers(0, classes, args.batch).astype(np.int32))
-    extra = {"config": args.config, "batch": args.batch, "steps": args.steps, "warmup": args.warmup}
+    extra = {"config": args.config, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
+             "precision": args.precision}
     ok = True
     compare = torch is not None and args.config == "alexnet"
     if torch is not None and not compare:
         print(f"note: the PyTorch model mirrors 'alexnet' only; no PyTorch run for '{args.config}'")
     if compare:
-        extra["check"] = check_same_step(cupy, torch, cfg, x, labels, args.seed)
+        extra["check"] = check_same_step(torch, cfg, x, labels, args.seed, args.precision)
         ok = extra["check"]["passed"]
         cupy.get_default_memory_pool().free_all_blocks()
         torch.cuda.empty_cache()
@@ -436,7 +501,8 @@ def run_gpu(args, cupy, torch):
     if compare:
         runs["torch"] = run_torch(cupy, torch, cfg, x, labels, args)
         r = runs["torch"]
-        print(f"PyTorch (cuDNN), one GPU       | {r['median_step_s'] * 1e3:.1f} ms/step | "
+        mode = {"fp32": "TF32 off", "tf32": "default: TF32 convolutions", "bf16": "bf16 autocast"}[args.precision]
+        print(f"PyTorch (cuDNN, {mode}), one GPU | {r['median_step_s'] * 1e3:.1f} ms/step | "
               f"{r['images_per_s']:.0f} images/s | max allocated {r['max_memory_allocated'] / 2**30:.2f} GiB")
         print(f"ours (one GPU) vs PyTorch: {r['median_step_s'] / runs['ours_1gpu']['median_step_s']:.2f}x "
               f"(PyTorch step time / ours: > 1 means we are faster)")
@@ -470,6 +536,8 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--layer-steps", type=int, default=5, help="steps for the per-layer table")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="conv and fc products: fp32 (conv.cu, gemm.cu) or the tensor-core kernels in tf32 / bf16")
     p.add_argument("--cpu-config", default="cifar-80sec", help="config of the CPU step (no GPU)")
     p.add_argument("--no-gpu", action="store_true", help="run the CPU step even if a GPU is present")
     args = p.parse_args(argv)

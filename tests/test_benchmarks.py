@@ -123,6 +123,14 @@ def test_train_throughput_cpu_mode():
     assert abs(loss - np.log(10)) < 0.5      # ten classes, small initial weights
 
 
+def test_train_throughput_cpu_mode_takes_a_precision():
+    r = run_script("train_throughput.py", "--precision", "bf16")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "batch 8, bf16: loss " in r.stdout
+    r = run_script("train_throughput.py", "--precision", "fp16")
+    assert r.returncode == 2 and "invalid choice: 'fp16'" in r.stderr
+
+
 def test_gpu_status_without_device(monkeypatch):
     cupy, reason = common.gpu_status(force_cpu=True)
     assert cupy is None and reason == "--no-gpu given"
@@ -568,6 +576,49 @@ def test_torch_alexnet_is_our_alexnet():
         w = model.conv2.weight
         w.copy_(torch.cat([w[128:], w[:128]]))
     assert common.relative_error(theirs(), ours) > 1e-2
+
+
+def _alexnet_batch(n=2):
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((n, 3, 227, 227), dtype=np.float32),
+            rng.integers(0, 1000, n).astype(np.int32))
+
+
+def test_train_throughput_check_bf16_against_float64_on_the_cpu(capsys):
+    """The benchmark's step check, run on the CPU: ours in bf16 (the host's rounding model),
+    PyTorch in float64 (the reference) and under bf16 autocast (the allowance)."""
+    torch = pytest.importorskip("torch")
+    from benchmarks import train_throughput as tt
+    from convnet.configs import load_config
+    x, labels = _alexnet_batch()
+    res = tt.check_same_step(torch, load_config("alexnet"), x, labels, 0, "bf16", device="cpu")
+    assert res["passed"], capsys.readouterr().out
+    assert res["torch_mode"] == {"cudnn_tf32": False, "matmul_tf32": False, "bf16_autocast": True}
+    # bf16 moves both libraries' updates away from float64, by about as much (measured: 5-40%)
+    assert 1e-2 < max(res["update_rel_err"].values()) < 1
+    assert 1e-2 < max(res["torch_update_rel_err"].values()) < 1
+    assert res["update_tol"]["fc8.w"] == pytest.approx(max(tt.UPDATE_TOL, 3 * res["torch_update_rel_err"]["fc8.w"]))
+    assert "against PyTorch in float64: ours (bf16)" in capsys.readouterr().out
+
+
+def test_train_throughput_check_catches_a_wrong_update(monkeypatch, capsys):
+    """fp32, with our SGD's learning rate doubled: every update is off by 100%, and the
+    check (fp32: within 1e-4 / 1e-3 of float64, or 3x PyTorch's fp32 error) fails."""
+    torch = pytest.importorskip("torch")
+    from benchmarks import train_throughput as tt
+    from convnet.configs import load_config
+    from convnet.optim import SGD
+    right = tt.make_sgd
+
+    def doubled(net, cfg):
+        opt = right(net, cfg)
+        return SGD(net.params(), lr=2 * opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    monkeypatch.setattr(tt, "make_sgd", doubled)
+    x, labels = _alexnet_batch()
+    res = tt.check_same_step(torch, load_config("alexnet"), x, labels, 0, "fp32", device="cpu")
+    assert not res["passed"] and capsys.readouterr().out.rstrip().endswith(": FAIL")
+    assert min(res["update_rel_err"][k] for k in ("conv1.w", "fc6.w", "fc8.w")) > 0.5
+    assert res["loss_ours"][0] == pytest.approx(res["loss_reference"][0], rel=tt.LOSS_TOL)  # before the step
 
 
 def test_torch_mapping_rejects_another_net():

@@ -14,6 +14,7 @@
 #   gpu-tests   pytest -m gpu
 #   tune        python -m convnet.tune (each kept candidate checked, then timed, and cached)
 #   train       benchmarks/train_throughput.py (the whole iteration)
+#   train-bf16  the same in bf16, against PyTorch under bf16 autocast
 #   check-alex  convnet.check at AlexNet's shapes (the float64 NumPy references take most of it)
 #   memory      benchmarks/memory_throughput.py (the memory-bound ops)
 #   memcheck    compute-sanitizer --tool memcheck over convnet.check's small shapes
@@ -100,6 +101,7 @@ step conv-bf16   45 python3 benchmarks/conv_throughput.py --precision bf16 --rep
 step gpu-tests   60 python3 -m pytest -q -m gpu tests
 step tune        60 python3 -m convnet.tune --repeat 5
 step train       60 python3 benchmarks/train_throughput.py
+step train-bf16  60 python3 benchmarks/train_throughput.py --precision bf16
 step check-alex  90 python3 -m convnet.check --backend cuda --shapes alexnet
 step memory      40 python3 benchmarks/memory_throughput.py --repeat 10
 if command -v compute-sanitizer >/dev/null; then
